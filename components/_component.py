@@ -1,0 +1,567 @@
+"""The ``@component`` decorator: a typed function becomes a pipeline component.
+
+A component is a plain function whose parameters are of three kinds, told
+apart by their annotations:
+
+* **inputs**: annotated with an artifact type (``examples: Examples``);
+  optional when annotated ``Examples | None = None``;
+* **outputs**: annotated ``Output[Statistics]``; the function writes files
+  below ``statistics.path`` and may set ``statistics.properties``;
+* **parameters**: anything else, JSON-serializable, preferably keyword-only
+  with a default.
+
+The function may return ``None`` or a mapping of metric names to numbers.
+
+Called on artifacts, a component runs at once and returns its output artifact
+(or a named tuple of them when it has several)::
+
+    stats = StatisticsGen(examples=examples)            # eager
+
+Called inside ``with Pipeline(...)`` (or on a node's outputs) it returns a
+:class:`Node` and runs later, when the pipeline runs::
+
+    with Pipeline("demo") as p:
+        gen = ExampleGen(input_pattern="data/*.csv")
+        stats = StatisticsGen(examples=gen.outputs.examples)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import hashlib
+import inspect
+import json
+import time
+import types
+import typing
+from collections import namedtuple
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._artifacts import Artifact, ArtifactStore, _OutputAlias
+
+__all__ = [
+    "Component",
+    "ComponentError",
+    "ExecutionResult",
+    "Node",
+    "OutputRef",
+    "PipelineStopped",
+    "WiringError",
+    "component",
+]
+
+
+class ComponentError(Exception):
+    """A component was defined or called wrongly."""
+
+
+class WiringError(ComponentError, TypeError):
+    """An input was wired to an artifact of the wrong type, or is missing."""
+
+
+class PipelineStopped(Exception):
+    """A component's verdict stopped the pipeline (e.g. failing anomalies).
+
+    The component's outputs were written and can be inspected.
+    """
+
+    def __init__(self, message: str, outputs: Mapping[str, Artifact] | None = None) -> None:
+        super().__init__(message)
+        self.outputs = dict(outputs or {})
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    type: type[Artifact]
+    optional: bool
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    type: type[Artifact]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    annotation: Any
+    default: Any
+    required: bool
+
+
+# Set while a ``with Pipeline(...)`` block is open.
+_BUILDING: contextvars.ContextVar[Any] = contextvars.ContextVar("jaxtx_building", default=None)
+
+
+@dataclass(frozen=True)
+class OutputRef:
+    """One output of a node, to wire into another node's input."""
+
+    node: Node
+    name: str
+    type: type[Artifact]
+
+    def __repr__(self) -> str:
+        return f"<{self.node.id}.outputs.{self.name}: {self.type.TYPE_NAME}>"
+
+
+class _Outputs:
+    def __init__(self, refs: Mapping[str, OutputRef]) -> None:
+        self._refs = dict(refs)
+
+    def __getattr__(self, name: str) -> OutputRef:
+        try:
+            return self._refs[name]
+        except KeyError:
+            raise AttributeError(f"no output {name!r}; outputs are {sorted(self._refs)}") from None
+
+    def __getitem__(self, name: str) -> OutputRef:
+        return self.__getattr__(name)
+
+    def __iter__(self) -> Any:
+        return iter(self._refs.values())
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._refs)
+
+
+class Node:
+    """A component call placed in a pipeline, to be run later."""
+
+    def __init__(
+        self,
+        component: Component,
+        inputs: Mapping[str, OutputRef | Artifact | None],
+        params: Mapping[str, Any],
+        *,
+        id: str | None = None,
+    ) -> None:
+        self.component = component
+        self.inputs: dict[str, OutputRef | Artifact | None] = dict(inputs)
+        self.params: dict[str, Any] = dict(params)
+        self.id = id or component.name
+        self.retries = component.retries
+        self.retry_delay_seconds = component.retry_delay_seconds
+        self.cache = component.cache
+        self.outputs = _Outputs(
+            {o.name: OutputRef(self, o.name, o.type) for o in component.outputs}
+        )
+        self.pipeline: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Node {self.id} ({self.component.name})>"
+
+    def with_id(self, id: str) -> Node:
+        """Name this node (needed when one component appears twice)."""
+        if self.pipeline is not None:
+            self.pipeline._rename(self, id)
+        self.id = id
+        return self
+
+    def with_options(
+        self,
+        *,
+        retries: int | None = None,
+        retry_delay_seconds: float | None = None,
+        cache: bool | None = None,
+    ) -> Node:
+        """Per-node retries and caching; returns the node."""
+        if retries is not None:
+            self.retries = retries
+        if retry_delay_seconds is not None:
+            self.retry_delay_seconds = retry_delay_seconds
+        if cache is not None:
+            self.cache = cache
+        return self
+
+    def connect(self, input_name: str, source: OutputRef | Node | Artifact) -> Node:
+        """Wire (or re-wire) one input after the node was made."""
+        spec = self.component._input(input_name)
+        self.inputs[input_name] = self.component._check_input(spec, source, self.id)
+        return self
+
+    @property
+    def output(self) -> OutputRef:
+        """The only output of a single-output component."""
+        refs = list(self.outputs)
+        if len(refs) != 1:
+            raise AttributeError(
+                f"{self.id} has {len(refs)} outputs {[r.name for r in refs]}; "
+                "pick one with node.outputs.<name>"
+            )
+        return refs[0]
+
+    def upstream(self) -> list[Node]:
+        return [r.node for r in self.inputs.values() if isinstance(r, OutputRef)]
+
+
+@dataclass
+class ExecutionResult:
+    """What one execution of a component produced."""
+
+    outputs: dict[str, Artifact]
+    metrics: dict[str, float] = field(default_factory=dict)
+    duration_s: float = 0.0
+    cached: bool = False
+    verdict: str | None = None
+
+
+class Component:
+    """A typed function usable eagerly and as a pipeline node. Made by :func:`component`."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: float = 1.0,
+        cache: bool = True,
+        version: str | None = None,
+        verdict: Callable[[Mapping[str, Artifact]], str | None] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.retries = retries
+        self.retry_delay_seconds = retry_delay_seconds
+        self.cache = cache
+        self.version = version
+        self.verdict = verdict
+        self.inputs, self.outputs, self.params = _parse_signature(fn, self.name)
+        functools.update_wrapper(self, fn)
+        self.__signature__ = _public_signature(fn, {o.name for o in self.outputs})
+        self._code_version: str | None = None
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{i.name}: {i.type.TYPE_NAME}" for i in self.inputs)
+        outs = ", ".join(f"{o.name}: {o.type.TYPE_NAME}" for o in self.outputs)
+        return f"<component {self.name}({ins}) -> ({outs})>"
+
+    # -- calling ---------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            raise ComponentError(
+                f"{self.name}: pass inputs and parameters by keyword, e.g. "
+                f"{self.name}({', '.join(f'{i.name}=...' for i in self.inputs[:2])})"
+            )
+        store = kwargs.pop("store", None)
+        builder = _BUILDING.get()
+        symbolic = any(isinstance(v, OutputRef | Node) for v in kwargs.values())
+        if builder is not None or symbolic:
+            node_id = kwargs.pop("id", None)
+            node = self.node(id=node_id, **kwargs)
+            if builder is not None:
+                builder.add(node)
+            return node
+        return self.run(store=store, **kwargs)
+
+    def node(self, *, id: str | None = None, **kwargs: Any) -> Node:
+        """Make a pipeline node (what a call inside ``with Pipeline`` does)."""
+        inputs, params = self._bind(kwargs, node_id=id or self.name, symbolic=True)
+        return Node(self, inputs, params, id=id)
+
+    def run(self, *, store: ArtifactStore | str | None = None, **kwargs: Any) -> Any:
+        """Run eagerly on artifacts; returns the output artifact(s).
+
+        Args:
+          store: where outputs go (default: the embedded local store).
+          **kwargs: input artifacts and parameters.
+        """
+        inputs, params = self._bind(kwargs, node_id=self.name, symbolic=False)
+        st = store if isinstance(store, ArtifactStore) else ArtifactStore(store)
+        result = self.execute(inputs, params, st, producer={"component": self.name})
+        if result.verdict:
+            raise PipelineStopped(result.verdict, result.outputs)
+        return self._pack(result.outputs)
+
+    def _pack(self, outputs: Mapping[str, Artifact]) -> Any:
+        if len(self.outputs) == 1:
+            return outputs[self.outputs[0].name]
+        if not self.outputs:
+            return None
+        tup = namedtuple(f"{self.name}Outputs", [o.name for o in self.outputs])  # type: ignore[misc]
+        return tup(**{o.name: outputs[o.name] for o in self.outputs})
+
+    def execute(
+        self,
+        inputs: Mapping[str, Artifact | None],
+        params: Mapping[str, Any],
+        store: ArtifactStore,
+        *,
+        producer: Mapping[str, Any],
+    ) -> ExecutionResult:
+        """Run the function once: stage outputs, call, commit atomically."""
+        staged = {o.name: store.new_output(o.type, self.name, o.name) for o in self.outputs}
+        start = time.perf_counter()
+        try:
+            returned = self.fn(**inputs, **staged, **params)
+            metrics = _metrics(returned, self.name)
+            committed = {
+                name: store.commit(out, producer={**producer, "output": name})
+                for name, out in staged.items()
+            }
+        except BaseException:
+            for out in staged.values():
+                store.discard(out)
+            raise
+        duration = time.perf_counter() - start
+        return ExecutionResult(
+            outputs=committed,
+            metrics=metrics,
+            duration_s=duration,
+            verdict=self.verdict(committed) if self.verdict else None,
+        )
+
+    # -- binding and checking --------------------------------------------------------------
+    def _bind(
+        self, kwargs: Mapping[str, Any], *, node_id: str, symbolic: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        known = {i.name for i in self.inputs} | {p.name for p in self.params}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            import difflib
+
+            hint = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            raise ComponentError(
+                f"{self.name}: unknown argument {unknown[0]!r}"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + f" It takes inputs {[i.name for i in self.inputs]} and parameters "
+                f"{[p.name for p in self.params]}."
+            )
+        inputs: dict[str, Any] = {}
+        for spec in self.inputs:
+            value = kwargs.get(spec.name)
+            if value is None:
+                if not spec.optional and not symbolic:
+                    raise WiringError(
+                        f"{self.name}: missing input {spec.name!r} "
+                        f"(expects a {spec.type.TYPE_NAME} artifact)"
+                    )
+                inputs[spec.name] = None
+                continue
+            inputs[spec.name] = self._check_input(spec, value, node_id)
+        params: dict[str, Any] = {}
+        for p in self.params:
+            if p.name in kwargs:
+                params[p.name] = kwargs[p.name]
+            elif p.required:
+                raise ComponentError(f"{self.name}: missing parameter {p.name!r}")
+            else:
+                params[p.name] = p.default
+        return inputs, params
+
+    def _input(self, name: str) -> InputSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise ComponentError(
+            f"{self.name} has no input {name!r}; inputs are {[i.name for i in self.inputs]}"
+        )
+
+    def _check_input(self, spec: InputSpec, value: Any, node_id: str) -> Any:
+        if isinstance(value, Node):
+            outs = [o for o in value.outputs if issubclass(o.type, spec.type)]
+            if len(list(value.outputs)) == 1:
+                value = value.output
+            elif len(outs) == 1:
+                value = outs[0]
+            else:
+                raise WiringError(
+                    f"{self.name} (node {node_id!r}), input {spec.name!r}: node {value.id!r} has "
+                    f"outputs {[o.name for o in value.outputs]}; pass one as "
+                    f"{value.id}.outputs.<name>"
+                )
+        if isinstance(value, OutputRef):
+            found = value.type
+            source = f"output {value.name!r} of node {value.node.id!r}"
+        elif isinstance(value, Artifact):
+            found = type(value)
+            source = f"artifact {value.uri}"
+        else:
+            raise WiringError(
+                f"{self.name} (node {node_id!r}), input {spec.name!r}: expects a "
+                f"{spec.type.TYPE_NAME} artifact or a node output, got {type(value).__name__}"
+            )
+        if not issubclass(found, spec.type):
+            raise WiringError(
+                f"{self.name} (node {node_id!r}), input {spec.name!r}: expects "
+                f"{spec.type.TYPE_NAME}, but {source} is {found.TYPE_NAME}"
+            )
+        return value
+
+    # -- caching ---------------------------------------------------------------------------
+    @property
+    def code_version(self) -> str:
+        """A hash of the function's module source, the jaxtx sources and ``version``."""
+        if self._code_version is None:
+            h = hashlib.sha256()
+            h.update((self.version or "").encode())
+            h.update(_module_source(self.fn).encode())
+            h.update(_jaxtx_source_hash().encode())
+            self._code_version = h.hexdigest()
+        return self._code_version
+
+    def cache_key(self, inputs: Mapping[str, Artifact | None], params: Mapping[str, Any]) -> str:
+        """Key on code, parameters and input fingerprints (never on data or paths)."""
+        doc = {
+            "component": self.name,
+            "code": self.code_version,
+            "params": params,
+            "inputs": {k: (v.fingerprint if v is not None else None) for k, v in inputs.items()},
+        }
+        blob = json.dumps(doc, sort_keys=True, default=repr)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def component(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float = 1.0,
+    cache: bool = True,
+    version: str | None = None,
+    verdict: Callable[[Mapping[str, Artifact]], str | None] | None = None,
+) -> Any:
+    """Turn a typed function into a :class:`Component`.
+
+    Args:
+      fn: the function (when used as ``@component`` without arguments).
+      name: the component's name (default: the function's).
+      retries: how often a failed run is retried inside a pipeline.
+      retry_delay_seconds: the pause before each retry.
+      cache: whether pipeline runs may skip it when code, parameters and
+        input fingerprints are unchanged.
+      version: a string added to the cache key; bump it to invalidate caches.
+      verdict: called with the committed outputs; a returned message stops
+        the pipeline (e.g. failing anomalies) after the outputs were written.
+
+    Example::
+
+        @component
+        def RowCount(examples: Examples, report: Output[Report], *, split: str = "train"):
+            n = examples.read(split).num_rows
+            (report.path / "count.txt").write_text(str(n))
+            return {"rows": n}
+    """
+
+    def wrap(f: Callable[..., Any]) -> Component:
+        return Component(
+            f,
+            name=name,
+            retries=retries,
+            retry_delay_seconds=retry_delay_seconds,
+            cache=cache,
+            version=version,
+            verdict=verdict,
+        )
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _parse_signature(
+    fn: Callable[..., Any], name: str
+) -> tuple[list[InputSpec], list[OutputSpec], list[ParamSpec]]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as e:  # an annotation that does not resolve
+        raise ComponentError(
+            f"{name}: cannot resolve the annotations of {fn.__qualname__}: {e}"
+        ) from e
+    inputs: list[InputSpec] = []
+    outputs: list[OutputSpec] = []
+    params: list[ParamSpec] = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise ComponentError(f"{name}: *args/**kwargs are not allowed in a component")
+        ann = hints.get(p.name, Any)
+        if isinstance(ann, _OutputAlias):
+            outputs.append(OutputSpec(p.name, ann.artifact_cls))
+            continue
+        art, optional = _artifact_annotation(ann)
+        if art is not None:
+            if optional and p.default is not None:
+                raise ComponentError(f"{name}: optional input {p.name!r} must default to None")
+            inputs.append(InputSpec(p.name, art, optional))
+            continue
+        params.append(
+            ParamSpec(
+                p.name, ann, None if p.default is p.empty else p.default, p.default is p.empty
+            )
+        )
+    return inputs, outputs, params
+
+
+def _artifact_annotation(ann: Any) -> tuple[type[Artifact] | None, bool]:
+    if isinstance(ann, type) and issubclass(ann, Artifact):
+        return ann, False
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if (
+            len(args) == 1
+            and type(None) in typing.get_args(ann)
+            and isinstance(args[0], type)
+            and issubclass(args[0], Artifact)
+        ):
+            return args[0], True
+    return None, False
+
+
+def _public_signature(fn: Callable[..., Any], outputs: set[str]) -> inspect.Signature:
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.name not in outputs]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+    return sig.replace(parameters=params)
+
+
+def _metrics(returned: Any, name: str) -> dict[str, float]:
+    if returned is None:
+        return {}
+    if not isinstance(returned, Mapping):
+        raise ComponentError(
+            f"{name} returned {type(returned).__name__}; a component returns None or a "
+            "mapping of metric names to numbers (outputs are written through Output[...] parameters)"
+        )
+    out: dict[str, float] = {}
+    for k, v in returned.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise ComponentError(f"{name}: metric {k!r} is not a number: {v!r}") from None
+    return out
+
+
+def _module_source(fn: Callable[..., Any]) -> str:
+    mod = inspect.getmodule(fn)
+    try:
+        return inspect.getsource(mod) if mod is not None else inspect.getsource(fn)
+    except (OSError, TypeError):
+        try:
+            return inspect.getsource(fn)
+        except (OSError, TypeError):
+            return fn.__qualname__
+
+
+@functools.cache
+def _jaxtx_source_hash() -> str:
+    """Hash of every jaxtx source file, so library changes invalidate caches."""
+    import jaxtx
+
+    h = hashlib.sha256(jaxtx.__version__.encode())
+    roots = []
+    for sub in ("components", "validation", "trainer", "serving", "pipelines"):
+        mod = __import__(f"jaxtx.{sub}", fromlist=["__file__"])
+        if mod.__file__:
+            roots.append(Path(mod.__file__).parent)
+    for root in roots:
+        for f in sorted(root.rglob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()

@@ -1,0 +1,489 @@
+"""Run a :class:`Pipeline` as a Prefect flow, tracked in MLflow.
+
+* One pipeline run = one Prefect flow run = one MLflow parent run.
+* Each node = one Prefect task run = one nested MLflow run with its
+  parameters, metrics, input/output URIs and fingerprints (lineage) and its
+  reports as MLflow artifacts.
+* Nodes whose inputs are ready run concurrently (Prefect's thread pool task
+  runner); retries come from Prefect.
+* Caching: the key is the component's code version, its parameters and its
+  input *fingerprints* (never data, never paths). A hit is taken only if every
+  recorded output still exists and verifies against its manifest; otherwise
+  the node runs again. Prefect's own result caching is off: tasks pass small
+  artifact references, never data, and nothing is pickled to disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+from jaxtx.components._artifacts import (
+    Artifact,
+    ArtifactError,
+    ArtifactStore,
+    default_home,
+    load_artifact,
+)
+from jaxtx.components._component import ExecutionResult, Node, OutputRef, PipelineStopped
+
+from ._pipeline import Pipeline
+from ._tracking import Tracker, default_tracking_uri
+
+__all__ = ["NodeRun", "PipelineRun", "PipelineRunError", "run_pipeline"]
+
+_log = logging.getLogger("jaxtx.runner")
+
+
+class PipelineRunError(RuntimeError):
+    """A node failed; the message names the node and the cause."""
+
+
+@dataclass
+class NodeRun:
+    """The outcome of one node in one pipeline run."""
+
+    node_id: str
+    component: str
+    outputs: dict[str, Artifact]
+    metrics: dict[str, float]
+    duration_s: float
+    cached: bool
+    mlflow_run_id: str | None
+
+
+@dataclass
+class PipelineRun:
+    """The outcome of a pipeline run."""
+
+    pipeline: str
+    nodes: dict[str, NodeRun]
+    mlflow_run_id: str | None
+    flow_run_id: str | None
+    tracking_uri: str | None
+    artifact_root: str
+    duration_s: float
+    stopped: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, node_id: str) -> NodeRun:
+        return self.nodes[node_id]
+
+    def output(self, node_id: str, name: str | None = None) -> Artifact:
+        """An output artifact of a node (its only one when ``name`` is omitted)."""
+        outs = self.nodes[node_id].outputs
+        if name is None:
+            if len(outs) != 1:
+                raise KeyError(f"node {node_id!r} has outputs {sorted(outs)}; name one")
+            return next(iter(outs.values()))
+        return outs[name]
+
+    @property
+    def cached_nodes(self) -> list[str]:
+        return [k for k, v in self.nodes.items() if v.cached]
+
+    @property
+    def executed_nodes(self) -> list[str]:
+        return [k for k, v in self.nodes.items() if not v.cached]
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.done = total, enabled, 0
+        self._lock = threading.Lock()
+
+    def start(self, node: Node) -> None:
+        if self.enabled:
+            with self._lock:
+                label = (
+                    node.id
+                    if node.id == node.component.name
+                    else f"{node.id} ({node.component.name})"
+                )
+                print(f"[jaxtx] ▶ {label} …", file=sys.stderr, flush=True)
+
+    def finish(self, node: Node, result: ExecutionResult) -> None:
+        with self._lock:
+            self.done += 1
+            if self.enabled:
+                how = "cached" if result.cached else f"{result.duration_s:.1f} s"
+                print(
+                    f"[jaxtx] ✓ {node.id} [{self.done}/{self.total}] ({how})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def fail(self, node: Node, err: BaseException) -> None:
+        if self.enabled:
+            with self._lock:
+                print(f"[jaxtx] ✗ {node.id}: {err}", file=sys.stderr, flush=True)
+
+
+class _Cache:
+    """Index ``<store>/.cache/<key>.json`` -> output URIs, verified on every hit."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self.dir = store._base.rstrip("/") + "/.cache"
+        store.fs.create_dir(self.dir, recursive=True)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = f"{self.dir}/{key}.json"
+        if self.store.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self.store.fs.open_input_stream(path) as f:
+            entry = json.loads(f.read().decode())
+        try:
+            outputs = {n: load_artifact(u, verify=True) for n, u in entry["outputs"].items()}
+        except ArtifactError as e:
+            _log.warning("cache entry %s not trusted, re-running: %s", key[:12], e)
+            return None
+        return {"outputs": outputs, "metrics": entry.get("metrics", {})}
+
+    def put(self, key: str, result: ExecutionResult, node: Node) -> None:
+        entry = {
+            "component": node.component.name,
+            "node": node.id,
+            "outputs": {n: a.uri for n, a in result.outputs.items()},
+            "metrics": result.metrics,
+            "created": time.time(),
+        }
+        path = f"{self.dir}/{key}.json"
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with self.store.fs.open_output_stream(tmp) as f:
+            f.write(json.dumps(entry, indent=2).encode())
+        self.store.fs.move(tmp, path)
+
+
+def _node_params_for_log(node: Node) -> dict[str, Any]:
+    out: dict[str, Any] = {f"param.{k}": v for k, v in node.params.items()}
+    out.update(
+        {
+            "component": node.component.name,
+            "node": node.id,
+            "retries": node.retries,
+            "cache": node.cache,
+            "code_version": node.component.code_version[:16],
+        }
+    )
+    return out
+
+
+def _numeric_properties(outputs: Mapping[str, Artifact]) -> dict[str, float]:
+    m: dict[str, float] = {}
+    for name, art in outputs.items():
+        for k, v in art.properties.items():
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, int | float):
+                m[f"{name}.{k}"] = float(v)
+    return m
+
+
+def _execute_node(
+    node: Node,
+    upstream: Mapping[str, dict[str, Artifact]],
+    *,
+    store: ArtifactStore,
+    cache: _Cache | None,
+    tracker: Tracker | None,
+    parent_run_id: str | None,
+    progress: _Progress,
+    run_tag: str,
+    records: dict[str, tuple[ExecutionResult, str | None]],
+) -> dict[str, Artifact]:
+    inputs: dict[str, Artifact | None] = {}
+    for name, src in node.inputs.items():
+        if isinstance(src, OutputRef):
+            inputs[name] = upstream[src.node.id][src.name]
+        else:
+            inputs[name] = src
+    comp = node.component
+    key = comp.cache_key(inputs, node.params)
+    progress.start(node)
+    run_id = None
+    if tracker is not None:
+        run_id = tracker.start_run(
+            node.id,
+            parent_run_id=parent_run_id,
+            tags={
+                "jaxtx.node": node.id,
+                "jaxtx.component": comp.name,
+                "jaxtx.pipeline_run": run_tag,
+            },
+        )
+        tracker.log_params(run_id, _node_params_for_log(node))
+    try:
+        hit = cache.get(key) if (cache is not None and node.cache) else None
+        if hit is not None:
+            result = ExecutionResult(
+                outputs=hit["outputs"],
+                metrics=hit["metrics"],
+                cached=True,
+                verdict=comp.verdict(hit["outputs"]) if comp.verdict else None,
+            )
+        else:
+            result = comp.execute(
+                inputs,
+                node.params,
+                store,
+                producer={
+                    "component": comp.name,
+                    "node": node.id,
+                    "pipeline_run": run_tag,
+                    "mlflow_run_id": run_id,
+                },
+            )
+            if cache is not None:
+                cache.put(key, result, node)
+        if tracker is not None and run_id is not None:
+            _log_result(tracker, run_id, inputs, result, key)
+        progress.finish(node, result)
+        if result.verdict:
+            records[node.id] = (result, run_id)
+            raise PipelineStopped(f"{node.id}: {result.verdict}", result.outputs)
+        if tracker is not None and run_id is not None:
+            tracker.end_run(run_id, "FINISHED")
+        records[node.id] = (result, run_id)
+        return result.outputs
+    except BaseException as e:
+        progress.fail(node, e)
+        if tracker is not None and run_id is not None:
+            tracker.set_tags(run_id, {"jaxtx.error": f"{type(e).__name__}: {e}"})
+            tracker.end_run(run_id, "FAILED")
+        raise
+
+
+def _log_result(
+    tracker: Tracker,
+    run_id: str,
+    inputs: Mapping[str, Artifact | None],
+    result: ExecutionResult,
+    key: str,
+) -> None:
+    tags: dict[str, Any] = {"jaxtx.cached": str(result.cached).lower(), "jaxtx.cache_key": key}
+    for name, art in inputs.items():
+        if art is not None:
+            tags[f"jaxtx.input.{name}.uri"] = art.uri
+            tags[f"jaxtx.input.{name}.fingerprint"] = art.fingerprint
+            tags[f"jaxtx.input.{name}.type"] = art.TYPE_NAME
+            if art.TYPE_NAME == "Examples":
+                tracker.log_dataset(
+                    run_id,
+                    name=f"{name}",
+                    digest=art.fingerprint,
+                    source=art.uri,
+                    context=name,
+                    profile=json.dumps(
+                        {k: art.properties.get(k) for k in ("split_counts", "span", "version")}
+                    ),
+                )
+    for name, art in result.outputs.items():
+        tags[f"jaxtx.output.{name}.uri"] = art.uri
+        tags[f"jaxtx.output.{name}.fingerprint"] = art.fingerprint
+        tags[f"jaxtx.output.{name}.type"] = art.TYPE_NAME
+    tracker.set_tags(run_id, tags)
+    metrics = {**_numeric_properties(result.outputs), **result.metrics}
+    metrics["duration_s"] = result.duration_s
+    metrics["cached"] = 1.0 if result.cached else 0.0
+    tracker.log_metrics(run_id, metrics)
+    for name, art in result.outputs.items():
+        try:
+            local = art.path
+        except ArtifactError:
+            continue
+        reports = local / "reports"
+        if reports.is_dir():
+            tracker.log_artifacts(run_id, reports, f"reports/{name}")
+        tracker.log_artifact(run_id, local / "artifact.json", f"outputs/{name}")
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    cache: bool = True,
+    params: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+    track: bool = True,
+    max_workers: int | None = None,
+    progress: bool = True,
+) -> PipelineRun:
+    """Run a pipeline as one Prefect flow run.
+
+    Args:
+      pipeline: the pipeline.
+      cache: ``False`` runs every node even when a valid cached result exists
+        (per node: ``node.with_options(cache=False)``).
+      params: overrides ``{"node_id.param": value}`` applied before running.
+      run_name: the Prefect flow run and MLflow parent run name.
+      track: log to MLflow (``pipeline.tracking_uri`` or the embedded SQLite store).
+      max_workers: threads for concurrent nodes (default: 4).
+      progress: print one line per node start/finish to stderr.
+
+    Returns:
+      A :class:`PipelineRun` with every node's outputs, metrics and run ids.
+
+    Raises:
+      PipelineStopped: a component's verdict stopped the run (e.g. failing
+        anomalies); its message names the node and the report.
+      PipelineRunError: a node failed; the message names it and the cause.
+    """
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    if params:
+        pipeline.with_params(params)
+    pipeline.validate()
+    order = pipeline.topological_order()
+    home = Path(pipeline.home).resolve() if pipeline.home else default_home()
+    home.mkdir(parents=True, exist_ok=True)
+    store = ArtifactStore(pipeline.artifact_root or home / "artifacts")
+    cache_index = _Cache(store) if cache else None
+    tracker = None
+    if track:
+        uri = (
+            pipeline.tracking_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or default_tracking_uri(home)
+        )
+        art_loc = (
+            (home / "mlartifacts" / pipeline.name).resolve().as_uri()
+            if uri.startswith("sqlite:")
+            else None
+        )
+        tracker = Tracker(uri, pipeline.name, art_loc)
+    run_tag = uuid.uuid4().hex[:12]
+    prog = _Progress(len(order), progress)
+    state: dict[str, Any] = {}
+    records: dict[str, tuple[ExecutionResult, str | None]] = {}
+
+    def body() -> dict[str, dict[str, Artifact]]:
+        from prefect.runtime import flow_run
+
+        state["flow_run_id"] = str(flow_run.id) if flow_run.id else None
+        parent = None
+        if tracker is not None:
+            parent = tracker.start_run(
+                run_name or str(flow_run.name or pipeline.name),
+                tags={
+                    "jaxtx.pipeline": pipeline.name,
+                    "jaxtx.pipeline_run": run_tag,
+                    "prefect.flow_run_id": state["flow_run_id"] or "",
+                    "mlflow.note.content": pipeline.description or pipeline.describe(),
+                },
+            )
+            tracker.log_params(
+                parent,
+                {
+                    "pipeline": pipeline.name,
+                    "nodes": len(order),
+                    "cache": cache,
+                    "artifact_root": store.root,
+                },
+            )
+        state["parent"] = parent
+        futures: dict[str, Any] = {}
+        for node in order:
+            t = task(
+                _execute_node,
+                name=node.id,
+                task_run_name=node.id,
+                retries=node.retries,
+                retry_delay_seconds=node.retry_delay_seconds,
+                cache_policy=NO_CACHE,
+                persist_result=False,
+            )
+            ups = {n.id: futures[n.id] for n in node.upstream()}
+            futures[node.id] = t.submit(
+                node,
+                ups,
+                store=store,
+                cache=cache_index,
+                tracker=tracker,
+                parent_run_id=parent,
+                progress=prog,
+                run_tag=run_tag,
+                records=records,
+            )
+        results: dict[str, dict[str, Artifact]] = {}
+        first_error: BaseException | None = None
+        for node in order:
+            fut = futures[node.id]
+            fut.wait()
+            st = fut.state
+            if st.is_completed():
+                results[node.id] = fut.result()
+            elif first_error is None and st.is_failed():
+                try:
+                    fut.result()
+                except BaseException as e:  # the node's own exception
+                    first_error = e
+        if first_error is not None:
+            raise first_error
+        return results
+
+    flow_fn = flow(
+        body,
+        name=pipeline.name,
+        flow_run_name=run_name,
+        task_runner=ThreadPoolTaskRunner(max_workers=max_workers or 4),
+        persist_result=False,
+        validate_parameters=False,
+    )
+    start = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        flow_fn()
+    except BaseException as e:
+        error = e
+    duration = time.perf_counter() - start
+    parent = state.get("parent")
+    if tracker is not None and parent is not None:
+        n_cached = sum(1 for r, _ in records.values() if r.cached)
+        tracker.log_metrics(
+            parent,
+            {
+                "duration_s": duration,
+                "nodes_cached": n_cached,
+                "nodes_run": len(records) - n_cached,
+            },
+        )
+        tracker.end_run(parent, "FINISHED" if error is None else "FAILED")
+    if error is not None:
+        if isinstance(error, PipelineStopped | KeyboardInterrupt):
+            raise error
+        raise PipelineRunError(
+            f"pipeline {pipeline.name!r} failed: {type(error).__name__}: {error}"
+        ) from error
+    nodes = {}
+    for node in order:
+        res, node_run_id = records[node.id]
+        nodes[node.id] = NodeRun(
+            node_id=node.id,
+            component=node.component.name,
+            outputs=res.outputs,
+            metrics=res.metrics,
+            duration_s=res.duration_s,
+            cached=res.cached,
+            mlflow_run_id=node_run_id,
+        )
+    return PipelineRun(
+        pipeline=pipeline.name,
+        nodes=nodes,
+        mlflow_run_id=parent,
+        flow_run_id=state.get("flow_run_id"),
+        tracking_uri=tracker.tracking_uri if tracker else None,
+        artifact_root=store.root,
+        duration_s=duration,
+    )

@@ -1,0 +1,148 @@
+"""MLflow tracking: one parent run per pipeline run, one nested run per component.
+
+Uses :class:`mlflow.MlflowClient` with explicit run ids (never the fluent API's
+thread-local active run), so components running concurrently in threads log to
+their own runs. Calls are serialized with a lock: the embedded SQLite store
+does not like concurrent writers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Tracker", "default_tracking_uri"]
+
+_log = logging.getLogger("jaxtx.tracking")
+_LOCK = threading.RLock()
+_MAX_PARAM = 6000
+
+
+def default_tracking_uri(home: Path) -> str:
+    """``sqlite:///<home>/mlflow.db``: the embedded store, no server needed."""
+    return f"sqlite:///{(home / 'mlflow.db').as_posix()}"
+
+
+class Tracker:
+    """Logs a pipeline run to MLflow.
+
+    Args:
+      tracking_uri: any MLflow tracking URI.
+      experiment: experiment name (the pipeline's name).
+      artifact_location: where a new experiment keeps run artifacts.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        with _LOCK:
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=artifact_location
+                    )
+                except Exception:  # created concurrently by another process
+                    exp = self.client.get_experiment_by_name(experiment)
+                    if exp is None:
+                        raise
+                    self.experiment_id = exp.experiment_id
+            else:
+                self.experiment_id = exp.experiment_id
+
+    def start_run(
+        self,
+        name: str,
+        *,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        with _LOCK:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k)[:250], _param_value(v)) for k, v in params.items()]
+        if items:
+            with _LOCK:
+                self.client.log_batch(run_id, params=items)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(_metric_key(k), float(v), ts, step) for k, v in metrics.items()]
+        if items:
+            with _LOCK:
+                self.client.log_batch(run_id, metrics=items)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(str(k), str(v)[:5000]) for k, v in tags.items()]
+        if items:
+            with _LOCK:
+                self.client.log_batch(run_id, tags=items)
+
+    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
+        with _LOCK:
+            self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def log_artifact(self, run_id: str, local_file: Path, artifact_path: str | None = None) -> None:
+        with _LOCK:
+            self.client.log_artifact(run_id, str(local_file), artifact_path)
+
+    def log_dataset(
+        self,
+        run_id: str,
+        *,
+        name: str,
+        digest: str,
+        source: str,
+        context: str,
+        schema: str | None = None,
+        profile: str | None = None,
+    ) -> None:
+        """Record an input dataset (MLflow's "Datasets used" panel) for lineage."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        ds = Dataset(
+            name=name,
+            digest=digest[:36],
+            source_type="local",
+            source=json.dumps({"uri": source}),
+            schema=schema,
+            profile=profile,
+        )
+        with _LOCK:
+            self.client.log_inputs(
+                run_id, datasets=[DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])]
+            )
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        with _LOCK:
+            self.client.set_terminated(run_id, status=status)
+
+    def run_url_hint(self, run_id: str) -> str:
+        return f"run {run_id} in experiment {self.experiment_id} ({self.tracking_uri})"
+
+
+def _param_value(v: Any) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    return s if len(s) <= _MAX_PARAM else s[: _MAX_PARAM - 3] + "..."
+
+
+def _metric_key(k: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in str(k))[:250]
