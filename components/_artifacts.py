@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,9 +365,15 @@ class ArtifactStore:
         }
         final = _join(self._base, rel)
         if self._exists_complete(final):
-            # Same content already committed (content-addressed): keep the old copy.
-            shutil.rmtree(staged, ignore_errors=True)
-            return load_artifact(self._uri(final), out.artifact_cls, verify=True)
+            # Same content already committed (content-addressed): keep the old copy,
+            # unless it was damaged since; then set it aside and install the new one.
+            try:
+                existing = load_artifact(self._uri(final), out.artifact_cls, verify=True)
+            except ArtifactCorruptError:
+                self._set_aside(final)
+            else:
+                shutil.rmtree(staged, ignore_errors=True)
+                return existing
         (staged / ARTIFACT_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True))
         if self.is_local:
             Path(final).parent.mkdir(parents=True, exist_ok=True)
@@ -380,6 +387,14 @@ class ArtifactStore:
         return out.artifact_cls(
             uri=uri, fingerprint=fp, properties=props, producer=meta["producer"]
         )
+
+    def _set_aside(self, path: str) -> None:
+        """Move a damaged artifact to ``<root>/.damaged/`` (kept for inspection, never trusted)."""
+        dest = _join(
+            self._base, f".damaged/{uuid.uuid4().hex[:12]}-{path.rstrip('/').rsplit('/', 1)[-1]}"
+        )
+        self.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+        self.fs.move(path, dest)
 
     def _uri(self, path: str) -> str:
         if self.is_local:

@@ -1,0 +1,35 @@
+"""Shared fixtures. Every test gets its own jaxtx home (artifacts + MLflow SQLite store)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Prefect reads its settings at import: give the test session its own home and
+# database, and keep it offline and quiet.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="jaxtx-prefect-")
+os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh jaxtx home: ``<tmp>/home`` with artifacts and an SQLite MLflow store."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("JAXTX_HOME", str(h))
+    return h
+
+
+@pytest.fixture
+def store(home: Path):
+    from jaxtx import ArtifactStore
+
+    return ArtifactStore(home / "artifacts")
