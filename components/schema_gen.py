@@ -1,0 +1,53 @@
+"""SchemaGen (infer a schema from statistics) and ImportSchema (bring a curated one back)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jaxtx.validation.schema import infer_schema, load_schema, save_schema
+
+from ._artifacts import Output, Schema, Statistics
+from ._component import component
+
+__all__ = ["ImportSchema", "SchemaGen"]
+
+
+@component
+def SchemaGen(
+    statistics: Statistics,
+    schema: Output[Schema],
+    *,
+    max_domain_size: int = 20,
+    infer_ranges: bool = True,
+) -> dict[str, float]:
+    """Infer types, presence, string domains and value ranges from statistics.
+
+    The result, ``schema.yaml``, is meant to be read and curated by a person,
+    then brought back with :func:`ImportSchema` (or ``jaxtx validate --schema``).
+
+    Args:
+      statistics: statistics of all splits (every split informs the schema).
+      max_domain_size: strings with at most this many distinct values get an
+        enumerated domain.
+      infer_ranges: record observed min/max of numeric features as their domain.
+    """
+    stats = {s: statistics.split(s) for s in statistics.split_names}
+    inferred = infer_schema(stats, max_domain_size=max_domain_size, infer_ranges=infer_ranges)
+    save_schema(inferred, str(schema.path / Schema.SCHEMA_FILE))
+    schema.properties["features"] = list(inferred.names)
+    return {"num_features": len(inferred.names)}
+
+
+@component(cache=False)
+def ImportSchema(schema: Output[Schema], *, schema_file: str) -> dict[str, float]:
+    """Import a curated schema file (YAML or JSON) as a Schema artifact.
+
+    The file is parsed and checked first: a malformed schema fails here, naming
+    the file, feature and field. Never cached (the file may have been edited);
+    the artifact's fingerprint is its content, so unchanged files keep
+    downstream caches valid.
+    """
+    parsed = load_schema(schema_file)
+    save_schema(parsed, str(schema.path / Schema.SCHEMA_FILE))
+    schema.properties.update(features=list(parsed.names), source=str(Path(schema_file).name))
+    return {"num_features": len(parsed.names)}

@@ -1,0 +1,230 @@
+"""The ``jaxtx`` command line.
+
+    jaxtx run TARGET [-p KEY=VALUE ...] [--no-cache]   run a pipeline
+    jaxtx demo [--rows N]                              generate demo data and run the demo pipeline
+    jaxtx validate DATA --schema FILE                  check a data file against a schema (exit 1 on failing anomalies)
+    jaxtx ui [--port 5000]                             MLflow UI on the local store
+
+TARGET is ``path/to/file.py[:attr]`` or ``package.module:attr``; ``attr`` is a
+``Pipeline`` or a function returning one (default: ``pipeline``, then
+``create_pipeline``). ``-p name=value`` sets a factory argument, or a node
+parameter as ``-p node_id.param=value``. Values are parsed as JSON when they
+can be (``-p rows=1000``, ``-p ratios=[3,1]``), else taken as strings.
+
+Exit codes: 0 success, 1 the pipeline failed or anomalies were found,
+2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_target", "main"]
+
+
+class UsageError(Exception):
+    """Bad command-line usage; exits with code 2."""
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"-p {item!r}: write parameters as NAME=VALUE (e.g. -p rows=1000)")
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
+def load_target(target: str) -> Any:
+    """Import ``file.py[:attr]`` or ``module:attr`` and return the attribute."""
+    path_part, _, attr = target.partition(":")
+    if path_part.endswith(".py") or os.sep in path_part:
+        path = Path(path_part)
+        if not path.exists():
+            raise UsageError(f"{path}: no such file (TARGET is file.py[:attr] or module:attr)")
+        spec = importlib.util.spec_from_file_location(f"_jaxtx_target_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise UsageError(f"{path}: cannot be imported as Python")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.parent.resolve()))
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(path_part)
+        except ImportError as e:
+            raise UsageError(f"cannot import {path_part!r}: {e}") from e
+    names = [attr] if attr else ["pipeline", "create_pipeline"]
+    for name in names:
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise UsageError(
+        f"{target}: no attribute {' or '.join(repr(n) for n in names)} in {module.__name__}; "
+        "name it as TARGET:attr"
+    )
+
+
+def _build_pipeline(target: str, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from jaxtx.pipelines import Pipeline
+
+    obj = load_target(target)
+    if isinstance(obj, Pipeline):
+        return obj, params
+    if not callable(obj):
+        raise UsageError(f"{target} is a {type(obj).__name__}, not a Pipeline or a function making one")
+    sig = inspect.signature(obj)
+    factory_args = {k: v for k, v in params.items() if "." not in k}
+    node_params = {k: v for k, v in params.items() if "." in k}
+    unknown = [k for k in factory_args if k not in sig.parameters]
+    if unknown:
+        raise UsageError(
+            f"-p {unknown[0]}: {target} takes {list(sig.parameters)}; node parameters are "
+            "written node_id.param"
+        )
+    pipeline = obj(**factory_args)
+    if not isinstance(pipeline, Pipeline):
+        raise UsageError(f"{target} returned {type(pipeline).__name__}, not a Pipeline")
+    return pipeline, node_params
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.home:
+        os.environ["JAXTX_HOME"] = str(Path(args.home).resolve())
+    pipeline, node_params = _build_pipeline(args.target, _parse_params(args.param))
+    return _run_and_report(pipeline, node_params, cache=not args.no_cache)
+
+
+def _run_and_report(pipeline: Any, node_params: dict[str, Any], *, cache: bool) -> int:
+    from jaxtx.components import PipelineStopped
+    from jaxtx.pipelines import PipelineRunError
+
+    try:
+        run = pipeline.run(params=node_params, cache=cache)
+    except PipelineStopped as e:
+        print(f"jaxtx: pipeline {pipeline.name!r} stopped: {e}", file=sys.stderr)
+        return 1
+    except PipelineRunError as e:
+        print(f"jaxtx: {e}", file=sys.stderr)
+        return 1
+    print(f"pipeline {run.pipeline!r} finished in {run.duration_s:.1f} s: "
+          f"{len(run.executed_nodes)} ran, {len(run.cached_nodes)} cached")
+    for node_id, nr in run.nodes.items():
+        for name, art in nr.outputs.items():
+            print(f"  {node_id}.{name}: {art.uri}")
+    if run.tracking_uri:
+        print(f"MLflow: parent run {run.mlflow_run_id} in {run.tracking_uri}  (browse: jaxtx ui)")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from jaxtx.pipelines.demo import create_pipeline, ensure_demo_data
+
+    if args.home:
+        os.environ["JAXTX_HOME"] = str(Path(args.home).resolve())
+    from jaxtx.components._artifacts import default_home
+
+    home = default_home()
+    data = ensure_demo_data(home / "demo-data", rows=args.rows)
+    print(f"demo data: {data}", file=sys.stderr)
+    pipeline = create_pipeline(data_root=str(data), home=str(home))
+    return _run_and_report(pipeline, _parse_params(args.param), cache=not args.no_cache)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from jaxtx.validation.validate_file import validate_file
+
+    anomalies, report = validate_file(args.data, args.schema, input_format=args.format,
+                                      report_path=args.report)
+    fails = [a for a in anomalies if a.severity == "fail"]
+    for a in anomalies:
+        print(f"{a.severity.upper():4}  {a.feature}: {a.type}: {a.description}")
+    if report:
+        print(f"report: {report}", file=sys.stderr)
+    if not anomalies:
+        print(f"{args.data}: no anomalies against {args.schema}")
+    bad = fails or (args.strict and anomalies)
+    return 1 if bad else 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from jaxtx.components._artifacts import default_home
+    from jaxtx.pipelines._tracking import default_tracking_uri
+
+    home = Path(args.home).resolve() if args.home else default_home()
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+    cmd = [mlflow, "ui", "--backend-store-uri", default_tracking_uri(home),
+           "--default-artifact-root", (home / "mlartifacts").as_uri(),
+           "--host", args.host, "--port", str(args.port)]
+    print("running: " + " ".join(cmd), file=sys.stderr)
+    if args.dry_run:
+        return 0
+    return subprocess.call(cmd)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jaxtx", description="ML pipelines for JAX.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a pipeline from a file or module:attr")
+    r.add_argument("target", help="file.py[:attr] or package.module:attr")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--no-cache", action="store_true", help="run every component")
+    r.add_argument("--home", help="working folder (default $JAXTX_HOME or ./.jaxtx)")
+    r.set_defaults(fn=_cmd_run)
+
+    d = sub.add_parser("demo", help="generate demo data and run the demo pipeline")
+    d.add_argument("--rows", type=int, default=20_000, help="rows per span")
+    d.add_argument("-p", "--param", action="append", default=[], metavar="NODE.PARAM=VALUE")
+    d.add_argument("--no-cache", action="store_true")
+    d.add_argument("--home")
+    d.set_defaults(fn=_cmd_demo)
+
+    v = sub.add_parser("validate", help="check a data file against a schema")
+    v.add_argument("data", help="a CSV, Parquet or JSON Lines file, a glob or a directory")
+    v.add_argument("--schema", required=True, help="schema YAML/JSON (from SchemaGen)")
+    v.add_argument("--format", default="auto", choices=["auto", "csv", "parquet", "jsonl"])
+    v.add_argument("--report", help="also write an HTML report here")
+    v.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    v.set_defaults(fn=_cmd_validate)
+
+    u = sub.add_parser("ui", help="open the MLflow UI on the local store")
+    u.add_argument("--home")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--dry-run", action="store_true", help="print the command only")
+    u.set_defaults(fn=_cmd_ui)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except UsageError as e:
+        print(f"jaxtx: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        print(f"jaxtx: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

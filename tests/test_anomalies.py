@@ -1,0 +1,721 @@
+"""Tests of jaxtx.validation.anomalies and anomalies_report: each anomaly type, drift, skew."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasketches
+import numpy as np
+import pyarrow as pa
+import pytest
+from jaxtx.validation.anomalies import (
+    Anomaly,
+    failing,
+    jensen_shannon_divergence,
+    l_infinity_distance,
+    load_anomalies,
+    save_anomalies,
+    validate_statistics,
+)
+from jaxtx.validation.anomalies_report import render_anomalies_html
+from jaxtx.validation.schema import (
+    ANOMALY_TYPES,
+    Comparator,
+    Domain,
+    FeatureSchema,
+    Presence,
+    Schema,
+    infer_schema,
+)
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def num_feature(values: Sequence[float], *, type_: str = "INT", missing: int = 0) -> dict[str, Any]:
+    """Statistics of a numeric feature (``jaxtx.statistics/1``) with a real KLL sketch."""
+    x = np.asarray(values, dtype=np.float64)
+    finite = x[np.isfinite(x)]
+    kll = datasketches.kll_doubles_sketch(200)
+    if finite.size:
+        kll.update(finite.copy())
+    cast = float if type_ == "FLOAT" else int
+    has = bool(finite.size)
+    num = {
+        "mean": float(finite.mean()) if has else None,
+        "std": float(finite.std()) if has else None,
+        "min": cast(finite.min()) if has else None,
+        "max": cast(finite.max()) if has else None,
+        "num_zeros": int(np.count_nonzero(finite == 0)),
+        "num_nan": int(np.count_nonzero(np.isnan(x))),
+        "num_pos_inf": int(np.count_nonzero(x == np.inf)),
+        "num_neg_inf": int(np.count_nonzero(x == -np.inf)),
+        "quantiles": [
+            {"q": float(q), "value": float(np.quantile(finite, q, method="inverted_cdf"))}
+            for q in np.linspace(0, 1, 11)
+        ]
+        if has
+        else [],
+        "histogram": {"buckets": []},
+        "quantile_histogram": {"buckets": []},
+    }
+    arrow = {"INT": "int64", "FLOAT": "double", "BOOL": "bool"}[type_]
+    return {
+        "type": type_,
+        "arrow_type": arrow,
+        "num_present": int(x.size),
+        "num_missing": missing,
+        "num": num,
+        "str": None,
+        "sketches": {"kll": _b64(kll.serialize())},
+    }
+
+
+def str_feature(
+    values: Sequence[str],
+    *,
+    missing: int = 0,
+    max_value_counts: int = 1000,
+    top_k: int = 20,
+    frequent_lg_size: int = 10,
+) -> dict[str, Any]:
+    """Statistics of a STRING feature with real frequent-items and HLL sketches.
+
+    With more than ``max_value_counts`` distinct values the value counts are
+    incomplete and come from the frequent-items sketch, as in the real format.
+    """
+    uniq, counts = np.unique(np.asarray(values, dtype=object).astype(str), return_counts=True)
+    pairs = sorted(zip(uniq.tolist(), counts.tolist(), strict=True), key=lambda p: (-p[1], p[0]))
+    frequent = datasketches.frequent_strings_sketch(frequent_lg_size)
+    hll = datasketches.hll_sketch(12)
+    for value, count in pairs:
+        frequent.update(value, count)
+        hll.update(value)
+    complete = len(pairs) <= max_value_counts
+    if not complete:
+        error_type = datasketches.frequent_items_error_type.NO_FALSE_NEGATIVES
+        found = frequent.get_frequent_items(error_type)
+        pairs = sorted(((v, int(e)) for v, e, _, _ in found), key=lambda p: (-p[1], p[0]))
+    listed = [{"value": v, "count": c} for v, c in pairs[:max_value_counts]]
+    return {
+        "type": "STRING",
+        "arrow_type": "string",
+        "num_present": len(values),
+        "num_missing": missing,
+        "num": None,
+        "str": {
+            "num_unique": len(uniq) if complete else round(hll.get_estimate()),
+            "num_unique_is_exact": complete,
+            "avg_length": float(np.mean([len(v) for v in values])) if len(values) else None,
+            "num_empty": sum(1 for v in values if v == ""),
+            "top_k": listed[:top_k],
+            "value_counts": listed,
+            "value_counts_complete": complete,
+        },
+        "sketches": {"frequent": _b64(frequent.serialize()), "hll": _b64(hll.serialize_compact())},
+    }
+
+
+def make_stats(**features: dict[str, Any]) -> dict[str, Any]:
+    """A statistics document; all features must describe the same number of rows."""
+    rows = {f["num_present"] + f["num_missing"] for f in features.values()}
+    assert len(rows) == 1, rows
+    return {"format": "jaxtx.statistics/1", "num_rows": rows.pop(), "features": features}
+
+
+N = 1000
+WORKCLASS = ("Gov", "Private", "Self-emp")
+
+
+def _workclass(rng: np.random.Generator, p: Sequence[float] = (0.1, 0.7, 0.2)) -> list[str]:
+    return rng.choice(list(WORKCLASS), size=N, p=list(p)).tolist()
+
+
+def _ages(rng: np.random.Generator) -> np.ndarray:
+    ages = rng.integers(17, 91, size=N)
+    ages[:2] = [17, 90]
+    return ages
+
+
+@pytest.fixture(scope="module")
+def schema() -> Schema:
+    return Schema(
+        features=(
+            FeatureSchema("age", "INT", Presence(0.98, 1), Domain(min=17, max=90)),
+            FeatureSchema("income", "FLOAT", Presence(1.0, 1), Domain(min=0.0, max=500.0)),
+            FeatureSchema("workclass", "STRING", Presence(1.0, 1), Domain(values=WORKCLASS)),
+            FeatureSchema("flag", "BOOL", Presence(1.0, 1)),
+        )
+    )
+
+
+def clean_stats(seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    return make_stats(
+        age=num_feature(_ages(rng)),
+        income=num_feature(rng.normal(100.0, 20.0, size=N), type_="FLOAT"),
+        workclass=str_feature(_workclass(rng)),
+        flag=num_feature(rng.integers(0, 2, size=N), type_="BOOL"),
+    )
+
+
+@pytest.fixture(scope="module")
+def clean() -> dict[str, Any]:
+    return clean_stats(0)
+
+
+def _replace(stats: dict[str, Any], **features: dict[str, Any]) -> dict[str, Any]:
+    out = dict(stats, features=dict(stats["features"]))
+    out["features"].update(features)
+    return out
+
+
+def _only(anomalies: list[Anomaly], type_: str) -> Anomaly:
+    matching = [a for a in anomalies if a.type == type_]
+    assert len(matching) == 1, anomalies
+    return matching[0]
+
+
+def _types(anomalies: list[Anomaly]) -> list[str]:
+    return sorted(a.type for a in anomalies)
+
+
+# --------------------------------------------------------------------------- clean data
+
+
+def test_clean_stats_have_no_anomalies(schema: Schema, clean: dict[str, Any]) -> None:
+    assert validate_statistics(clean, schema, split="train") == []
+    assert validate_statistics(clean_stats(1), schema, split="eval") == []
+
+
+def test_inferred_schema_accepts_its_own_statistics(clean: dict[str, Any]) -> None:
+    inferred = infer_schema({"train": clean})
+    assert validate_statistics(clean, inferred, split="train") == []
+
+
+def test_all_anomaly_types_known() -> None:
+    assert len(ANOMALY_TYPES) == 14
+    assert "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH" in ANOMALY_TYPES
+
+
+# --------------------------------------------------------------------------- columns and types
+
+
+def test_missing_and_new_columns(schema: Schema, clean: dict[str, Any]) -> None:
+    stats = _replace(clean, extra=num_feature(np.ones(N)))
+    del stats["features"]["flag"]
+    anomalies = validate_statistics(stats, schema, split="eval")
+    assert _types(anomalies) == ["SCHEMA_MISSING_COLUMN", "SCHEMA_NEW_COLUMN"]
+
+    missing = _only(anomalies, "SCHEMA_MISSING_COLUMN")
+    assert (missing.feature, missing.severity, missing.split) == ("flag", "fail", "eval")
+    assert "'flag'" in missing.description and "'eval'" in missing.description
+    assert "BOOL" in missing.description
+
+    new = _only(anomalies, "SCHEMA_NEW_COLUMN")
+    assert (new.feature, new.severity) == ("extra", "warn")
+    assert "'extra'" in new.description and "INT" in new.description
+
+
+def test_other_type_columns_are_not_reported(schema: Schema, clean: dict[str, Any]) -> None:
+    nested = {"type": "OTHER", "arrow_type": "list<item: int64>", "num_present": N}
+    nested |= {"num_missing": 0, "num": None, "str": None, "sketches": {}}
+    assert validate_statistics(_replace(clean, nested=nested), schema) == []
+
+
+def test_unexpected_data_type(schema: Schema, clean: dict[str, Any]) -> None:
+    stats = _replace(clean, age=str_feature(["x"] * N))
+    anomalies = validate_statistics(stats, schema, split="train")
+    anomaly = _only(anomalies, "UNEXPECTED_DATA_TYPE")
+    assert anomalies == [anomaly]  # no range/enum checks on mistyped data
+    assert anomaly.feature == "age" and anomaly.severity == "fail"
+    assert "expected INT values, found STRING" in anomaly.description
+    assert "arrow type string" in anomaly.description
+    assert anomaly.expected == "INT"
+
+
+def test_compatible_types_are_accepted(clean: dict[str, Any]) -> None:
+    schema = Schema(
+        features=(
+            FeatureSchema("i_as_float", "FLOAT"),
+            FeatureSchema("b_as_int", "INT"),
+            FeatureSchema("s_as_bytes", "BYTES"),
+        )
+    )
+    stats = make_stats(
+        i_as_float=num_feature([1, 2, 3]),
+        b_as_int=num_feature([0, 1, 1], type_="BOOL"),
+        s_as_bytes=str_feature(["a", "b", "c"]),
+    )
+    assert validate_statistics(stats, schema) == []
+    wrong = Schema(features=(FeatureSchema("i_as_float", "STRING"),))
+    assert "UNEXPECTED_DATA_TYPE" in _types(validate_statistics(stats, wrong))
+
+
+# --------------------------------------------------------------------------- presence
+
+
+def test_low_fraction_present(schema: Schema, clean: dict[str, Any]) -> None:
+    rng = np.random.default_rng(3)
+    stats = _replace(clean, age=num_feature(_ages(rng)[:950], missing=50))
+    anomaly = _only(
+        validate_statistics(stats, schema, split="eval"), "FEATURE_TYPE_LOW_FRACTION_PRESENT"
+    )
+    assert anomaly.severity == "warn"
+    assert "950 of 1000 rows (95.0%)" in anomaly.description
+    assert "minimum fraction 0.98" in anomaly.description
+    assert "'age'" in anomaly.description and "'eval'" in anomaly.description
+    # Above the minimum fraction: no anomaly.
+    stats = _replace(clean, age=num_feature(_ages(rng)[:985], missing=15))
+    assert validate_statistics(stats, schema) == []
+
+
+def test_low_number_present(clean: dict[str, Any]) -> None:
+    schema = Schema(features=(FeatureSchema("age", "INT", Presence(0.0, 10)),))
+    stats = make_stats(age=num_feature([30, 40, 50], missing=997))
+    anomaly = _only(validate_statistics(stats, schema), "FEATURE_TYPE_LOW_NUMBER_PRESENT")
+    assert anomaly.severity == "fail"
+    assert "3 of 1000 rows" in anomaly.description and "minimum count 10" in anomaly.description
+    assert validate_statistics(make_stats(age=num_feature(np.arange(10))), schema) == []
+
+
+# --------------------------------------------------------------------------- values
+
+
+def test_nan_and_inf(schema: Schema, clean: dict[str, Any]) -> None:
+    income = np.random.default_rng(4).normal(100.0, 20.0, size=N)
+    income[:12] = np.nan
+    income[12:14] = np.inf
+    income[14] = -np.inf
+    stats = _replace(clean, income=num_feature(income, type_="FLOAT"))
+    anomalies = validate_statistics(stats, schema, split="train")
+    assert _types(anomalies) == ["FLOAT_TYPE_HAS_INF", "FLOAT_TYPE_HAS_NAN"]
+    nan = _only(anomalies, "FLOAT_TYPE_HAS_NAN")
+    assert "12 of 1000 values (1.2%) are NaN" in nan.description
+    inf = _only(anomalies, "FLOAT_TYPE_HAS_INF")
+    assert "3 of 1000 values (0.3%) are infinite (2 +inf, 1 -inf)" in inf.description
+    assert {a.severity for a in anomalies} == {"fail"}
+
+    allowing = Schema(
+        features=tuple(
+            FeatureSchema(f.name, f.type, f.presence, f.domain, allow_nan=True, allow_inf=True)
+            for f in schema.features
+        )
+    )
+    assert validate_statistics(stats, allowing) == []
+
+
+def test_int_out_of_range() -> None:
+    # 200 values: the KLL sketch (k=200) is still exact, so counts are exact.
+    schema = Schema(features=(FeatureSchema("age", "INT", domain=Domain(min=17, max=90)),))
+    ages = np.random.default_rng(5).integers(17, 91, size=200)
+    ages[10:13] = 127
+    ages[13] = 3
+    anomalies = validate_statistics(make_stats(age=num_feature(ages)), schema, split="eval")
+    assert _types(anomalies) == ["INT_TYPE_BIG_INT", "INT_TYPE_SMALL_INT"]
+    big = _only(anomalies, "INT_TYPE_BIG_INT")
+    assert big.description == (
+        "Feature 'age' in split 'eval': 3 of 200 values (1.5%) above the maximum 90: max found 127"
+    )
+    assert big.expected == "max 90" and big.found == "max 127, 3 values above"
+    small = _only(anomalies, "INT_TYPE_SMALL_INT")
+    assert "1 of 200 values (0.5%) below the minimum 17: min found 3" in small.description
+    assert big.severity == small.severity == "fail"
+
+
+def test_float_out_of_range(schema: Schema, clean: dict[str, Any]) -> None:
+    income = np.random.default_rng(6).normal(100.0, 20.0, size=N)
+    income[:5] = [-1.5, -2.0, 600.0, 700.0, 800.0]
+    stats = _replace(clean, income=num_feature(income, type_="FLOAT"))
+    anomalies = validate_statistics(stats, schema, split="train")
+    assert _types(anomalies) == ["FLOAT_TYPE_BIG_FLOAT", "FLOAT_TYPE_SMALL_FLOAT"]
+    # 1000 values: the sketch estimates the counts and says how precise they are.
+    big = _only(anomalies, "FLOAT_TYPE_BIG_FLOAT")
+    assert "'income' in split 'train': about " in big.description
+    assert "of 1000 values" in big.description and "sketch error +-14)" in big.description
+    assert "above the maximum 500: max found 800" in big.description
+    small = _only(anomalies, "FLOAT_TYPE_SMALL_FLOAT")
+    assert "below the minimum 0: min found -2" in small.description
+
+
+def test_range_counts_are_approximate_for_large_data() -> None:
+    schema = Schema(features=(FeatureSchema("x", "FLOAT", domain=Domain(max=1.0)),))
+    x = np.random.default_rng(7).uniform(0.0, 2.0, size=100_000)
+    anomaly = validate_statistics(make_stats(x=num_feature(x, type_="FLOAT")), schema)[0]
+    assert anomaly.type == "FLOAT_TYPE_BIG_FLOAT"
+    count = int(anomaly.description.split("about ")[1].split(" of")[0])
+    error = int(anomaly.description.split("sketch error +-")[1].split(")")[0])
+    assert error == 1330
+    assert abs(count - int((x > 1.0).sum())) <= error
+
+
+def test_one_sided_range() -> None:
+    schema = Schema(features=(FeatureSchema("x", "INT", domain=Domain(min=0)),))
+    assert validate_statistics(make_stats(x=num_feature([0, 5, 10**9])), schema) == []
+    anomalies = validate_statistics(make_stats(x=num_feature([-1, 5])), schema)
+    assert _types(anomalies) == ["INT_TYPE_SMALL_INT"]
+
+
+def test_unexpected_enum_values_complete(schema: Schema, clean: dict[str, Any]) -> None:
+    values = _workclass(np.random.default_rng(8))
+    values[:20] = ["Without-pay"] * 20
+    values[20:24] = ["<script>"] * 4
+    stats = _replace(clean, workclass=str_feature(values))
+    anomaly = _only(
+        validate_statistics(stats, schema, split="eval"), "ENUM_TYPE_UNEXPECTED_STRING_VALUES"
+    )
+    assert anomaly.severity == "fail"
+    assert (
+        "2 distinct values outside the domain of 3 values, in 24 of 1000 values (2.4%): "
+        "'Without-pay' (20), '<script>' (4)"
+    ) in anomaly.description
+    assert "partial" not in anomaly.description
+    assert "'Gov'" in anomaly.expected and "'Without-pay' (20)" in anomaly.found
+
+
+def test_unexpected_enum_values_partial_check() -> None:
+    # 300 distinct values; counts are incomplete; two frequent outsiders.
+    values = [f"v{i % 3}" for i in range(3000)] + ["bad"] * 400 + ["worse"] * 300
+    values += [f"rare{i}" for i in range(300)]
+    feature = str_feature(values, max_value_counts=50, top_k=5, frequent_lg_size=6)
+    assert not feature["str"]["value_counts_complete"]
+    schema = Schema(
+        features=(FeatureSchema("s", "STRING", domain=Domain(values=("v0", "v1", "v2"))),)
+    )
+    anomaly = _only(
+        validate_statistics(make_stats(s=feature), schema), "ENUM_TYPE_UNEXPECTED_STRING_VALUES"
+    )
+    assert "partial check" in anomaly.description
+    assert "'bad'" in anomaly.description and "'worse'" in anomaly.description
+    assert "at least" in anomaly.description
+
+    # No outsider among the frequent values, but more distinct values than the domain.
+    only_top = dict(feature, sketches={"hll": feature["sketches"]["hll"]})
+    only_top["str"] = dict(
+        feature["str"],
+        top_k=[{"value": "v0", "count": 1000}],
+        value_counts=[{"value": "v0", "count": 1000}],
+    )
+    anomaly = _only(
+        validate_statistics(make_stats(s=only_top), schema), "ENUM_TYPE_UNEXPECTED_STRING_VALUES"
+    )
+    assert "partial check" in anomaly.description
+    assert "none of them among the most frequent" in anomaly.description
+
+    # Incomplete counts whose values all lie in the domain: nothing to report.
+    inside = str_feature([f"v{i % 3}" for i in range(300)], max_value_counts=2)
+    assert not inside["str"]["value_counts_complete"]
+    assert validate_statistics(make_stats(s=inside), schema) == []
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def test_distance_functions() -> None:
+    assert jensen_shannon_divergence([1, 2, 3], [1, 2, 3]) == 0.0
+    assert jensen_shannon_divergence([1, 0], [0, 1]) == pytest.approx(1.0)
+    assert 0 < jensen_shannon_divergence([0.5, 0.5], [0.9, 0.1]) < 1
+    assert l_infinity_distance({"a": 0.7, "b": 0.3}, {"a": 0.4, "b": 0.5, "c": 0.1}) == (
+        pytest.approx(0.3),
+        "a",
+    )
+
+
+def _with_comparators(
+    schema: Schema, drift: Comparator | None, skew: Comparator | None = None
+) -> Schema:
+    return Schema(
+        features=tuple(
+            FeatureSchema(
+                f.name,
+                f.type,
+                f.presence,
+                None,
+                drift_comparator=drift,
+                skew_comparator=skew,
+            )
+            for f in schema.features
+        )
+    )
+
+
+def shifted_stats(seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    return make_stats(
+        age=num_feature(rng.integers(40, 114, size=N)),
+        income=num_feature(rng.normal(130.0, 20.0, size=N), type_="FLOAT"),
+        workclass=str_feature(_workclass(rng, p=(0.1, 0.4, 0.5))),
+        flag=num_feature((rng.random(N) < 0.9).astype(int), type_="BOOL"),
+    )
+
+
+def test_drift_fires_for_shifted_distribution(schema: Schema, clean: dict[str, Any]) -> None:
+    drifting = _with_comparators(schema, Comparator(threshold=0.1))
+    previous = clean_stats(11)
+    assert validate_statistics(clean, drifting, split="train", previous_stats=clean) == []
+    assert validate_statistics(clean, drifting, split="train", previous_stats=previous) == []
+
+    anomalies = validate_statistics(
+        shifted_stats(12), drifting, split="train", previous_stats=previous
+    )
+    by_feature = {a.feature: a for a in anomalies}
+    assert set(by_feature) == {"age", "income", "workclass", "flag"}
+    for name in ("age", "income"):
+        anomaly = by_feature[name]
+        assert anomaly.type == "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH"
+        assert "drift against the previous span" in anomaly.description
+        assert "exceeds the threshold 0.1" in anomaly.description
+        assert anomaly.severity == "warn"
+        assert float(anomaly.found.split()[-1]) > 0.1
+    workclass = by_feature["workclass"]
+    assert workclass.type == "COMPARATOR_L_INFTY_HIGH"
+    assert "L-infinity distance 0.3" in workclass.description
+    # Private 70% -> 40% and Self-emp 20% -> 50% move about as much.
+    assert "'Private'" in workclass.description or "'Self-emp'" in workclass.description
+    assert "% in the previous span" in workclass.description
+    assert by_feature["flag"].type == "COMPARATOR_L_INFTY_HIGH"
+    flag = by_feature["flag"].description
+    assert "L-infinity distance 0.4" in flag and ("'true'" in flag or "'false'" in flag)
+
+
+def test_drift_threshold_controls_firing(schema: Schema) -> None:
+    loose = _with_comparators(schema, Comparator(threshold=0.99))
+    assert validate_statistics(shifted_stats(1), loose, previous_stats=clean_stats(2)) == []
+    off = _with_comparators(schema, None)
+    assert validate_statistics(shifted_stats(1), off, previous_stats=clean_stats(2)) == []
+
+
+def test_skew_fires_against_serving_data(schema: Schema, clean: dict[str, Any]) -> None:
+    skewing = _with_comparators(schema, None, Comparator(threshold=0.1, severity="fail"))
+    same = validate_statistics(clean, skewing, split="train", serving_stats=clean_stats(21))
+    assert same == []
+    anomalies = validate_statistics(clean, skewing, split="train", serving_stats=shifted_stats(22))
+    assert {a.feature for a in anomalies} == {"age", "income", "workclass", "flag"}
+    for anomaly in anomalies:
+        assert "skew against serving data" in anomaly.description
+        assert "drift" not in anomaly.description
+        assert anomaly.severity == "fail"  # the comparator's own severity
+    # Drift comparators do not run on serving data and vice versa.
+    drift_only = _with_comparators(schema, Comparator(threshold=0.1))
+    assert validate_statistics(clean, drift_only, serving_stats=shifted_stats(22)) == []
+
+
+def test_categorical_drift_with_incomplete_value_counts() -> None:
+    base = [f"v{i}" for i in range(10)]
+    rare = [f"rare{i}" for i in range(2000)]
+
+    def feature(p: Sequence[float], seed: int) -> dict[str, Any]:
+        values = np.random.default_rng(seed).choice(base, size=20_000, p=list(p)).tolist()
+        return str_feature(values + rare, max_value_counts=100)
+
+    uniform = [0.1] * 10
+    skewed = [0.4] + [0.6 / 9] * 9
+    a, b, c = feature(uniform, 1), feature(uniform, 2), feature(skewed, 3)
+    assert not a["str"]["value_counts_complete"]
+    schema = Schema(features=(FeatureSchema("s", "STRING", drift_comparator=Comparator(0.05)),))
+    assert validate_statistics(make_stats(s=b), schema, previous_stats=make_stats(s=a)) == []
+    anomaly = _only(
+        validate_statistics(make_stats(s=c), schema, previous_stats=make_stats(s=a)),
+        "COMPARATOR_L_INFTY_HIGH",
+    )
+    assert "'v0'" in anomaly.description
+    distance = float(anomaly.found.split()[2])
+    assert distance == pytest.approx((0.4 - 0.1) * 20_000 / 22_000, abs=0.03)
+
+
+def test_numeric_drift_from_quantiles_without_sketches(schema: Schema) -> None:
+    def strip(stats: dict[str, Any]) -> dict[str, Any]:
+        income = dict(stats["features"]["income"], sketches={})
+        return dict(stats, features={"income": income})
+
+    drifting = Schema(
+        features=(FeatureSchema("income", "FLOAT", drift_comparator=Comparator(0.1)),)
+    )
+    previous = strip(clean_stats(41))
+    assert validate_statistics(strip(clean_stats(42)), drifting, previous_stats=previous) == []
+    anomaly = _only(
+        validate_statistics(strip(shifted_stats(43)), drifting, previous_stats=previous),
+        "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
+    )
+    assert anomaly.feature == "income"
+
+
+def test_comparison_skipped_when_reference_lacks_feature(schema: Schema) -> None:
+    drifting = _with_comparators(schema, Comparator(threshold=0.0))
+    previous = make_stats(other=num_feature(np.arange(N)))
+    assert validate_statistics(clean_stats(1), drifting, previous_stats=previous) == []
+
+
+# --------------------------------------------------------------------------- severities
+
+
+def test_severity_overrides(schema: Schema, clean: dict[str, Any]) -> None:
+    ages = _ages(np.random.default_rng(50))
+    ages[0] = 127
+    stats = _replace(clean, age=num_feature(ages), extra=num_feature(np.ones(N)))
+    base = validate_statistics(stats, schema)
+    assert {a.type: a.severity for a in base} == {
+        "INT_TYPE_BIG_INT": "fail",
+        "SCHEMA_NEW_COLUMN": "warn",
+    }
+    assert [a.type for a in failing(base)] == ["INT_TYPE_BIG_INT"]
+
+    features = list(schema.features)
+    age = features[0]
+    features[0] = FeatureSchema(
+        age.name, age.type, age.presence, age.domain, severity={"INT_TYPE_BIG_INT": "warn"}
+    )
+    overridden = Schema(
+        features=tuple(features),
+        default_severities={"SCHEMA_NEW_COLUMN": "fail", "INT_TYPE_BIG_INT": "fail"},
+    )
+    anomalies = validate_statistics(stats, overridden)
+    assert {a.type: a.severity for a in anomalies} == {
+        "INT_TYPE_BIG_INT": "warn",  # per feature beats schema-wide
+        "SCHEMA_NEW_COLUMN": "fail",  # schema-wide beats built-in
+    }
+    assert [a.type for a in failing(anomalies)] == ["SCHEMA_NEW_COLUMN"]
+
+
+def test_comparator_severity_beats_feature_override(clean: dict[str, Any]) -> None:
+    schema = Schema(
+        features=(
+            FeatureSchema(
+                "workclass",
+                "STRING",
+                drift_comparator=Comparator(0.1),
+                skew_comparator=Comparator(0.1, severity="warn"),
+                severity={"COMPARATOR_L_INFTY_HIGH": "fail"},
+            ),
+        )
+    )
+    other = shifted_stats(60)
+    stats = {
+        "format": "jaxtx.statistics/1",
+        "num_rows": N,
+        "features": {"workclass": clean["features"]["workclass"]},
+    }
+    anomalies = validate_statistics(stats, schema, previous_stats=other, serving_stats=other)
+    severities = {("drift" in a.description): a.severity for a in anomalies}
+    assert severities == {True: "fail", False: "warn"}
+
+
+# --------------------------------------------------------------------------- files and report
+
+
+def test_save_load_anomalies(schema: Schema, clean: dict[str, Any], tmp_path: Path) -> None:
+    stats = _replace(clean, extra=num_feature(np.ones(N)))
+    del stats["features"]["age"]
+    anomalies = validate_statistics(stats, schema, split="eval")
+    path = tmp_path / "anomalies.json"
+    save_anomalies(anomalies, path)
+    data = json.loads(path.read_text())
+    assert [set(d) for d in data] == [
+        {"split", "feature", "type", "severity", "description", "expected", "found"}
+    ] * 2
+    assert load_anomalies(path) == anomalies
+    save_anomalies([], path)
+    assert load_anomalies(path) == []
+
+    path.write_text(json.dumps([{"feature": "x"}]))
+    with pytest.raises(ValueError, match="entry 0: expected keys"):
+        load_anomalies(path)
+    bad = dict(data[0], severity="loud")
+    path.write_text(json.dumps([bad]))
+    with pytest.raises(ValueError, match="severity"):
+        load_anomalies(path)
+
+
+def test_html_report(schema: Schema) -> None:
+    anomalies = [
+        Anomaly("a<b>", "SCHEMA_NEW_COLUMN", "warn", "new & <odd> column", "none", "INT", "eval"),
+        Anomaly(
+            "age", "INT_TYPE_BIG_INT", "fail", "Feature 'age': 3 > 90", "max 90", "max 127", "eval"
+        ),
+    ]
+    page = render_anomalies_html(anomalies, title="Anomalies <eval>", schema=schema)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<title>Anomalies &lt;eval&gt;</title>" in page
+    assert "a&lt;b&gt;" in page and "new &amp; &lt;odd&gt; column" in page
+    assert "<odd>" not in page and "<b>" not in page
+    assert "Feature &#x27;age&#x27;: 3 &gt; 90" in page
+    # Failures come first and are highlighted.
+    assert page.index('<tr class="fail">') < page.index('<tr class="warn">')
+    assert "1 fail" in page and "1 warn" in page
+    assert "range [17, 90]" in page  # schema column
+    assert "not in schema" in page
+    assert "<script" not in page and "http" not in page.replace("http-equiv", "")
+
+    empty = render_anomalies_html([], title="Clean")
+    assert "No anomalies" in empty and "<table" not in empty
+
+
+# --------------------------------------------------------------------------- integration
+
+
+def test_with_statistics_from_table() -> None:
+    statistics = pytest.importorskip("jaxtx.validation.statistics")
+    rng = np.random.default_rng(70)
+    n = 2000
+    train = pa.table(
+        {
+            "age": pa.array(rng.integers(17, 91, size=n)),
+            "income": pa.array(rng.normal(100.0, 20.0, size=n)),
+            "workclass": pa.array(rng.choice(list(WORKCLASS), size=n).tolist()),
+        }
+    )
+    income = rng.normal(160.0, 20.0, size=n)
+    income[:5] = math.nan
+    serving = pa.table(
+        {
+            "age": pa.array(np.append(rng.integers(17, 91, size=n - 1), 150)),
+            "income": pa.array(income),
+            "workclass": pa.array(["Unknown"] + rng.choice(list(WORKCLASS), size=n - 1).tolist()),
+            "zip": pa.array(["x"] * n),
+        }
+    )
+    train_stats = statistics.statistics_from_table(train)
+    serving_stats = statistics.statistics_from_table(serving)
+    inferred = infer_schema({"train": train_stats})
+    assert validate_statistics(train_stats, inferred, split="train") == []
+
+    curated = Schema(
+        features=tuple(
+            FeatureSchema(
+                f.name,
+                f.type,
+                f.presence,
+                Domain(max=500.0) if f.name == "income" else f.domain,
+                skew_comparator=Comparator(0.1),
+            )
+            for f in inferred.features
+        )
+    )
+    assert inferred.feature("income").type == "FLOAT"
+    anomalies = validate_statistics(serving_stats, curated, split="serving")
+    assert _types(anomalies) == [
+        "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
+        "FLOAT_TYPE_HAS_NAN",
+        "INT_TYPE_BIG_INT",
+        "SCHEMA_NEW_COLUMN",
+    ]
+    skew = validate_statistics(train_stats, curated, split="train", serving_stats=serving_stats)
+    assert [(a.feature, a.type) for a in skew] == [
+        ("income", "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH")
+    ]
+    big = _only(anomalies, "INT_TYPE_BIG_INT")
+    assert (
+        "'age' in split 'serving': about 1 of 2000 values (0.05%, sketch error" in big.description
+    )
+    assert big.description.endswith("above the maximum 90: max found 150")
+    assert "5 of 2000 values" in _only(anomalies, "FLOAT_TYPE_HAS_NAN").description
+    assert "'Unknown' (1)" in _only(anomalies, "ENUM_TYPE_UNEXPECTED_STRING_VALUES").description
+    assert _only(anomalies, "SCHEMA_NEW_COLUMN").feature == "zip"
