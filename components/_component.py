@@ -225,8 +225,10 @@ class Component:
         cache: bool = True,
         version: str | None = None,
         verdict: Callable[[Mapping[str, Artifact]], str | None] | None = None,
+        external_fingerprint: Callable[[Mapping[str, Any]], str] | None = None,
     ) -> None:
         self.fn = fn
+        self.external_fingerprint = external_fingerprint
         self.name = name or fn.__name__
         self.retries = retries
         self.retry_delay_seconds = retry_delay_seconds
@@ -410,6 +412,7 @@ class Component:
     def cache_key(self, inputs: Mapping[str, Artifact | None], params: Mapping[str, Any]) -> str:
         """Key on code, parameters and input fingerprints (never on data or paths)."""
         doc = {
+            "external": self.external_fingerprint(params) if self.external_fingerprint else None,
             "component": self.name,
             "code": self.code_version,
             "params": params,
@@ -428,6 +431,7 @@ def component(
     cache: bool = True,
     version: str | None = None,
     verdict: Callable[[Mapping[str, Artifact]], str | None] | None = None,
+    external_fingerprint: Callable[[Mapping[str, Any]], str] | None = None,
 ) -> Any:
     """Turn a typed function into a :class:`Component`.
 
@@ -441,6 +445,9 @@ def component(
       version: a string added to the cache key; bump it to invalidate caches.
       verdict: called with the committed outputs; a returned message stops
         the pipeline (e.g. failing anomalies) after the outputs were written.
+      external_fingerprint: called with the parameters; returns a fingerprint
+        of what the component reads from outside the store (input files), so
+        the cache misses when those change.
 
     Example::
 
@@ -460,6 +467,7 @@ def component(
             cache=cache,
             version=version,
             verdict=verdict,
+            external_fingerprint=external_fingerprint,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -1,0 +1,1042 @@
+"""Descriptive statistics over Arrow data (``jaxtx.statistics/1``).
+
+The statistics of a split are computed in one pass over its record batches by
+a mergeable accumulator (:class:`StatisticsAccumulator`): exact counts, a
+numerically stable mean/variance (Chan et al.'s parallel formula), and
+Apache DataSketches for quantiles (KLL), frequent values (Misra-Gries) and
+distinct counts (HyperLogLog).  The same accumulator backs three entry points:
+
+* :class:`GenerateStatistics`: a Beam ``PTransform`` over record batches;
+* :func:`compute_split_statistics`: one Beam pipeline over Parquet splits;
+* :func:`statistics_from_table`: in-process, without Beam.
+
+The finished statistics are plain JSON (see ``docs/formats.md``) and carry the
+serialized sketches, so :func:`merge_statistics` can combine statistics
+computed separately (shards, workers, spans).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import os
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import datasketches as ds
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from jaxtx.components._beam import BeamOptions, pipeline_options
+
+__all__ = [
+    "FORMAT",
+    "FEATURE_TYPES",
+    "GenerateStatistics",
+    "StatisticsAccumulator",
+    "StatisticsCombineFn",
+    "StatisticsFormatError",
+    "StatsOptions",
+    "compute_split_statistics",
+    "feature_type",
+    "kll_rank_error",
+    "load_statistics",
+    "merge_statistics",
+    "save_statistics",
+    "statistics_from_table",
+]
+
+FORMAT = "jaxtx.statistics/1"
+FEATURE_TYPES = ("INT", "FLOAT", "STRING", "BYTES", "BOOL", "OTHER")
+_NUMERIC_TYPES = frozenset({"INT", "FLOAT", "BOOL"})
+_STRING_TYPES = frozenset({"STRING", "BYTES"})
+
+
+class StatisticsFormatError(ValueError):
+    """A statistics document is not ``jaxtx.statistics/1``."""
+
+
+@dataclass(frozen=True)
+class StatsOptions:
+    """Options of the statistics computation.
+
+    Attributes:
+      num_quantiles: number of quantile intervals; quantiles are reported at
+        ``q = 0, 1/num_quantiles, ..., 1`` and the equi-depth histogram has
+        ``num_quantiles`` buckets.
+      num_histogram_buckets: buckets of the equi-width histogram.
+      top_k: length of ``top_k`` of string features.
+      max_value_counts: string features with at most this many distinct values
+        get exact ``value_counts`` (``value_counts_complete``); beyond it
+        counts come from the frequent-items sketch and ``value_counts`` lists
+        at most this many values.
+      kll_k: size parameter of the KLL quantile sketch.  The normalized rank
+        error (99% confidence) of a single quantile is ``2.296 / k**0.9723``,
+        1.33% for the default ``k = 200``; of histogram masses it is
+        ``2.446 / k**0.9433``, 1.65%.  See :func:`kll_rank_error`.
+      hll_lg_k: log2 of the HyperLogLog register count; relative standard
+        error about ``1.04 / sqrt(2**hll_lg_k)`` (0.8% for 14).
+      batch_size: rows per record batch when reading Parquet or splitting a
+        table.
+    """
+
+    num_quantiles: int = 10
+    num_histogram_buckets: int = 10
+    top_k: int = 20
+    max_value_counts: int = 1000
+    kll_k: int = 200
+    hll_lg_k: int = 14
+    batch_size: int = 131072
+
+    def __post_init__(self) -> None:
+        if self.num_quantiles < 1 or self.num_histogram_buckets < 1:
+            raise ValueError("num_quantiles and num_histogram_buckets must be >= 1")
+        if self.top_k < 0 or self.max_value_counts < 0:
+            raise ValueError("top_k and max_value_counts must be >= 0")
+        if not 8 <= self.kll_k <= 65535:
+            raise ValueError(f"kll_k must be in [8, 65535], got {self.kll_k}")
+        if not 7 <= self.hll_lg_k <= 21:
+            raise ValueError(f"hll_lg_k must be in [7, 21], got {self.hll_lg_k}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+
+
+def kll_rank_error(options: StatsOptions = StatsOptions(), *, pmf: bool = False) -> float:
+    """Return the normalized rank error of the KLL sketch for ``options.kll_k``.
+
+    Args:
+      options: statistics options.
+      pmf: the error of histogram masses instead of single quantiles.
+
+    Returns:
+      The a-priori normalized rank error (99% confidence), e.g. 0.0133 for k=200.
+    """
+    return float(ds.kll_doubles_sketch.get_normalized_rank_error(options.kll_k, pmf))
+
+
+# --------------------------------------------------------------------------- types
+
+
+def feature_type(arrow_type: pa.DataType) -> str:
+    """Map an Arrow type to a jaxtx feature type.
+
+    Args:
+      arrow_type: the column type; dictionary types map by their value type.
+
+    Returns:
+      One of ``INT``, ``FLOAT``, ``BOOL``, ``STRING``, ``BYTES``, ``OTHER``.
+    """
+    t = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+    if pa.types.is_integer(t):
+        return "INT"
+    if pa.types.is_floating(t):
+        return "FLOAT"
+    if pa.types.is_boolean(t):
+        return "BOOL"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "STRING"
+    if (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_binary_view(t)
+        or pa.types.is_fixed_size_binary(t)
+    ):
+        return "BYTES"
+    return "OTHER"
+
+
+def _promote(a: str, b: str) -> str:
+    """Return the feature type of a merge of features typed ``a`` and ``b``."""
+    if a == b:
+        return a
+    if a in _NUMERIC_TYPES and b in _NUMERIC_TYPES:
+        return "FLOAT" if "FLOAT" in (a, b) else "INT"
+    if a in _STRING_TYPES and b in _STRING_TYPES:
+        return "BYTES"
+    return "OTHER"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
+
+def _bytes_key(value: bytes) -> str:
+    """Represent a BYTES value as text: UTF-8 when valid, else ``b64:<base64>``."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "b64:" + _b64(value)
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+# ------------------------------------------------------------------ numeric features
+
+
+class _NumericAcc:
+    """Mergeable summary of an INT, FLOAT or BOOL column (present values only)."""
+
+    __slots__ = (
+        "kll",
+        "max",
+        "mean",
+        "m2",
+        "min",
+        "n_finite",
+        "num_nan",
+        "num_neg_inf",
+        "num_pos_inf",
+        "num_zeros",
+        "shift",
+    )
+
+    def __init__(self, kll_k: int) -> None:
+        self.n_finite = 0
+        self.shift = 0.0  # moments are kept about this origin (set by the first values)
+        self.mean = 0.0  # mean - shift
+        self.m2 = 0.0
+        self.min: float | int | None = None
+        self.max: float | int | None = None
+        self.num_zeros = 0
+        self.num_nan = 0
+        self.num_pos_inf = 0
+        self.num_neg_inf = 0
+        self.kll = ds.kll_doubles_sketch(kll_k)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {name: getattr(self, name) for name in self.__slots__ if name != "kll"}
+        state["kll"] = self.kll.serialize()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            if name != "kll":
+                setattr(self, name, value)
+        self.kll = ds.kll_doubles_sketch.deserialize(state["kll"])
+
+    def add(self, arr: pa.Array, kind: str) -> None:
+        """Add the non-null values of ``arr`` (nulls already dropped)."""
+        if len(arr) == 0:
+            return
+        if kind == "FLOAT":
+            x = arr.to_numpy(zero_copy_only=False)
+            if x.dtype != np.float64:
+                x = x.astype(np.float64)
+            finite = np.isfinite(x)
+            n_finite = int(np.count_nonzero(finite))
+            if n_finite != len(x):
+                self.num_nan += int(np.count_nonzero(np.isnan(x)))
+                self.num_pos_inf += int(np.count_nonzero(x == np.inf))
+                self.num_neg_inf += int(np.count_nonzero(x == -np.inf))
+                x = x[finite]
+            if n_finite == 0:
+                return
+            lo, hi = float(x.min()), float(x.max())
+            xf = x
+        else:
+            raw = arr.to_numpy(zero_copy_only=False)
+            if kind == "BOOL":
+                raw = raw.view(np.uint8) if raw.dtype == np.bool_ else raw.astype(np.uint8)
+            n_finite = len(raw)
+            lo, hi = int(raw.min()), int(raw.max())
+            xf = raw.astype(np.float64)
+        self.num_zeros += n_finite - int(np.count_nonzero(xf))
+        # Corrected two-pass moments: ``center + correction`` is the batch mean to
+        # well below the float64 resolution of ``center``.
+        center = float(xf.mean())
+        d = xf - center
+        correction = float(d.sum()) / n_finite
+        m2 = max(float(np.dot(d, d)) - correction * correction * n_finite, 0.0)
+        if self.n_finite == 0:
+            self.shift, self.mean, self.m2, self.n_finite = center, correction, m2, n_finite
+        else:
+            self._merge_moments(n_finite, (center - self.shift) + correction, m2)
+        self.min = lo if self.min is None else min(self.min, lo)
+        self.max = hi if self.max is None else max(self.max, hi)
+        # The sketch's array overload needs a writeable buffer (Arrow views are read-only).
+        self.kll.update(xf if xf.flags.writeable else xf.copy())
+
+    def _merge_moments(self, n_b: int, mean_b: float, m2_b: float) -> None:
+        """Combine running moments with a partial (Chan et al. parallel formula).
+
+        Args:
+          n_b: count of the partial.
+          mean_b: its mean minus ``self.shift``.
+          m2_b: its sum of squared deviations from its mean.
+        """
+        n_a = self.n_finite
+        if n_b == 0:
+            return
+        if n_a == 0:
+            self.n_finite, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * (n_a * n_b / n)
+        self.n_finite = n
+
+    def merge(self, other: _NumericAcc) -> None:
+        """Merge ``other`` into this accumulator."""
+        if self.n_finite == 0:
+            self.shift, self.mean, self.m2, self.n_finite = (
+                other.shift,
+                other.mean,
+                other.m2,
+                other.n_finite,
+            )
+        elif other.n_finite:
+            self._merge_moments(other.n_finite, (other.shift - self.shift) + other.mean, other.m2)
+        for name in ("min", "max"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if theirs is not None:
+                pick = min if name == "min" else max
+                setattr(self, name, theirs if mine is None else pick(mine, theirs))
+        self.num_zeros += other.num_zeros
+        self.num_nan += other.num_nan
+        self.num_pos_inf += other.num_pos_inf
+        self.num_neg_inf += other.num_neg_inf
+        if not other.kll.is_empty():
+            self.kll.merge(other.kll)
+
+    def to_dict(self, kind: str, options: StatsOptions) -> tuple[dict[str, Any], dict[str, str]]:
+        """Return the ``num`` block and the sketches of the feature."""
+        n = self.n_finite
+        cast = float if kind == "FLOAT" else int
+        lo = None if self.min is None else cast(self.min)
+        hi = None if self.max is None else cast(self.max)
+        num: dict[str, Any] = {
+            "mean": _finite_or_none(self.shift + self.mean) if n else None,
+            "std": _finite_or_none(math.sqrt(max(self.m2, 0.0) / n)) if n else None,
+            "min": lo,
+            "max": hi,
+            "num_zeros": self.num_zeros,
+            "num_nan": self.num_nan,
+            "num_pos_inf": self.num_pos_inf,
+            "num_neg_inf": self.num_neg_inf,
+            "quantiles": [],
+            "histogram": {"buckets": []},
+            "quantile_histogram": {"buckets": []},
+        }
+        if n and lo is not None and hi is not None:
+            qs = _quantiles(self.kll, float(lo), float(hi), options.num_quantiles)
+            num["quantiles"] = qs
+            num["histogram"] = {"buckets": _equi_width(self.kll, float(lo), float(hi), n, options)}
+            num["quantile_histogram"] = {"buckets": _equi_depth(qs, n)}
+        return num, {"kll": _b64(self.kll.serialize())}
+
+    @classmethod
+    def from_dict(
+        cls, num: Mapping[str, Any], sketches: Mapping[str, str], num_present: int
+    ) -> _NumericAcc:
+        """Rebuild an accumulator from a feature's ``num`` block and sketches."""
+        acc = cls(8)
+        acc.kll = ds.kll_doubles_sketch.deserialize(_unb64(sketches["kll"]))
+        acc.num_zeros = int(num["num_zeros"])
+        acc.num_nan = int(num["num_nan"])
+        acc.num_pos_inf = int(num["num_pos_inf"])
+        acc.num_neg_inf = int(num["num_neg_inf"])
+        acc.n_finite = num_present - acc.num_nan - acc.num_pos_inf - acc.num_neg_inf
+        acc.min, acc.max = num.get("min"), num.get("max")
+        if acc.n_finite > 0 and num.get("mean") is not None:
+            acc.shift, acc.mean = float(num["mean"]), 0.0
+            acc.m2 = float(num["std"]) ** 2 * acc.n_finite
+        else:
+            acc.n_finite = 0
+        return acc
+
+
+def _quantiles(
+    kll: ds.kll_doubles_sketch, lo: float, hi: float, num_quantiles: int
+) -> list[dict[str, float]]:
+    """Quantiles at ``q = i / num_quantiles`` (inverted-CDF definition), exact ends."""
+    ranks = [i / num_quantiles for i in range(num_quantiles + 1)]
+    values = kll.get_quantiles(ranks, True)
+    values[0], values[-1] = lo, hi
+    return [{"q": q, "value": float(v)} for q, v in zip(ranks, values, strict=True)]
+
+
+def _equi_width(
+    kll: ds.kll_doubles_sketch, lo: float, hi: float, n: int, options: StatsOptions
+) -> list[dict[str, float]]:
+    """Equi-width buckets over ``[lo, hi]``; counts are rounded to sum exactly to ``n``.
+
+    Buckets are ``[low, high)`` except the last, which includes ``hi``.  A
+    constant column (``lo == hi``) yields a single zero-width bucket.
+    """
+    if not hi > lo:
+        return [{"low": lo, "high": hi, "count": float(n)}]
+    edges = np.linspace(lo, hi, options.num_histogram_buckets + 1)
+    edges[0], edges[-1] = lo, hi
+    inner = np.unique(edges[1:-1])
+    cdf = np.asarray(kll.get_cdf(inner.tolist(), False), dtype=np.float64)[:-1]
+    cum = np.concatenate([[0.0], np.round(cdf * n), [float(n)]])
+    counts = np.diff(np.maximum.accumulate(np.minimum(cum, n)))
+    bounds = np.concatenate([[lo], inner, [hi]])
+    return [
+        {"low": float(bounds[i]), "high": float(bounds[i + 1]), "count": float(counts[i])}
+        for i in range(len(counts))
+    ]
+
+
+def _equi_depth(quantiles: Sequence[Mapping[str, float]], n: int) -> list[dict[str, float]]:
+    """Equi-depth buckets between consecutive quantiles, each ``n / buckets`` deep."""
+    num = len(quantiles) - 1
+    return [
+        {
+            "low": quantiles[i]["value"],
+            "high": quantiles[i + 1]["value"],
+            "count": n / num,
+        }
+        for i in range(num)
+    ]
+
+
+# ------------------------------------------------------------------- string features
+
+
+def _frequent_lg_size(options: StatsOptions) -> int:
+    """log2 map size of the frequent-items sketch: room for max(value_counts, 4 top_k)."""
+    need = max(options.max_value_counts, 4 * options.top_k, 16)
+    lg = 3
+    while 0.75 * (1 << lg) < need:
+        lg += 1
+    return lg
+
+
+class _StringAcc:
+    """Mergeable summary of a STRING or BYTES column (present values only)."""
+
+    __slots__ = ("exact", "frequent", "hll", "num_empty", "total_length")
+
+    def __init__(self, options: StatsOptions) -> None:
+        self.total_length = 0
+        self.num_empty = 0
+        self.exact: dict[str, int] | None = {}
+        self.frequent = ds.frequent_strings_sketch(_frequent_lg_size(options))
+        self.hll = ds.hll_sketch(options.hll_lg_k, ds.tgt_hll_type.HLL_4)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "total_length": self.total_length,
+            "num_empty": self.num_empty,
+            "exact": self.exact,
+            "frequent": self.frequent.serialize(),
+            "hll": self.hll.serialize_compact(),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.total_length = state["total_length"]
+        self.num_empty = state["num_empty"]
+        self.exact = state["exact"]
+        self.frequent = ds.frequent_strings_sketch.deserialize(state["frequent"])
+        self.hll = ds.hll_sketch.deserialize(state["hll"])
+
+    def add(self, arr: pa.Array, kind: str, options: StatsOptions) -> None:
+        """Add the non-null values of ``arr`` (nulls already dropped)."""
+        if len(arr) == 0:
+            return
+        vc = pc.value_counts(arr)
+        values = vc.field("values")
+        counts = vc.field("counts").to_numpy()
+        length = pc.utf8_length if kind == "STRING" else pc.binary_length
+        lengths = length(values).to_numpy(zero_copy_only=False)
+        self.total_length += int(np.dot(lengths.astype(np.int64), counts))
+        self.num_empty += int(counts[lengths == 0].sum())
+        keys = values.to_pylist()
+        if kind != "STRING":
+            keys = [_bytes_key(k) for k in keys]
+        weights = counts.tolist()
+        self._add_counts(keys, weights, options)
+
+    def _add_counts(self, keys: list[str], weights: list[int], options: StatsOptions) -> None:
+        """Feed distinct values and their counts to the sketches and exact counts."""
+        frequent, hll = self.frequent, self.hll
+        for key, weight in zip(keys, weights, strict=True):
+            frequent.update(key, weight)
+            hll.update(key)
+        exact = self.exact
+        if exact is not None:
+            if len(keys) > options.max_value_counts:
+                self.exact = None
+                return
+            for key, weight in zip(keys, weights, strict=True):
+                exact[key] = exact.get(key, 0) + weight
+            if len(exact) > options.max_value_counts:
+                self.exact = None
+
+    def merge(self, other: _StringAcc, options: StatsOptions) -> None:
+        """Merge ``other`` into this accumulator."""
+        self.total_length += other.total_length
+        self.num_empty += other.num_empty
+        self.frequent.merge(other.frequent)
+        union = ds.hll_union(max(self.hll.lg_config_k, other.hll.lg_config_k))
+        union.update(self.hll)
+        union.update(other.hll)
+        self.hll = union.get_result(ds.tgt_hll_type.HLL_4)
+        if self.exact is None or other.exact is None:
+            self.exact = None
+            return
+        for key, weight in other.exact.items():
+            self.exact[key] = self.exact.get(key, 0) + weight
+        if len(self.exact) > options.max_value_counts:
+            self.exact = None
+
+    def to_dict(self, num_present: int, options: StatsOptions) -> tuple[dict, dict[str, str]]:
+        """Return the ``str`` block and the sketches of the feature."""
+        if self.exact is not None:
+            items = sorted(self.exact.items(), key=lambda kv: (-kv[1], kv[0]))
+            num_unique, exact = len(items), True
+        else:
+            found = self.frequent.get_frequent_items(
+                ds.frequent_items_error_type.NO_FALSE_NEGATIVES
+            )
+            items = sorted(
+                ((v, int(est)) for v, est, _, _ in found), key=lambda kv: (-kv[1], kv[0])
+            )
+            num_unique, exact = int(round(self.hll.get_estimate())), False
+        listed = [{"value": v, "count": c} for v, c in items]
+        block = {
+            "num_unique": num_unique,
+            "num_unique_is_exact": exact,
+            "avg_length": self.total_length / num_present if num_present else None,
+            "num_empty": self.num_empty,
+            "top_k": listed[: options.top_k],
+            "value_counts": listed[: options.max_value_counts],
+            "value_counts_complete": exact,
+        }
+        sketches = {
+            "frequent": _b64(self.frequent.serialize()),
+            "hll": _b64(self.hll.serialize_compact()),
+        }
+        return block, sketches
+
+    @classmethod
+    def from_dict(
+        cls,
+        block: Mapping[str, Any],
+        sketches: Mapping[str, str],
+        num_present: int,
+        options: StatsOptions,
+    ) -> _StringAcc:
+        """Rebuild an accumulator from a feature's ``str`` block and sketches."""
+        acc = cls(options)
+        acc.frequent = ds.frequent_strings_sketch.deserialize(_unb64(sketches["frequent"]))
+        acc.hll = ds.hll_sketch.deserialize(_unb64(sketches["hll"]))
+        acc.num_empty = int(block["num_empty"])
+        avg = block.get("avg_length")
+        acc.total_length = round(avg * num_present) if avg is not None else 0
+        if block.get("value_counts_complete"):
+            acc.exact = {vc["value"]: int(vc["count"]) for vc in block["value_counts"]}
+            if len(acc.exact) > options.max_value_counts:
+                acc.exact = None
+        else:
+            acc.exact = None
+        return acc
+
+
+# ------------------------------------------------------------------------ features
+
+
+def _plain(arr: pa.Array) -> pa.Array:
+    """Decode dictionaries and cast view/fixed-size layouts to their plain counterparts."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    t = arr.type
+    if pa.types.is_string_view(t):
+        return arr.cast(pa.large_string())
+    if pa.types.is_binary_view(t) or pa.types.is_fixed_size_binary(t):
+        return arr.cast(pa.large_binary())
+    return arr
+
+
+class _FeatureAcc:
+    """Per-feature accumulator: type, presence counts and the typed summary."""
+
+    __slots__ = ("arrow_type", "kind", "num_present", "summary")
+
+    def __init__(self, kind: str, arrow_type: str, options: StatsOptions) -> None:
+        self.kind = kind
+        self.arrow_type = arrow_type
+        self.num_present = 0
+        self.summary: _NumericAcc | _StringAcc | None
+        if kind in _NUMERIC_TYPES:
+            self.summary = _NumericAcc(options.kll_k)
+        elif kind in _STRING_TYPES:
+            self.summary = _StringAcc(options)
+        else:
+            self.summary = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def add(self, arr: pa.Array, options: StatsOptions) -> None:
+        """Add one column chunk."""
+        present = len(arr) - arr.null_count
+        self.num_present += present
+        if self.summary is None or present == 0:
+            return
+        arr = _plain(arr)
+        if arr.null_count:
+            arr = arr.drop_null()
+        if isinstance(self.summary, _NumericAcc):
+            self.summary.add(arr, self.kind)
+        else:
+            self.summary.add(arr, self.kind, options)
+
+    def merge(self, other: _FeatureAcc, options: StatsOptions) -> None:
+        """Merge ``other`` into this accumulator, promoting types that differ.
+
+        A side without present values takes the other's type; INT/BOOL with
+        FLOAT becomes FLOAT, BOOL with INT becomes INT, STRING with BYTES
+        becomes BYTES, and any other mix becomes OTHER (counts only).
+        """
+        if self.kind != other.kind:
+            if other.num_present == 0:
+                return
+            if self.num_present == 0:
+                self.kind, self.arrow_type = other.kind, other.arrow_type
+                self.num_present, self.summary = other.num_present, other.summary
+                return
+            kind = _promote(self.kind, other.kind)
+            if kind == "OTHER":
+                self.summary = None
+            elif kind != self.kind:
+                self.arrow_type = other.arrow_type
+            self.kind = kind
+        self.num_present += other.num_present
+        if isinstance(self.summary, _NumericAcc) and isinstance(other.summary, _NumericAcc):
+            self.summary.merge(other.summary)
+        elif isinstance(self.summary, _StringAcc) and isinstance(other.summary, _StringAcc):
+            self.summary.merge(other.summary, options)
+
+    def to_dict(self, num_rows: int, options: StatsOptions) -> dict[str, Any]:
+        """Return the feature's entry of ``features``."""
+        out: dict[str, Any] = {
+            "type": self.kind,
+            "arrow_type": self.arrow_type,
+            "num_present": self.num_present,
+            "num_missing": num_rows - self.num_present,
+            "num": None,
+            "str": None,
+            "sketches": {},
+        }
+        if isinstance(self.summary, _NumericAcc):
+            out["num"], out["sketches"] = self.summary.to_dict(self.kind, options)
+        elif isinstance(self.summary, _StringAcc):
+            out["str"], out["sketches"] = self.summary.to_dict(self.num_present, options)
+        return out
+
+    @classmethod
+    def from_dict(cls, feature: Mapping[str, Any], options: StatsOptions) -> _FeatureAcc:
+        """Rebuild a feature accumulator from its statistics entry."""
+        kind = feature["type"]
+        acc = cls(kind, feature["arrow_type"], options)
+        acc.num_present = int(feature["num_present"])
+        sketches = feature.get("sketches") or {}
+        if kind in _NUMERIC_TYPES:
+            if feature.get("num") is None or "kll" not in sketches:
+                raise StatisticsFormatError("numeric feature without 'num' block or KLL sketch")
+            acc.summary = _NumericAcc.from_dict(feature["num"], sketches, acc.num_present)
+        elif kind in _STRING_TYPES:
+            if feature.get("str") is None or not {"frequent", "hll"} <= sketches.keys():
+                raise StatisticsFormatError("string feature without 'str' block or sketches")
+            acc.summary = _StringAcc.from_dict(feature["str"], sketches, acc.num_present, options)
+        return acc
+
+
+class StatisticsAccumulator:
+    """Mergeable, picklable accumulator of the statistics of one split.
+
+    Args:
+      options: statistics options.
+    """
+
+    __slots__ = ("features", "num_rows", "options")
+
+    def __init__(self, options: StatsOptions = StatsOptions()) -> None:
+        self.options = options
+        self.num_rows = 0
+        self.features: dict[str, _FeatureAcc] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"options": self.options, "num_rows": self.num_rows, "features": self.features}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.options = state["options"]
+        self.num_rows = state["num_rows"]
+        self.features = state["features"]
+
+    def add_batch(self, batch: pa.RecordBatch | pa.Table) -> StatisticsAccumulator:
+        """Add a record batch (or every batch of a table).
+
+        Args:
+          batch: the rows to add.
+
+        Returns:
+          ``self``.
+        """
+        if isinstance(batch, pa.Table):
+            for b in batch.to_batches(max_chunksize=self.options.batch_size):
+                self.add_batch(b)
+            return self
+        self.num_rows += batch.num_rows
+        for field, column in zip(batch.schema, batch.columns, strict=True):
+            kind = feature_type(field.type)
+            feat = self.features.get(field.name)
+            if feat is None:
+                feat = _FeatureAcc(kind, str(field.type), self.options)
+                self.features[field.name] = feat
+            elif kind != feat.kind:  # e.g. an all-null ``null`` column in one file
+                part = _FeatureAcc(kind, str(field.type), self.options)
+                part.add(column, self.options)
+                feat.merge(part, self.options)
+                continue
+            feat.add(column, self.options)
+        return self
+
+    def merge(self, other: StatisticsAccumulator) -> StatisticsAccumulator:
+        """Merge ``other`` into this accumulator.
+
+        Args:
+          other: an accumulator over other rows.
+
+        Returns:
+          ``self``.
+        """
+        self.num_rows += other.num_rows
+        for name, feat in other.features.items():
+            mine = self.features.get(name)
+            if mine is None:
+                self.features[name] = feat
+            else:
+                mine.merge(feat, self.options)
+        return self
+
+    def to_statistics(self) -> dict[str, Any]:
+        """Return the ``jaxtx.statistics/1`` document.
+
+        Returns:
+          A JSON-serializable dict.
+        """
+        return {
+            "format": FORMAT,
+            "num_rows": self.num_rows,
+            "features": {
+                name: feat.to_dict(self.num_rows, self.options)
+                for name, feat in self.features.items()
+            },
+        }
+
+    @classmethod
+    def from_statistics(
+        cls, stats: Mapping[str, Any], options: StatsOptions = StatsOptions()
+    ) -> StatisticsAccumulator:
+        """Rebuild an accumulator from a statistics document (via its sketches).
+
+        Args:
+          stats: a ``jaxtx.statistics/1`` document.
+          options: statistics options of the merged result.
+
+        Returns:
+          The accumulator.
+
+        Raises:
+          StatisticsFormatError: ``stats`` is not a ``jaxtx.statistics/1`` document.
+        """
+        _check_format(stats, "statistics")
+        acc = cls(options)
+        acc.num_rows = int(stats["num_rows"])
+        for name, feature in stats["features"].items():
+            try:
+                acc.features[name] = _FeatureAcc.from_dict(feature, options)
+            except (KeyError, TypeError, ValueError) as err:
+                raise StatisticsFormatError(f"feature {name!r}: {err}") from err
+        return acc
+
+
+def _check_format(stats: Any, source: str) -> None:
+    if not isinstance(stats, Mapping):
+        raise StatisticsFormatError(f"{source}: expected a JSON object, got {type(stats).__name__}")
+    fmt = stats.get("format")
+    if fmt != FORMAT:
+        raise StatisticsFormatError(f"{source}: format is {fmt!r}, expected {FORMAT!r}")
+    if not isinstance(stats.get("features"), Mapping) or "num_rows" not in stats:
+        raise StatisticsFormatError(f"{source}: missing 'num_rows' or 'features'")
+
+
+# ------------------------------------------------------------------------------ API
+
+
+def statistics_from_table(
+    table: pa.Table | pa.RecordBatch, options: StatsOptions = StatsOptions()
+) -> dict[str, Any]:
+    """Compute statistics in-process (no Beam).
+
+    Args:
+      table: the data.
+      options: statistics options.
+
+    Returns:
+      The ``jaxtx.statistics/1`` document; equal to the Beam path's result up to
+      floating-point rounding and the sketches' randomness.
+    """
+    return StatisticsAccumulator(options).add_batch(table).to_statistics()
+
+
+def merge_statistics(
+    stats: Sequence[Mapping[str, Any]], options: StatsOptions = StatsOptions()
+) -> dict[str, Any]:
+    """Merge statistics of disjoint data (shards, spans) through their sketches.
+
+    Counts, means, standard deviations, minima and maxima are exact; quantiles,
+    histograms and distinct counts carry the sketches' errors.  Exact value
+    counts survive while the union has at most ``options.max_value_counts``
+    distinct values.  A feature absent from some inputs counts as missing there.
+
+    Args:
+      stats: ``jaxtx.statistics/1`` documents.
+      options: options of the result.
+
+    Returns:
+      The merged document.
+    """
+    acc = StatisticsAccumulator(options)
+    for i, s in enumerate(stats):
+        _check_format(s, f"statistics[{i}]")
+        acc.merge(StatisticsAccumulator.from_statistics(s, options))
+    return acc.to_statistics()
+
+
+def save_statistics(stats: Mapping[str, Any], path: str) -> None:
+    """Write statistics as JSON.
+
+    Args:
+      stats: a ``jaxtx.statistics/1`` document.
+      path: destination file; parent directories are created.
+    """
+    _check_format(stats, "save_statistics")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(stats, f, ensure_ascii=False, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def load_statistics(path: str) -> dict[str, Any]:
+    """Read statistics written by :func:`save_statistics`.
+
+    Args:
+      path: the JSON file.
+
+    Returns:
+      The document.
+
+    Raises:
+      StatisticsFormatError: the file is not valid JSON or not ``jaxtx.statistics/1``;
+        the message names the file.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            stats = json.load(f)
+    except json.JSONDecodeError as err:
+        raise StatisticsFormatError(f"{path}: not valid JSON: {err}") from err
+    _check_format(stats, path)
+    return stats
+
+
+# ----------------------------------------------------------------------------- Beam
+
+
+class StatisticsCombineFn(beam.CombineFn):
+    """``CombineFn`` from record batches (or tables) to a statistics document.
+
+    Args:
+      options: statistics options.
+    """
+
+    def __init__(self, options: StatsOptions = StatsOptions()) -> None:
+        super().__init__()
+        self._options = options
+
+    def create_accumulator(self) -> StatisticsAccumulator:
+        return StatisticsAccumulator(self._options)
+
+    def add_input(
+        self, accumulator: StatisticsAccumulator, element: pa.RecordBatch | pa.Table
+    ) -> StatisticsAccumulator:
+        return accumulator.add_batch(element)
+
+    def merge_accumulators(
+        self, accumulators: Iterable[StatisticsAccumulator]
+    ) -> StatisticsAccumulator:
+        it = iter(accumulators)
+        first = next(it, None)
+        if first is None:
+            return self.create_accumulator()
+        for acc in it:
+            first.merge(acc)
+        return first
+
+    def extract_output(self, accumulator: StatisticsAccumulator) -> dict[str, Any]:
+        return accumulator.to_statistics()
+
+
+class GenerateStatistics(beam.PTransform):
+    """``PCollection[pa.RecordBatch]`` -> ``PCollection[dict]`` with one statistics document.
+
+    Args:
+      options: statistics options.
+    """
+
+    def __init__(self, options: StatsOptions = StatsOptions()) -> None:
+        super().__init__()
+        self._options = options
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        return pcoll | "CombineStatistics" >> beam.CombineGlobally(
+            StatisticsCombineFn(self._options)
+        )
+
+
+def _row_group_tasks(path: str, rows_per_task: int) -> Iterator[tuple[str, list[int]]]:
+    """Split a Parquet file into groups of row groups of about ``rows_per_task`` rows."""
+    with _open_parquet(path) as pf:
+        meta = pf.metadata
+        group: list[int] = []
+        rows = 0
+        for i in range(meta.num_row_groups):
+            group.append(i)
+            rows += meta.row_group(i).num_rows
+            if rows >= rows_per_task:
+                yield path, group
+                group, rows = [], 0
+        if group or meta.num_row_groups == 0:
+            yield path, group
+
+
+class _ParquetHandle:
+    """Context manager yielding a ``pq.ParquetFile`` for a local or Beam filesystem path."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stream: Any = None
+
+    def __enter__(self) -> pq.ParquetFile:
+        if "://" in self._path:
+            self._stream = FileSystems.open(self._path)
+            return pq.ParquetFile(self._stream)
+        return pq.ParquetFile(self._path, memory_map=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+
+def _open_parquet(path: str) -> _ParquetHandle:
+    return _ParquetHandle(path)
+
+
+class _ReadRowGroups(beam.DoFn):
+    """Read ``(path, row_groups)`` tasks as record batches."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        self._batch_size = batch_size
+
+    def process(self, task: tuple[str, list[int]]) -> Iterator[pa.RecordBatch]:
+        path, groups = task
+        if not groups:
+            return
+        with _open_parquet(path) as pf:
+            yield from pf.iter_batches(batch_size=self._batch_size, row_groups=groups)
+
+
+class _WriteJson(beam.DoFn):
+    """Write each element as JSON to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    def process(self, stats: dict[str, Any]) -> Iterator[str]:
+        with FileSystems.create(self._path) as f:
+            f.write(json.dumps(stats, allow_nan=False).encode("utf-8"))
+        yield self._path
+
+
+def compute_split_statistics(
+    split_files: Mapping[str, Sequence[str]],
+    *,
+    options: StatsOptions = StatsOptions(),
+    beam_options: BeamOptions = None,
+    temp_dir: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Compute the statistics of every split in one Beam pipeline over Parquet files.
+
+    Args:
+      split_files: split name -> Parquet files (local paths or any Beam filesystem URL).
+      options: statistics options.
+      beam_options: Beam flags or mapping (see ``jaxtx.components._beam``).
+      temp_dir: where the pipeline writes its results; must be reachable by the
+        workers and this process (a local temporary directory by default).
+
+    Returns:
+      Split name -> ``jaxtx.statistics/1`` document.
+    """
+    if not split_files:
+        return {}
+    own_tmp = temp_dir is None
+    tmp = tempfile.mkdtemp(prefix="jaxtx-stats-") if own_tmp else temp_dir
+    assert tmp is not None
+    run_id = uuid.uuid4().hex
+    outputs = {
+        split: FileSystems.join(tmp, f"stats-{run_id}-{i}.json")
+        for i, split in enumerate(split_files)
+    }
+    rows_per_task = max(options.batch_size, 1 << 20)
+    try:
+        with beam.Pipeline(options=pipeline_options(beam_options)) as p:
+            for split, files in split_files.items():
+                _ = (
+                    p
+                    | f"Files[{split}]" >> beam.Create(sorted(files) or [""])
+                    | f"Plan[{split}]"
+                    >> beam.FlatMap(
+                        lambda f, n=rows_per_task: _row_group_tasks(f, n) if f else iter(())
+                    )
+                    | f"Read[{split}]" >> beam.ParDo(_ReadRowGroups(options.batch_size))
+                    | f"Stats[{split}]" >> GenerateStatistics(options)
+                    | f"Write[{split}]" >> beam.ParDo(_WriteJson(outputs[split]))
+                )
+        result: dict[str, dict[str, Any]] = {}
+        for split, out in outputs.items():
+            with FileSystems.open(out) as f:
+                result[split] = json.loads(f.read().decode("utf-8"))
+        return result
+    finally:
+        for out in outputs.values():
+            if FileSystems.exists(out):
+                FileSystems.delete([out])
+        if own_tmp:
+            with contextlib.suppress(OSError):
+                os.rmdir(tmp)
