@@ -46,10 +46,17 @@ def resolve_span(input_pattern: str, span: int | str | None) -> ResolvedInput:
 
 
 def available_spans(input_pattern: str) -> list[int]:
-    """Every span the pattern matches, ascending."""
-    from ._spans import list_spans
+    """Every span the pattern matches, ascending (``[]`` for a pattern without spans)."""
+    import glob
 
-    return list_spans(input_pattern)
+    from . import _spans
+
+    names = _spans._check_placeholders(input_pattern)
+    if not ({"SPAN", "YYYY"} & names):
+        return []
+    glob_pattern, regex = _spans._compile(_spans._absolute(input_pattern))
+    found = _spans._group_matches(input_pattern, glob.glob(glob_pattern, recursive=True), regex)
+    return sorted({s for s, _ in found if s is not None})
 
 
 def _input_fingerprint(params: Mapping[str, Any]) -> str:
@@ -72,8 +79,13 @@ def _arrow_schema_from_file(path: str) -> pa.Schema:
     """A schema file (jaxtx YAML/JSON from SchemaGen) -> the Arrow types to read with."""
     from jaxtx.validation.schema import load_schema
 
-    types = {"INT": pa.int64(), "FLOAT": pa.float64(), "STRING": pa.string(), "BYTES": pa.binary(),
-             "BOOL": pa.bool_()}
+    types = {
+        "INT": pa.int64(),
+        "FLOAT": pa.float64(),
+        "STRING": pa.string(),
+        "BYTES": pa.binary(),
+        "BOOL": pa.bool_(),
+    }
     schema = load_schema(path)
     return pa.schema([pa.field(f.name, types[f.type]) for f in schema.features])
 
@@ -137,7 +149,10 @@ def ExampleGen(
         input_files=list(resolved.files),
         arrow_schema={f.name: str(f.type) for f in result.schema},
     )
-    metrics = {"num_read": result.num_read, "num_written": result.num_written,
-               "num_rejected": result.num_rejected}
+    metrics = {
+        "num_read": result.num_read,
+        "num_written": result.num_written,
+        "num_rejected": result.num_rejected,
+    }
     metrics.update({f"rows.{k}": v for k, v in result.split_counts.items()})
     return metrics

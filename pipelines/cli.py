@@ -89,7 +89,9 @@ def _build_pipeline(target: str, params: dict[str, Any]) -> tuple[Any, dict[str,
     if isinstance(obj, Pipeline):
         return obj, params
     if not callable(obj):
-        raise UsageError(f"{target} is a {type(obj).__name__}, not a Pipeline or a function making one")
+        raise UsageError(
+            f"{target} is a {type(obj).__name__}, not a Pipeline or a function making one"
+        )
     sig = inspect.signature(obj)
     factory_args = {k: v for k, v in params.items() if "." not in k}
     node_params = {k: v for k, v in params.items() if "." in k}
@@ -124,8 +126,10 @@ def _run_and_report(pipeline: Any, node_params: dict[str, Any], *, cache: bool) 
     except PipelineRunError as e:
         print(f"jaxtx: {e}", file=sys.stderr)
         return 1
-    print(f"pipeline {run.pipeline!r} finished in {run.duration_s:.1f} s: "
-          f"{len(run.executed_nodes)} ran, {len(run.cached_nodes)} cached")
+    print(
+        f"pipeline {run.pipeline!r} finished in {run.duration_s:.1f} s: "
+        f"{len(run.executed_nodes)} ran, {len(run.cached_nodes)} cached"
+    )
     for node_id, nr in run.nodes.items():
         for name, art in nr.outputs.items():
             print(f"  {node_id}.{name}: {art.uri}")
@@ -151,8 +155,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from jaxtx.validation.validate_file import validate_file
 
-    anomalies, report = validate_file(args.data, args.schema, input_format=args.format,
-                                      report_path=args.report)
+    anomalies, report = validate_file(
+        args.data, args.schema, input_format=args.format, report_path=args.report
+    )
     fails = [a for a in anomalies if a.severity == "fail"]
     for a in anomalies:
         print(f"{a.severity.upper():4}  {a.feature}: {a.type}: {a.description}")
@@ -170,9 +175,18 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     home = Path(args.home).resolve() if args.home else default_home()
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
-    cmd = [mlflow, "ui", "--backend-store-uri", default_tracking_uri(home),
-           "--default-artifact-root", (home / "mlartifacts").as_uri(),
-           "--host", args.host, "--port", str(args.port)]
+    cmd = [
+        mlflow,
+        "ui",
+        "--backend-store-uri",
+        default_tracking_uri(home),
+        "--default-artifact-root",
+        (home / "mlartifacts").as_uri(),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     print("running: " + " ".join(cmd), file=sys.stderr)
     if args.dry_run:
         return 0

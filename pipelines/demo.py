@@ -62,8 +62,10 @@ def create_pipeline(
     """
     pattern = f"{data_root}/span-{{SPAN}}/*.csv"
     with Pipeline(name, home=home, description=__doc__ or "") as p:
-        examples = ExampleGen(input_pattern=pattern)
-        previous = ExampleGen(input_pattern=pattern, span="latest-1").with_id("PreviousExampleGen")
+        examples = ExampleGen(input_pattern=pattern, schema_file=schema_file)
+        previous = ExampleGen(
+            input_pattern=pattern, span="latest-1", schema_file=schema_file
+        ).with_id("PreviousExampleGen")
         serving = ExampleGen(
             input_pattern=f"{data_root}/serving/*.jsonl", split_names=["serving"], split_ratios=[1]
         ).with_id("ServingExampleGen")
@@ -79,5 +81,3 @@ def create_pipeline(
             serving_statistics=serving_stats,
         )
     return p
-
-

@@ -1,0 +1,186 @@
+"""ExampleGen + StatisticsGen against a bare single pass, side by side in one run.
+
+    .venv/bin/python bench/bench_ingest_stats.py [--rows 1000000] [--repeat 3]
+
+Generates a CSV of ``--rows`` rows x 13 columns (10 numeric, 3 categorical,
+~5% missing), then measures, each in a fresh subprocess (so peak memory is that
+step's own):
+
+* ``bare``: pyarrow CSV parsing + the same statistics computed directly with
+  pyarrow/numpy (count, missing, mean, std, min, max, zeros, NaN/inf, quantiles,
+  equi-width histogram; string unique, top-k, average length): the near-limit
+  baseline;
+* ``ExampleGen``: the component, eagerly (Beam, splits, Parquet, artifact hashing);
+* ``StatisticsGen``: the component on ExampleGen's output (Beam, sketches,
+  HTML and PNG reports).
+
+Prints wall time (best of ``--repeat``), rows/s, peak RSS and the ratio to the
+bare pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(seed)
+    cols: dict[str, pa.Array] = {}
+    for i in range(10):
+        if i % 2:
+            vals = rng.normal(100 * i, 10 + i, rows)
+        else:
+            vals = rng.integers(0, 1000 * (i + 1), rows).astype(float)
+        mask = rng.random(rows) < 0.05
+        arr = pa.array(vals, mask=mask)
+        cols[f"num_{i}"] = arr.cast(pa.int64()) if i % 2 == 0 else arr
+    for j, card in enumerate((5, 40, 300)):
+        cats = np.array([f"cat{j}_{k}" for k in range(card)])
+        vals = cats[rng.zipf(1.5, rows) % card]
+        cols[f"cat_{j}"] = pa.array(vals, mask=rng.random(rows) < 0.05)
+    pacsv.write_csv(pa.table(cols), path)
+
+
+def bare_pass(csv: Path) -> dict[str, float]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(csv)
+    out = {}
+    for name in table.column_names:
+        col = table[name].combine_chunks()
+        out[f"{name}.missing"] = col.null_count
+        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+            x = col.drop_null().to_numpy(zero_copy_only=False).astype(np.float64)
+            finite = x[np.isfinite(x)]
+            out[f"{name}.mean"] = float(finite.mean())
+            out[f"{name}.std"] = float(finite.std())
+            out[f"{name}.min"], out[f"{name}.max"] = float(finite.min()), float(finite.max())
+            out[f"{name}.zeros"] = int((x == 0).sum())
+            out[f"{name}.nan"] = int(np.isnan(x).sum())
+            out[f"{name}.inf"] = int(np.isinf(x).sum())
+            np.quantile(finite, np.linspace(0, 1, 11))
+            np.histogram(finite, bins=10)
+        else:
+            vc = pc.value_counts(col.drop_null())
+            counts = vc.field("counts").to_numpy()
+            top = np.argsort(-counts)[:20]
+            out[f"{name}.unique"] = len(vc)
+            out[f"{name}.top"] = int(counts[top[0]])
+            out[f"{name}.avg_len"] = float(pc.mean(pc.utf8_length(col.drop_null())).as_py())
+    return out
+
+
+def run_step(step: str, csv: Path, work: Path) -> dict[str, float]:
+    os.environ.setdefault("JAXTX_HOME", str(work / "home"))
+    start = time.perf_counter()
+    if step == "bare":
+        bare_pass(csv)
+    elif step == "examplegen":
+        from jaxtx.components.example_gen import ExampleGen
+
+        ex = ExampleGen(input_pattern=str(csv), store=str(work / "store"))
+        (work / "examples_uri").write_text(ex.uri)
+    elif step == "statisticsgen":
+        from jaxtx.components import load_artifact
+        from jaxtx.components.statistics_gen import StatisticsGen
+
+        ex = load_artifact((work / "examples_uri").read_text())
+        t0 = time.perf_counter()
+        StatisticsGen(examples=ex, store=str(work / "store"))
+        start = t0  # the artifact load above is not StatisticsGen's work
+    else:
+        raise SystemExit(f"unknown step {step}")
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_mb": peak_mb}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--step", help=argparse.SUPPRESS)
+    ap.add_argument("--csv", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.step:
+        print(json.dumps(run_step(args.step, Path(args.csv), Path(args.work))))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="jaxtx-bench-") as tmp:
+        work = Path(tmp)
+        csv = work / "data.csv"
+        t = time.perf_counter()
+        generate_csv(csv, args.rows)
+        size_mb = csv.stat().st_size / 2**20
+        print(
+            f"generated {args.rows:,} rows x 13 columns ({size_mb:.0f} MiB CSV) "
+            f"in {time.perf_counter() - t:.1f} s; best of {args.repeat}, each step in a fresh process"
+        )
+        results: dict[str, dict[str, float]] = {}
+        for step in ("bare", "examplegen", "statisticsgen"):
+            best: dict[str, float] | None = None
+            for _ in range(args.repeat):
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--step",
+                        step,
+                        "--csv",
+                        str(csv),
+                        "--work",
+                        str(work),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                if best is None or r["seconds"] < best["seconds"]:
+                    best = r
+            assert best is not None
+            results[step] = best
+        base = results["bare"]["seconds"]
+        names = {
+            "bare": "bare pyarrow CSV + stats",
+            "examplegen": "ExampleGen",
+            "statisticsgen": "StatisticsGen",
+        }
+        print(f"{'step':28} {'seconds':>8} {'rows/s':>12} {'peak MiB':>9} {'x bare':>7}")
+        for step, r in results.items():
+            print(
+                f"{names[step]:28} {r['seconds']:8.2f} {args.rows / r['seconds']:12,.0f} "
+                f"{r['peak_mb']:9.0f} {r['seconds'] / base:7.2f}"
+            )
+        both = results["examplegen"]["seconds"] + results["statisticsgen"]["seconds"]
+        print(
+            f"{'ExampleGen + StatisticsGen':28} {both:8.2f} {args.rows / both:12,.0f} "
+            f"{'':9} {both / base:7.2f}"
+        )
+        ratio = results["statisticsgen"]["seconds"] / base
+        print(
+            f"StatisticsGen / bare pass = {ratio:.2f}x (target <= 1.5x): "
+            f"{'met' if ratio <= 1.5 else 'NOT met'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
