@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from jaxtx.validation.schema import infer_schema, load_schema, save_schema
 
@@ -38,14 +41,20 @@ def SchemaGen(
     return {"num_features": len(inferred.names)}
 
 
-@component(cache=False)
+def _schema_file_digest(params: Mapping[str, Any]) -> str:
+    try:
+        return hashlib.sha256(Path(params["schema_file"]).read_bytes()).hexdigest()
+    except OSError as e:  # the run itself reports the missing file
+        return f"unreadable:{e}"
+
+
+@component(external_fingerprint=_schema_file_digest)
 def ImportSchema(schema: Output[Schema], *, schema_file: str) -> dict[str, float]:
     """Import a curated schema file (YAML or JSON) as a Schema artifact.
 
     The file is parsed and checked first: a malformed schema fails here, naming
-    the file, feature and field. Never cached (the file may have been edited);
-    the artifact's fingerprint is its content, so unchanged files keep
-    downstream caches valid.
+    the file, feature and field. The cache keys on the file's content, so an
+    edited file is imported again.
     """
     parsed = load_schema(schema_file)
     save_schema(parsed, str(schema.path / Schema.SCHEMA_FILE))

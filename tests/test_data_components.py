@@ -188,3 +188,16 @@ def test_arrow_record_batches_flow_through(tmp_path: Path, store) -> None:
     pq.write_table(t, tmp_path / "t.parquet")
     ex = ExampleGen(input_pattern=str(tmp_path / "t.parquet"), store=store)
     assert ex.properties["arrow_schema"] == {"a": "int64", "b": "string"}
+
+
+def test_one_stray_value_is_quarantined_not_a_type_change(tmp_path: Path, store) -> None:
+    lines = generate_census(1000, seed=5).to_csv(index=False).splitlines()
+    first = lines[50].split(",", 1)
+    lines[50] = "forty," + first[1]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    ex = ExampleGen(input_pattern=str(tmp_path / "d.csv"), store=store)
+    assert ex.properties["arrow_schema"]["age"] == "int64"
+    assert ex.properties["num_rejected"] == 1
+    (q,) = ex.quarantine_files()
+    rec = json.loads(Path(q).read_text().splitlines()[0])
+    assert rec["line"] == 51 and "'age'" in rec["reason"] and "forty" in rec["reason"]

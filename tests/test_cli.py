@@ -1,0 +1,97 @@
+"""The jaxtx command line: run, demo, validate, ui."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from jaxtx.pipelines.cli import main
+from jaxtx.pipelines.demo import DEMO_SCHEMA
+from jaxtx.pipelines.demo_data import generate_census
+
+PIPELINE_FILE = '''
+from jaxtx import Pipeline
+from jaxtx.components.example_gen import ExampleGen
+from jaxtx.components.statistics_gen import StatisticsGen
+
+def create_pipeline(data: str, home: str):
+    with Pipeline("cli-test", home=home) as p:
+        ex = ExampleGen(input_pattern=data)
+        StatisticsGen(examples=ex)
+    return p
+'''
+
+
+def test_run_a_pipeline_file_with_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "d.csv"
+    generate_census(300, seed=1).to_csv(csv, index=False)
+    f = tmp_path / "my_pipeline.py"
+    f.write_text(PIPELINE_FILE)
+    home = tmp_path / "home"
+    args = ["run", f"{f}:create_pipeline", "-p", f"data={csv}", "-p", f"home={home}"]
+    assert main([*args, "-p", "ExampleGen.split_ratios=[1,1]"]) == 0
+    out = capsys.readouterr().out
+    assert "2 ran, 0 cached" in out and "StatisticsGen.statistics:" in out
+    assert main([*args, "-p", "ExampleGen.split_ratios=[1,1]"]) == 0
+    assert "0 ran, 2 cached" in capsys.readouterr().out
+    assert main([*args, "-p", "nope=1"]) == 2
+    assert "takes ['data', 'home']" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end_then_is_cached(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    assert main(["demo", "--rows", "3000", "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "9 ran, 0 cached" in out
+    anomalies_dir = next((home / "artifacts" / "ExampleValidator" / "anomalies").iterdir())
+    found = json.loads((anomalies_dir / "anomalies.json").read_text())
+    assert {a["severity"] for a in found} <= {"warn"}  # drift shows, nothing fails
+    assert any("previous span" in a["description"] for a in found)
+    gen = next((home / "artifacts" / "ExampleGen" / "examples").iterdir())
+    props = json.loads((gen / "artifact.json").read_text())["properties"]
+    if props["span"] == 2:
+        assert props["num_rejected"] == 3 and props["num_read"] == props["num_written"] + 3
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("census-demo")
+    assert len(client.search_runs([exp.experiment_id])) == 10  # 1 parent + 9 components
+
+    assert main(["demo", "--rows", "3000", "--home", str(home)]) == 0
+    assert "0 ran, 9 cached" in capsys.readouterr().out
+
+
+def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.csv"
+    generate_census(500, seed=1).to_csv(good, index=False)
+    assert main(["validate", str(good), "--schema", DEMO_SCHEMA]) == 0
+    assert "no anomalies" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.csv"
+    df = generate_census(500, seed=2)
+    df.loc[:4, "workclass"] = "Astronaut"
+    df.to_csv(bad, index=False)
+    report = tmp_path / "report.html"
+    assert main(["validate", str(bad), "--schema", DEMO_SCHEMA, "--report", str(report)]) == 1
+    out = capsys.readouterr().out
+    assert "workclass" in out and "ENUM_TYPE_UNEXPECTED_STRING_VALUES" in out
+    assert "Astronaut" in report.read_text()
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("format: jaxtx.schema/1\nfeatures:\n  age: {type: INTEGER}\n")
+    assert main(["validate", str(good), "--schema", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.yaml" in err and "age" in err
+
+
+def test_console_script_and_ui_dry_run(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "jaxtx"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("run", "demo", "validate", "ui"):
+        assert cmd in out
+    r = subprocess.run([str(exe), "ui", "--home", str(tmp_path), "--dry-run"], capture_output=True, text=True)
+    assert r.returncode == 0
+    assert f"sqlite:///{tmp_path.resolve()}/mlflow.db" in r.stderr and "127.0.0.1" in r.stderr

@@ -1,0 +1,459 @@
+"""Tests for jaxtx.components._ingest: real Beam pipelines over real files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from jaxtx.components._ingest import (
+    IngestError,
+    IngestResult,
+    SplitConfig,
+    detect_format,
+    infer_schema,
+    ingest,
+    row_hashes,
+    split_indices,
+)
+
+
+def _write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text(header + "\n" + "".join(r + "\n" for r in rows))
+    return path
+
+
+def _numbered_rows(n: int, start: int = 0) -> list[str]:
+    cats = ["red", "green", "blue"]
+    return [
+        f"{i},{i * 0.5},{cats[i % 3]},{'true' if i % 2 else 'false'}"
+        for i in range(start, start + n)
+    ]
+
+
+def _read_split(result: IngestResult, split: str) -> pa.Table:
+    tables = [pq.read_table(p) for p in result.split_files[split]]
+    return pa.concat_tables(tables)
+
+
+def _all_rows(result: IngestResult) -> list[dict]:
+    rows = []
+    for split in result.split_counts:
+        rows.extend(_read_split(result, split).to_pylist())
+    return rows
+
+
+def _quarantine(result: IngestResult) -> list[dict]:
+    records = []
+    for path in result.quarantine_files:
+        with open(path, encoding="utf-8") as f:
+            records.extend(json.loads(line) for line in f if line.strip())
+    return sorted(records, key=lambda r: r["line"])
+
+
+def _assert_consistent(result: IngestResult) -> None:
+    assert result.num_read == result.num_written + result.num_rejected
+    assert result.num_written == sum(result.split_counts.values())
+    assert len(_quarantine(result)) == result.num_rejected
+    for split, files in result.split_files.items():
+        assert files, f"split {split} has no shard"
+        for path in files:
+            assert pq.read_schema(path).remove_metadata().equals(result.schema)
+        assert sum(pq.read_metadata(p).num_rows for p in files) == result.split_counts[split]
+
+
+# ---------------------------------------------------------------------------- formats
+
+
+def test_csv_types_counts_and_layout(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "in.csv", "id,score,color,flag", _numbered_rows(300))
+    out = tmp_path / "out"
+
+    result = ingest([str(src)], str(out))
+
+    assert result.schema == pa.schema(
+        [("id", pa.int64()), ("score", pa.float64()), ("color", pa.string()), ("flag", pa.bool_())]
+    )
+    assert result.num_read == 300 and result.num_rejected == 0
+    assert result.input_files == (str(src),)
+    _assert_consistent(result)
+    for split in ("train", "eval"):
+        for path in result.split_files[split]:
+            assert Path(path).parent == out / "data" / split
+            assert Path(path).name.startswith("part-") and "-of-" in Path(path).name
+    rows = sorted(_all_rows(result), key=lambda r: r["id"])
+    assert rows[7] == {"id": 7, "score": 3.5, "color": "green", "flag": True}
+    assert [r["id"] for r in rows] == list(range(300))
+
+
+def test_csv_missing_values_and_quoted_empty_string(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "in.csv", "n,s", ["1,a", ',""', "3,", ' 4 ,"x,y"'])
+
+    result = ingest([str(src)], str(tmp_path / "out"), splits=SplitConfig(("all",), (1,)))
+
+    rows = sorted(_all_rows(result), key=lambda r: (r["n"] is None, r["n"] or 0))
+    assert rows == [
+        {"n": 1, "s": "a"},
+        {"n": 3, "s": None},
+        {"n": 4, "s": "x,y"},
+        {"n": None, "s": ""},
+    ]
+
+
+def test_parquet_input_keeps_types(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "x": pa.array(range(500), pa.int32()),
+            "name": [f"n{i}" for i in range(500)],
+            "w": pa.array([i / 7 if i % 10 else None for i in range(500)], pa.float64()),
+        }
+    )
+    pq.write_table(table, tmp_path / "in.parquet")
+
+    result = ingest([str(tmp_path / "in.parquet")], str(tmp_path / "out"))
+
+    assert result.schema == table.schema
+    _assert_consistent(result)
+    rows = sorted(_all_rows(result), key=lambda r: r["x"])
+    assert rows == table.to_pylist()
+
+
+def test_jsonl_input_and_quarantine(tmp_path: Path) -> None:
+    lines = [json.dumps({"a": i, "b": f"s{i}", "tags": ["t", str(i)]}) for i in range(40)]
+    lines[5] = '{"a": 5, "b": '  # not JSON
+    lines[9] = "[1, 2]"  # not an object
+    lines[12] = '{"a": "twelve", "b": "s12", "tags": []}'  # wrong type
+    lines.insert(20, "")  # blank line: skipped, still counted for line numbers
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+
+    schema = pa.schema([("a", pa.int64()), ("b", pa.string()), ("tags", pa.list_(pa.string()))])
+
+    result = ingest([str(src)], str(tmp_path / "out"), schema=schema)
+
+    assert result.schema == schema
+    assert (result.num_read, result.num_written, result.num_rejected) == (40, 37, 3)
+    _assert_consistent(result)
+    bad = _quarantine(result)
+    assert [r["line"] for r in bad] == [6, 10, 13]
+    assert "not valid JSON" in bad[0]["reason"]
+    assert "expected a JSON object" in bad[1]["reason"]
+    assert (
+        "'a'" in bad[2]["reason"] and "int64" in bad[2]["reason"] and "'twelve'" in bad[2]["reason"]
+    )
+    assert bad[0]["raw"] == '{"a": 5, "b": '
+    assert all(r["source"] == str(src) for r in bad)
+    rows = {r["a"]: r for r in _all_rows(result)}
+    assert rows[39] == {"a": 39, "b": "s39", "tags": ["t", "39"]}
+
+
+def test_jsonl_inferred_schema(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"a": i, "x": i / 2, "b": f"s{i}", "tags": ["t"], "ok": True})
+        for i in range(10_003)
+    ]
+    lines[10_001] = json.dumps({"a": 1, "late": "new key"})
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines))
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    assert result.schema == pa.schema(
+        [
+            ("a", pa.int64()),
+            ("x", pa.float64()),
+            ("b", pa.string()),
+            ("tags", pa.list_(pa.string())),
+            ("ok", pa.bool_()),
+        ]
+    )
+    assert (result.num_written, result.num_rejected) == (10_002, 1)
+    [bad] = _quarantine(result)
+    assert bad["line"] == 10_002
+    assert "'late'" in bad["reason"] and "schema=" in bad["reason"]
+
+
+def test_jsonl_mixed_types_in_sample_need_a_schema(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"a": 1}\n{"a": "two"}\n')
+    with pytest.raises(IngestError, match=r"in\.jsonl: field 'a' holds int and str.*schema="):
+        ingest([str(src)], str(tmp_path / "out"))
+
+
+def test_directory_and_glob_inputs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    _write_csv(data / "a.csv", "id,score,color,flag", _numbered_rows(50))
+    _write_csv(data / "sub" / "b.csv", "id,score,color,flag", _numbered_rows(50, start=50))
+    (data / "_SUCCESS").write_text("")
+    (data / ".a.csv.crc").write_text("junk")
+
+    from_dir = ingest([str(data)], str(tmp_path / "out1"))
+    from_glob = ingest([str(data / "**" / "*.csv")], str(tmp_path / "out2"))
+
+    expected_files = (str(data / "a.csv"), str(data / "sub" / "b.csv"))
+    assert from_dir.input_files == expected_files
+    assert from_glob.input_files == expected_files
+    assert sorted(r["id"] for r in _all_rows(from_dir)) == list(range(100))
+    assert from_glob.split_counts == from_dir.split_counts
+
+
+def test_compressed_and_tab_separated_inputs(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "a.csv.gz", "wt") as f:
+        f.write("id,name\n1,x\n2,y\n")
+    (tmp_path / "b.tsv").write_text("id\tname\n3\tz,w\n")
+
+    result = ingest([str(tmp_path)], str(tmp_path / "out"))
+
+    assert sorted(_all_rows(result), key=lambda r: r["id"]) == [
+        {"id": 1, "name": "x"},
+        {"id": 2, "name": "y"},
+        {"id": 3, "name": "z,w"},
+    ]
+
+
+def test_multi_process_runner_gives_the_same_result(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("id,v\n" + "".join(f"{i},{i % 7}\n" for i in range(300)) + "oops,1\n")
+    schema = pa.schema([("id", pa.int64()), ("v", pa.int64())])
+    options = {"direct_num_workers": 2, "direct_running_mode": "multi_processing"}
+
+    local = ingest([str(src)], str(tmp_path / "out1"), schema=schema)
+    multi = ingest([str(src)], str(tmp_path / "out2"), schema=schema, beam_options=options)
+
+    assert (multi.num_read, multi.num_rejected) == (301, 1)
+    assert multi.split_counts == local.split_counts
+    assert sorted(_read_split(multi, "eval").column("id").to_pylist()) == sorted(
+        _read_split(local, "eval").column("id").to_pylist()
+    )
+    assert _quarantine(multi)[0]["line"] == 302
+
+
+def test_format_detection() -> None:
+    assert detect_format("x/a.csv.gz") == "csv"
+    assert detect_format("a.PARQUET") == "parquet"
+    assert detect_format("a.ndjson") == "jsonl"
+    assert detect_format("a.txt", "csv") == "csv"
+    with pytest.raises(IngestError, match="input_format"):
+        detect_format("a.txt")
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def test_split_ratio_reproducibility_and_rerun(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "in.csv", "id,score,color,flag", _numbered_rows(3000))
+    out = tmp_path / "out"
+
+    first = ingest([str(src)], str(out), num_shards=3)
+    first_ids = {
+        s: sorted(_read_split(first, s).column("id").to_pylist()) for s in ("train", "eval")
+    }
+    second = ingest([str(src)], str(out))  # same directory: previous shards are replaced
+
+    assert 1850 <= first.split_counts["train"] <= 2150
+    assert [len(first.split_files[s]) for s in ("train", "eval")] == [3, 3]
+    assert second.split_counts == first.split_counts
+    for split in ("train", "eval"):
+        assert sorted(_read_split(second, split).column("id").to_pylist()) == first_ids[split]
+        on_disk = sorted(str(p) for p in (out / "data" / split).iterdir())
+        assert on_disk == list(second.split_files[split])
+    _assert_consistent(second)
+
+
+def test_split_independent_of_file_layout_and_seeded(tmp_path: Path) -> None:
+    rows = _numbered_rows(600)
+    one = _write_csv(tmp_path / "one.csv", "id,score,color,flag", rows)
+    (tmp_path / "parts").mkdir()
+    _write_csv(tmp_path / "parts" / "p1.csv", "id,score,color,flag", rows[400:])
+    _write_csv(tmp_path / "parts" / "p2.csv", "id,score,color,flag", rows[:400])
+
+    whole = ingest([str(one)], str(tmp_path / "out1"))
+    parts = ingest([str(tmp_path / "parts")], str(tmp_path / "out2"))
+    seeded = ingest([str(one)], str(tmp_path / "out3"), seed="other")
+
+    def eval_ids(result: IngestResult) -> list[int]:
+        return sorted(_read_split(result, "eval").column("id").to_pylist())
+
+    assert eval_ids(whole) == eval_ids(parts)
+    assert eval_ids(whole) != eval_ids(seeded)
+
+
+def test_partition_feature_keeps_each_key_in_one_split(tmp_path: Path) -> None:
+    rows = [f"user{i % 60},{i}" for i in range(1200)]
+    src = _write_csv(tmp_path / "in.csv", "user,value", rows)
+    splits = SplitConfig(("train", "eval", "test"), (3, 1, 1), partition_feature="user")
+
+    result = ingest([str(src)], str(tmp_path / "out"), splits=splits)
+
+    users = {s: set(_read_split(result, s).column("user").to_pylist()) for s in splits.names}
+    assert all(users.values()), users
+    assert not (users["train"] & users["eval"]) and not (users["train"] & users["test"])
+    assert not (users["eval"] & users["test"])
+    assert set().union(*users.values()) == {f"user{i}" for i in range(60)}
+    assert sum(result.split_counts.values()) == 1200
+
+
+def test_empty_split_still_has_a_readable_shard(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "in.csv", "k,v", ["a,1", "a,2", "a,3"])
+    splits = SplitConfig(("s1", "s2", "s3"), (1, 1, 1), partition_feature="k")
+
+    result = ingest([str(src)], str(tmp_path / "out"), splits=splits)
+
+    assert sorted(result.split_counts.values()) == [0, 0, 3]
+    _assert_consistent(result)
+    for split in splits.names:
+        assert os.path.isdir(tmp_path / "out" / "data" / split)
+
+
+def test_row_hashes_ignore_batch_boundaries() -> None:
+    batch = pa.record_batch(
+        {
+            "i": pa.array([1, None, 3, 4] * 50, pa.int64()),
+            "f": pa.array([0.5, -0.0, None, float("nan")] * 50),
+            "s": pa.array(["a", None, "", "b"] * 50),
+            "l": pa.array([[1], [], None, [2, 3]] * 50, pa.list_(pa.int64())),
+        }
+    )
+    whole = row_hashes(batch)
+    pieces = np.concatenate([row_hashes(batch.slice(o, 37)) for o in range(0, 200, 37)])
+    np.testing.assert_array_equal(whole, pieces)
+    assert len(set(whole[:4].tolist())) == 4
+    config = SplitConfig(("a", "b"), (1, 1), partition_feature="s")
+    index = split_indices(batch, config)
+    assert set(index[batch.column("s").to_numpy(zero_copy_only=False) == "a"].tolist()) == {
+        index[0]
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"names": ("train", "train"), "buckets": (1, 1)}, "unique"),
+        ({"names": ("train", "eval"), "buckets": (1,)}, "one bucket count per split"),
+        ({"names": ("train", "eval"), "buckets": (2, 0)}, "positive integers"),
+        ({"names": ("train", "eval"), "buckets": (2.5, 1)}, "positive integers"),
+        ({"names": ("a/b",), "buckets": (1,)}, "Invalid split name"),
+        ({"names": (), "buckets": ()}, "at least one split"),
+    ],
+)
+def test_split_config_validation(kwargs: dict, message: str) -> None:
+    with pytest.raises(IngestError, match=message):
+        SplitConfig(**kwargs)
+
+
+# ------------------------------------------------------------------------- quarantine
+
+
+def test_csv_quarantine_line_numbers_and_reasons(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes(
+        b"id,name,score\n"  # line 1
+        b"1,ann,0.5\n"  # 2
+        b"2,bob\n"  # 3: too few fields
+        b'3,"multi\nline",1.5\n'  # 4-5: one record on two lines
+        b"abc,cid,2.5\n"  # 6: not an int
+        b"\n"  # 7: blank, skipped
+        b"5,d\xff\xfeve,3.5\n"  # 8: invalid UTF-8
+        b"6,eve,4.5,extra\n"  # 9: too many fields
+        b"7,fay,\n"  # 10: missing score is fine
+    )
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("score", pa.float64())])
+
+    result = ingest([str(src)], str(tmp_path / "out"), schema=schema)
+
+    _assert_consistent(result)
+    assert (result.num_read, result.num_written, result.num_rejected) == (7, 3, 4)
+    bad = _quarantine(result)
+    assert [r["line"] for r in bad] == [3, 6, 8, 9]
+    assert all(r["source"] == str(src) for r in bad)
+    assert bad[0]["reason"] == "expected 3 fields (as in the header), found 2"
+    assert bad[0]["raw"] == "2,bob"
+    assert bad[1]["reason"] == "column 'id': expected int64, found 'abc'"
+    assert bad[1]["raw"] == "abc,cid,2.5"
+    assert (
+        "'name'" in bad[2]["reason"] and "UTF-8" in bad[2]["reason"] and "\\xff" in bad[2]["reason"]
+    )
+    assert bad[3]["reason"] == "expected 3 fields (as in the header), found 4"
+    rows = sorted(_all_rows(result), key=lambda r: r["id"])
+    assert rows == [
+        {"id": 1, "name": "ann", "score": 0.5},
+        {"id": 3, "name": "multi\nline", "score": 1.5},
+        {"id": 7, "name": "fay", "score": None},
+    ]
+
+
+def test_malformed_row_with_invalid_utf8_is_quarantined(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"a,b\n1,x\n2,\xe9t\xe9,extra\n3,caf\xc3\xa9\n")
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    bad = _quarantine(result)
+    assert [r["line"] for r in bad] == [3]
+    assert bad[0]["reason"] == "expected 2 fields (as in the header), found 3"
+    assert bad[0]["raw"] == "2,\\xe9t\\xe9,extra"
+    assert sorted(r["b"] for r in _all_rows(result)) == ["café", "x"]
+
+
+def test_given_schema_is_honoured(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "in.csv", "zip,amount,ignored", ["02139,10,x", "00501,2,y"])
+    schema = pa.schema([("zip", pa.string()), ("amount", pa.float64()), ("absent", pa.int64())])
+
+    result = ingest([str(src)], str(tmp_path / "out"), schema=schema)
+
+    assert result.schema == schema
+    _assert_consistent(result)
+    assert sorted(_all_rows(result), key=lambda r: r["zip"]) == [
+        {"zip": "00501", "amount": 2.0, "absent": None},
+        {"zip": "02139", "amount": 10.0, "absent": None},
+    ]
+
+
+def test_infer_schema_from_sample(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "in.csv", "i,f,b,s,e", ["1,1,TRUE,x,", "2,2.5,false,3,"])
+    assert infer_schema([str(src)]) == pa.schema(
+        [
+            ("i", pa.int64()),
+            ("f", pa.float64()),
+            ("b", pa.bool_()),
+            ("s", pa.string()),
+            ("e", pa.string()),
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_missing_path_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "data.csv"
+    with pytest.raises(IngestError, match="nope/data.csv"):
+        ingest([str(missing)], str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("content", [b"", b"a,b,c\n"], ids=["zero-bytes", "header-only"])
+def test_empty_input_names_the_path(tmp_path: Path, content: bytes) -> None:
+    src = tmp_path / "empty.csv"
+    src.write_bytes(content)
+    with pytest.raises(IngestError, match=r"empty\.csv.*empty"):
+        ingest([str(src)], str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "data").exists()
+
+
+def test_files_with_different_columns_are_rejected(tmp_path: Path) -> None:
+    _write_csv(tmp_path / "a.csv", "x,y", ["1,2"])
+    _write_csv(tmp_path / "b.csv", "x,z", ["1,2"])
+    with pytest.raises(IngestError, match=r"b\.csv: columns differ.*missing \['y'\].*schema="):
+        ingest([str(tmp_path)], str(tmp_path / "out"))
+
+
+def test_unknown_partition_feature(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "in.csv", "x", ["1"])
+    with pytest.raises(IngestError, match="partition_feature 'user'"):
+        ingest([str(src)], str(tmp_path / "out"), splits=SplitConfig(partition_feature="user"))
