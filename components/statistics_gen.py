@@ -19,19 +19,22 @@ def StatisticsGen(
     top_k: int = 20,
     num_quantiles: int = 10,
     num_histogram_buckets: int = 10,
+    histogram_png: bool = False,
     beam_options: list[str] | None = None,
 ) -> dict[str, float]:
     """Compute per-split, per-feature statistics in one Beam pipeline.
 
     Writes ``<split>/statistics.json`` (format ``jaxtx.statistics/1``, with
-    mergeable sketches), ``reports/statistics.html`` and a PNG of histograms
-    per split.
+    mergeable sketches) and ``reports/statistics.html`` (tables and SVG
+    histograms / top-value charts for every feature of every split).
 
     Args:
       examples: the examples to describe.
       top_k: most frequent values kept per string feature.
       num_quantiles: quantile resolution (q = 0, 1/n, ..., 1).
       num_histogram_buckets: buckets of the equi-width histograms.
+      histogram_png: also write ``reports/histograms-<split>.png`` (matplotlib;
+        adds about a second per split).
       beam_options: standard Beam flags, e.g. ``["--runner=FlinkRunner", ...]``.
     """
     options = StatsOptions(
@@ -42,7 +45,8 @@ def StatisticsGen(
     metrics: dict[str, float] = {}
     for split, doc in stats.items():
         save_statistics(doc, str(statistics.path / split / "statistics.json"))
-        plot_feature_histograms_png(doc, str(statistics.reports_dir / f"histograms-{split}.png"))
+        if histogram_png:
+            plot_feature_histograms_png(doc, str(statistics.reports_dir / f"histograms-{split}.png"))
         metrics[f"{split}.num_rows"] = doc["num_rows"]
         metrics[f"{split}.num_features"] = len(doc["features"])
     (statistics.reports_dir / "statistics.html").write_text(

@@ -34,7 +34,7 @@ def test_examplegen_statistics_schema_validator_eagerly(tmp_path: Path, store) -
     assert sum(ex.properties["split_counts"].values()) == 600
     assert ex.read("train").num_rows == ex.properties["split_counts"]["train"]
 
-    stats = StatisticsGen(examples=ex, store=store)
+    stats = StatisticsGen(examples=ex, histogram_png=True, store=store)
     assert stats.split_names == ["train", "eval"]
     age = stats.split("train")["features"]["age"]
     train = ex.read("train")

@@ -260,3 +260,23 @@ def test_user_code_version_invalidates_cache(home: Path) -> None:
     assert build("1").run().executed_nodes == ["Versioned"]
     assert build("1").run().executed_nodes == []
     assert build("2").run().executed_nodes == ["Versioned"]
+
+
+def test_verdict_stops_the_pipeline_after_writing_outputs(home: Path) -> None:
+    from jaxtx import PipelineStopped
+
+    def too_big(outputs) -> str | None:
+        total = _value(outputs["total"])[0]
+        return f"total {total} is over 5; see {outputs['total'].uri}" if total > 5 else None
+
+    Gate = component(name="Gate", verdict=too_big)(Total.fn)
+    with Pipeline("gate", home=str(home)) as p:
+        m = Make(n=4)
+        g = Gate(a=m)
+        Scale(nums=g).with_id("after")
+    with pytest.raises(PipelineStopped, match="Gate: total 6 is over 5") as e:
+        p.run()
+    assert _value(e.value.outputs["total"]) == [6]
+    # Cached or not, the verdict is given again.
+    with pytest.raises(PipelineStopped):
+        p.run()

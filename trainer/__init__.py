@@ -1,1 +1,131 @@
-"""jaxtx.trainer."""
+"""jaxtx.trainer: train JAX models on tabular data, pure JAX and optax.
+
+Small pieces that compose:
+
+* models: :class:`MLP`, :class:`WideAndDeep`, any ``(init, apply)`` pair as a
+  :class:`Model`, or a Flax NNX module (:func:`from_nnx`);
+* state and steps: :class:`TrainState`, :func:`make_train_step`,
+  :func:`make_eval_step`, losses, :func:`with_gradient_clipping`;
+* input: :class:`ParquetDataset` and :class:`ArrayDataset` (shuffled numpy
+  batches, prefetched in a background thread);
+* the loop: :class:`Trainer` with callbacks (:class:`EarlyStopping`,
+  :class:`Checkpoint`, :class:`ProgressBar`, :class:`LearningRateLogger`,
+  :class:`MetricsCallback`) returning a :class:`History`;
+* export: :func:`export_model` (``jax.export`` with a symbolic batch) and
+  :func:`load_exported`.
+
+Example::
+
+    import optax
+    from jaxtx import trainer as jt
+
+    train = jt.ParquetDataset("data/train", ["age", "hours", "workclass"], "label",
+                              batch_size=512, shuffle_seed=0)
+    evald = jt.ParquetDataset("data/eval", ["age", "hours", "workclass"], "label",
+                              batch_size=2048)
+    model = jt.MLP(hidden=(64, 64), vocab_sizes={"workclass": 10})
+    t = jt.Trainer(model, optax.adam(1e-3), loss="binary_crossentropy")
+    history = t.fit(train, evald, epochs=10, callbacks=[
+        jt.EarlyStopping("val_loss", patience=2),
+        jt.Checkpoint("ckpt", every_n_steps=1000),
+    ])
+    history.plot("curves.png")
+    t.export("model", jt.make_signature("census", "binary_classification",
+             {"age": "float32", "hours": "float32", "workclass": "string"},
+             {"probabilities": "float32", "logits": "float32"}),
+             preprocess={"workclass": {"kind": "vocabulary", "vocabulary": [...],
+                                       "num_oov_buckets": 1}})
+
+Devices: the :class:`Trainer` splits each batch over all devices with a
+``jax.sharding.Mesh`` (axis ``"data"``) and replicates the parameters; one
+device works the same way. Reproducibility: the same ``seed`` gives
+bit-identical parameters on the same machine (initialisation from
+``jax.random.key(seed)``, dropout from ``fold_in(rng, step)``, data order from
+``(shuffle_seed, epoch)``).
+
+Multi-host: start every host's process with ``jax.distributed.initialize()``
+before anything else touches JAX (it discovers the cluster on Cloud TPU,
+SLURM and Kubernetes; otherwise pass ``coordinator_address="host0:1234",
+num_processes=N, process_id=i``). The mesh then spans the devices of all
+hosts; each process reads its own files with ``ParquetDataset(...,
+shard_index=jax.process_index(), num_shards=jax.process_count())`` and the
+trainer assembles the per-process batches into global arrays
+(``jax.make_array_from_process_local_data``). Give :class:`Checkpoint` a
+directory all hosts can reach (Orbax coordinates the write).
+"""
+
+from __future__ import annotations
+
+from ._callbacks import (
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    FitContext,
+    LearningRateLogger,
+    MetricsCallback,
+    ProgressBar,
+)
+from ._data import ArrayDataset, DataError, ParquetDataset, prefetch
+from ._export import export_model, make_signature
+from ._history import History
+from ._loader import ExportedModel, load_exported
+from ._losses import (
+    LossFn,
+    binary_accuracy,
+    binary_cross_entropy,
+    categorical_accuracy,
+    mean_absolute_error,
+    mean_squared_error,
+    softmax_cross_entropy,
+)
+from ._models import MLP, Model, ModelLike, WideAndDeep, as_model, from_nnx
+from ._parallel import make_mesh, replicate, shard_batch
+from ._state import TrainState, init_train_state
+from ._step import EvalStep, TrainStep, make_eval_step, make_train_step, with_gradient_clipping
+from ._trainer import Trainer
+from ._types import Batch, Features
+
+__all__ = [
+    "MLP",
+    "ArrayDataset",
+    "Batch",
+    "Callback",
+    "Checkpoint",
+    "DataError",
+    "EarlyStopping",
+    "EvalStep",
+    "ExportedModel",
+    "Features",
+    "FitContext",
+    "History",
+    "LearningRateLogger",
+    "LossFn",
+    "MetricsCallback",
+    "Model",
+    "ModelLike",
+    "ParquetDataset",
+    "ProgressBar",
+    "TrainState",
+    "TrainStep",
+    "Trainer",
+    "WideAndDeep",
+    "as_model",
+    "binary_accuracy",
+    "binary_cross_entropy",
+    "categorical_accuracy",
+    "export_model",
+    "from_nnx",
+    "init_train_state",
+    "load_exported",
+    "make_eval_step",
+    "make_mesh",
+    "make_signature",
+    "make_train_step",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "prefetch",
+    "replicate",
+    "shard_batch",
+    "softmax_cross_entropy",
+    "with_gradient_clipping",
+]

@@ -1,0 +1,95 @@
+"""Data parallelism with ``jax.sharding``: batch split over devices, params replicated.
+
+A 1-D :class:`jax.sharding.Mesh` with axis ``"data"`` spans the devices.
+Batches are placed with ``NamedSharding(mesh, P("data"))`` (row ``i`` of the
+batch goes to device ``i * n_devices // batch_size``) and the train state with
+``NamedSharding(mesh, P())`` (a full copy on every device). XLA then computes
+each device's share of the gradient and all-reduces it, so a step on ``n``
+devices gives the same result as on one, up to float summation order.
+
+Multi-host: call ``jax.distributed.initialize()`` at the top of the program on
+every host (on Cloud TPU / SLURM / Kubernetes it finds the coordinator itself;
+elsewhere pass ``coordinator_address``, ``num_processes`` and ``process_id``).
+``jax.devices()`` then lists every device of every host, the mesh spans them,
+and each process feeds only its own rows: give each one a different slice of
+files with ``ParquetDataset(..., shard_index=jax.process_index(),
+num_shards=jax.process_count())``. Its local batches are assembled into one
+global array with ``jax.make_array_from_process_local_data``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ._types import PyTree
+
+__all__ = ["DATA_AXIS", "make_mesh", "replicate", "shard_batch"]
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[Any] | None = None) -> Mesh:
+    """A 1-D data-parallel mesh.
+
+    Args:
+      devices: devices to use; default ``jax.devices()`` (every device of every
+        process).
+
+    Returns:
+      ``Mesh(devices, ("data",))``.
+
+    Example:
+      >>> mesh = make_mesh()
+      >>> mesh.shape["data"] == jax.device_count()
+      True
+    """
+    devs = list(jax.devices() if devices is None else devices)
+    if not devs:
+        raise ValueError("make_mesh needs at least one device")
+    return Mesh(np.array(devs), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding of a value copied on every device of ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """The sharding of a batch split along its first axis over ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
+    """Copy every array of ``tree`` to every device of ``mesh``."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def shard_batch(tree: PyTree, mesh: Mesh) -> PyTree:
+    """Split every array of ``tree`` along axis 0 over ``mesh``.
+
+    In a single process the arrays are the whole batch; with several processes
+    each passes its own rows and they are assembled into global arrays.
+
+    Args:
+      tree: host arrays, each with the batch as its first axis (divisible by the
+        number of local devices).
+      mesh: the data-parallel mesh.
+
+    Returns:
+      The same structure of sharded ``jax.Array``s.
+    """
+    sharding = batch_sharded(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), tree)
+
+
+def local_device_count(mesh: Mesh) -> int:
+    """Number of the mesh's devices attached to this process."""
+    pid = jax.process_index()
+    return sum(1 for d in mesh.devices.flat if d.process_index == pid)

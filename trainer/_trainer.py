@@ -1,0 +1,563 @@
+"""The :class:`Trainer`: a Keras-like ``fit`` loop over the pure pieces."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._callbacks import Callback, FitContext, Resume
+from ._data import DataError, Layout, _PackedDataset
+from ._history import History
+from ._losses import LossFn, resolve_loss
+from ._models import Model, as_model
+from ._parallel import (
+    local_device_count,
+    make_mesh,
+    replicate,
+    replicated,
+    shard_batch,
+)
+from ._state import TrainState, init_train_state
+from ._step import (
+    TrainStep,
+    _means,
+    make_eval_sums,
+    make_sum_step,
+    user_step_to_sum_step,
+)
+from ._types import Batch, PyTree
+
+__all__ = ["Trainer"]
+
+
+class _Source:
+    """Adapts a dataset or an iterable of batches to host batches for the loop."""
+
+    def __init__(self, data: Any, what: str) -> None:
+        self.data = data
+        self.what = what
+        self.layout: Layout | None = None
+        self.batch_size: int | None = None
+        self.length: int | None = None
+        self._peeked: tuple[dict[str, np.ndarray], np.ndarray] | None = None
+        if isinstance(data, _PackedDataset):
+            self.layout, self.batch_size, self.length = data.layout, data.batch_size, len(data)
+        elif isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Mapping):
+            raise TypeError(
+                f"{what} is a (features, labels) pair of arrays; wrap it as "
+                "ArrayDataset(features, labels, batch_size=...) so it is batched and shuffled"
+            )
+        elif not isinstance(data, Iterable):
+            raise TypeError(
+                f"{what} must be a ParquetDataset, an ArrayDataset or an iterable of "
+                f"(features, labels) batches, not {type(data).__name__}"
+            )
+        else:
+            self.batch_size = getattr(data, "batch_size", None)
+            try:
+                self.length = len(data)  # type: ignore[arg-type]
+            except TypeError:
+                self.length = None
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Any, np.ndarray]]:
+        """Iterate ``(x, labels)``: ``x`` is ``(floats, ints)`` when packed, else a feature dict.
+
+        A packed dataset starts producing (in its prefetch thread) right away.
+        """
+        if self.layout is not None:
+            it = self.data.packed_epoch(epoch)
+            return (((hb.floats, hb.ints), hb.labels) for hb in it)
+        return self._generic_epoch(epoch)
+
+    def _generic_epoch(self, epoch: int) -> Iterator[tuple[Any, np.ndarray]]:
+        if hasattr(self.data, "iter_epoch"):
+            it = self.data.iter_epoch(epoch)
+        else:
+            it = iter(self.data)
+            if it is self.data:  # a one-shot iterator: one epoch, starting with the peeked batch
+                if epoch > 0:
+                    raise TypeError(
+                        f"{self.what} is an iterator and was used up after one epoch; pass a "
+                        "re-iterable (a list, a dataset, or an object whose __iter__ starts over)"
+                    )
+                if self._peeked is not None:
+                    first, self._peeked = self._peeked, None
+                    yield first
+        for item in it:
+            yield _host_dict_batch(item, self.what)
+
+    def example_features(self) -> dict[str, np.ndarray]:
+        if isinstance(self.data, _PackedDataset):
+            return self.data.example_features()
+        if not hasattr(self.data, "iter_epoch") and iter(self.data) is self.data:
+            for item in self.data:
+                self._peeked = _host_dict_batch(item, self.what)
+                return dict(self._peeked[0])
+        else:
+            for x, _ in self.epoch(0):
+                return dict(x)
+        raise DataError(f"{self.what} yielded no batches; check that it is not empty")
+
+
+def _host_dict_batch(item: Any, what: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    if isinstance(item, Batch):
+        item = (item.features, item.labels)
+    if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], Mapping)):
+        raise TypeError(
+            f"{what} must yield (features: dict, labels) pairs, got {type(item).__name__}"
+        )
+    feats = {k: np.asarray(v) for k, v in item[0].items()}
+    labels = np.asarray(item[1])
+    n = labels.shape[0] if labels.ndim else -1
+    for k, v in feats.items():
+        if v.ndim == 0 or v.shape[0] != n:
+            raise DataError(
+                f"feature {k!r} has shape {v.shape} but labels have shape {labels.shape}; every "
+                "feature needs one row per label"
+            )
+        if v.dtype == np.float64:
+            feats[k] = v.astype(np.float32)
+        elif v.dtype == np.int64:
+            feats[k] = v.astype(np.int32)
+    if labels.dtype.kind == "f" and np.isnan(labels).any():
+        raise DataError(f"{what} has NaN labels; drop or impute those rows before training")
+    return feats, labels
+
+
+def _pad_rows(tree: Any, target: int) -> Any:
+    def pad(x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        if n == target:
+            return x
+        return np.concatenate([x, np.zeros((target - n, *x.shape[1:]), x.dtype)])
+
+    return jax.tree.map(pad, tree)
+
+
+class Trainer:
+    """Fit a model with an optax optimizer, data parallel over the local devices.
+
+    Args:
+      model: an :class:`MLP`, :class:`WideAndDeep`, :class:`Model` (``init`` /
+        ``apply`` pair), object with ``init``/``apply``, or Flax ``nnx.Module``.
+      optimizer: any optax ``GradientTransformation`` (see
+        :func:`with_gradient_clipping`).
+      loss: ``"binary_crossentropy"``, ``"softmax_cross_entropy"``, ``"mse"`` or
+        ``loss(outputs, labels) -> float32[b]``. Optional with ``train_step``,
+        but needed for ``eval_data``.
+      metrics: ``{name: fn(outputs, labels) -> float32[b]}``; default: accuracy
+        for classification losses, mae for mse.
+      compute_dtype: ``jnp.bfloat16`` for mixed precision (float32 params).
+      train_step: a whole user step ``(state, batch) -> (state, metrics)``
+        replacing the built-in one (``batch`` is a :class:`Batch` whose
+        ``weights`` are 0 for padding rows).
+      seed: seed for parameter initialisation and dropout.
+      devices: devices to train on (default: all); the batch is split over them.
+      mesh: a 1-D mesh with axis ``"data"`` instead of ``devices``.
+
+    Attributes:
+      state: the :class:`TrainState` after :meth:`fit` (``None`` before).
+
+    Example:
+      >>> trainer = Trainer(MLP(hidden=(64, 64)), optax.adam(1e-3), loss="binary_crossentropy")
+      >>> history = trainer.fit(train_ds, eval_data=eval_ds, epochs=5,
+      ...                       callbacks=[EarlyStopping("val_loss", patience=2)])
+      >>> history.plot("curves.png")
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: optax.GradientTransformation,
+        loss: str | LossFn | None = None,
+        *,
+        metrics: Mapping[str, LossFn] | None = None,
+        compute_dtype: Any = None,
+        train_step: TrainStep | None = None,
+        seed: int = 0,
+        devices: Sequence[Any] | None = None,
+        mesh: jax.sharding.Mesh | None = None,
+    ) -> None:
+        self.model: Model = as_model(model)
+        self.optimizer = optimizer
+        if loss is None and train_step is None:
+            raise ValueError(
+                "Trainer needs a loss: pass loss='binary_crossentropy' | 'softmax_cross_entropy' | "
+                "'mse' | a function, or a whole train_step"
+            )
+        self.loss = loss
+        self.loss_spec = resolve_loss(loss) if loss is not None else None
+        self.metrics = metrics
+        self.compute_dtype = compute_dtype
+        self.seed = seed
+        self.mesh = mesh if mesh is not None else make_mesh(devices)
+        if train_step is not None:
+            self._sum_step = user_step_to_sum_step(train_step)
+        else:
+            assert loss is not None
+            self._sum_step = make_sum_step(
+                self.model, loss, optimizer, metrics=metrics, compute_dtype=compute_dtype
+            )
+        self._eval_sums = (
+            make_eval_sums(self.model, loss, metrics=metrics, compute_dtype=compute_dtype)
+            if loss is not None
+            else None
+        )
+        self._local_devices = local_device_count(self.mesh)
+        self._repl = replicated(self.mesh)
+        self._jitted: dict[tuple[str, Layout | None], Callable[..., Any]] = {}
+        self._ones: dict[int, jax.Array] = {}
+        self._sum_shapes: dict[tuple[str, Layout | None], Any] = {}
+        self._predict: Callable[..., Any] | None = None
+        self.state: TrainState | None = None
+
+    # ----------------------------------------------------------------- state
+
+    def init_state(self, example_features: Mapping[str, Any]) -> TrainState:
+        """Initialise params and optimizer state from ``seed``, replicated over the mesh.
+
+        Args:
+          example_features: one batch of features (shapes and dtypes matter).
+
+        Returns:
+          The state at step 0.
+        """
+        state = init_train_state(self.model, self.optimizer, example_features, seed=self.seed)
+        return replicate(state, self.mesh)
+
+    # ----------------------------------------------------------------- compiled steps
+
+    def _unpack(self, layout: Layout | None) -> Callable[[Any], dict[str, Any]]:
+        if layout is None:
+            return lambda x: x
+        return lambda x: layout.unpack(x[0], x[1])
+
+    def _fit_step(self, layout: Layout | None) -> Callable[..., Any]:
+        key = ("fit", layout)
+        if key not in self._jitted:
+            unpack, sum_step = self._unpack(layout), self._sum_step
+
+            def fit_step(
+                state: TrainState, acc: dict[str, jax.Array], x: Any, labels: Any, weights: Any
+            ) -> tuple[TrainState, dict[str, jax.Array], dict[str, jax.Array]]:
+                state, sums = sum_step(state, Batch(unpack(x), labels, weights))
+                acc = {k: acc[k] + sums[k] for k in sums}
+                return state, acc, _means(sums)
+
+            self._jitted[key] = jax.jit(fit_step, out_shardings=self._repl)
+        return self._jitted[key]
+
+    def _eval_step(self, layout: Layout | None) -> Callable[..., Any]:
+        key = ("eval", layout)
+        if key not in self._jitted:
+            unpack, sums_fn = self._unpack(layout), self._eval_sums
+            assert sums_fn is not None
+
+            def eval_step(
+                params: PyTree, acc: dict[str, jax.Array], x: Any, labels: Any, weights: Any
+            ) -> dict[str, jax.Array]:
+                sums = sums_fn(params, Batch(unpack(x), labels, weights))
+                return {k: acc[k] + sums[k] for k in sums}
+
+            self._jitted[key] = jax.jit(eval_step, out_shardings=self._repl)
+        return self._jitted[key]
+
+    def _target(self, batch_size: int) -> int:
+        d = self._local_devices
+        return -(-batch_size // d) * d
+
+    def _to_device(self, x: Any, labels: np.ndarray, target: int) -> tuple[Any, Any, jax.Array]:
+        n = labels.shape[0]
+        if n > target:
+            raise DataError(
+                f"a batch has {n} rows but the first batch had {target}; yield batches of at "
+                "most the first batch's size"
+            )
+        if n == target:
+            if target not in self._ones:
+                self._ones[target] = shard_batch(np.ones(target, np.float32), self.mesh)
+            dx, dl = shard_batch((x, labels), self.mesh)
+            return dx, dl, self._ones[target]
+        w = np.zeros(target, np.float32)
+        w[:n] = 1.0
+        return shard_batch((_pad_rows(x, target), _pad_rows(labels, target), w), self.mesh)
+
+    def _zero_sums(self, kind: str, layout: Layout | None, *args: Any) -> dict[str, jax.Array]:
+        """Replicated zeros shaped like the step's sums (traced once per kind and layout)."""
+        key = (kind, layout)
+        if key not in self._sum_shapes:
+            unpack, sum_step, eval_sums = self._unpack(layout), self._sum_step, self._eval_sums
+
+            def fn(s: Any, x: Any, y: Any, w: Any) -> dict[str, jax.Array]:
+                batch = Batch(unpack(x), y, w)
+                if kind == "fit":
+                    return sum_step(s, batch)[1]
+                assert eval_sums is not None
+                return eval_sums(s, batch)
+
+            self._sum_shapes[key] = jax.eval_shape(fn, *args)
+        shapes = self._sum_shapes[key]
+        return replicate({k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}, self.mesh)
+
+    # ----------------------------------------------------------------- evaluate
+
+    def evaluate(self, data: Any, state: TrainState | None = None) -> dict[str, float]:
+        """Weighted-mean loss and metrics over one pass of ``data`` (no dropout).
+
+        Args:
+          data: a dataset or iterable of ``(features, labels)``.
+          state: state to evaluate (default: :attr:`state`).
+
+        Returns:
+          ``{"loss": ..., "accuracy": ...}``.
+        """
+        if self._eval_sums is None:
+            raise ValueError("evaluation needs a loss: pass loss=... to Trainer")
+        state = state if state is not None else self.state
+        if state is None:
+            raise ValueError("no state to evaluate: call fit() first or pass state=")
+        src = data if isinstance(data, _Source) else _Source(data, "eval_data")
+        step = self._eval_step(src.layout)
+        acc: Any = None
+        target = None
+        for x, labels in src.epoch(0):
+            if target is None:
+                target = self._target(src.batch_size or labels.shape[0])
+            dx, dl, dw = self._to_device(x, labels, target)
+            if acc is None:
+                acc = self._zero_sums("eval", src.layout, state.params, dx, dl, dw)
+            acc = step(state.params, acc, dx, dl, dw)
+        if acc is None:
+            raise DataError("eval_data yielded no batches; check that it is not empty")
+        return {k: float(v) for k, v in _means(acc).items()}
+
+    # ----------------------------------------------------------------- fit
+
+    def fit(
+        self,
+        train_data: Any,
+        eval_data: Any = None,
+        *,
+        epochs: int | None = None,
+        steps: int | None = None,
+        callbacks: Sequence[Callback] = (),
+        state: TrainState | None = None,
+    ) -> History:
+        """Train, evaluating on ``eval_data`` after every epoch.
+
+        Args:
+          train_data: a :class:`ParquetDataset`, :class:`ArrayDataset` or a
+            re-iterable of ``(features, labels)`` numpy batches. The last,
+            smaller batch of an epoch is padded to the full size with weight-0
+            rows, so the step compiles once.
+          eval_data: the same kinds, evaluated after each epoch (``val_`` metrics).
+          epochs: number of epochs.
+          steps: number of optimizer steps (across epochs); with ``epochs``
+            training stops at whichever comes first.
+          callbacks: :class:`Callback` objects.
+          state: start from this state instead of a fresh one.
+
+        Returns:
+          The :class:`History`; the final state is in :attr:`state`.
+
+        Raises:
+          DataError: the data is empty or malformed.
+        """
+        if epochs is None and steps is None:
+            raise ValueError("pass epochs=N or steps=N to fit()")
+        src = _Source(train_data, "train_data")
+        eval_src = _Source(eval_data, "eval_data") if eval_data is not None else None
+        if eval_src is not None and self._eval_sums is None:
+            raise ValueError("eval_data needs a loss: pass loss=... to Trainer")
+        cbs = sorted(callbacks, key=lambda c: getattr(c, "order", 0))
+
+        if state is None:
+            state = self.init_state(src.example_features())
+        else:
+            state = replicate(state, self.mesh)
+        history = History()
+        start_epoch, skip, restored_sums = 0, 0, None
+        for cb in cbs:
+            restore = getattr(cb, "restore", None)
+            resume: Resume | None = restore(state) if callable(restore) else None
+            if resume is not None:
+                state, history = replicate(resume.state, self.mesh), resume.history
+                if resume.epoch_done:
+                    start_epoch = resume.epoch + 1
+                else:
+                    start_epoch = resume.epoch
+                    skip = int(resume.state.step) - resume.epoch_start_step
+                    restored_sums = resume.sums
+                break
+        step = int(state.step)
+        history.initial_step = step
+        ctx = FitContext(epochs, steps, src.length, src.batch_size, history, step=step)
+        ctx.initial_step = step
+        acc_box: dict[str, Any] = {}
+        ctx.running_sums = lambda: {k: float(v) for k, v in acc_box.get("acc", {}).items()}
+        for cb in cbs:
+            cb.on_train_begin(state, ctx)
+
+        fit_step = self._fit_step(src.layout)
+        target: int | None = None
+        stop = False
+        epoch = start_epoch
+        next_it: Iterator[tuple[Any, np.ndarray]] | None = None
+        try:
+            while not stop:
+                if (epochs is not None and epoch >= epochs) or (
+                    steps is not None and step >= steps
+                ):
+                    break
+                t0 = time.perf_counter()
+                ctx.epoch, ctx.epoch_start_step = epoch, step - skip
+                acc: Any = None
+                seen = 0
+                it = next_it if next_it is not None else src.epoch(epoch)
+                next_it = None
+                exhausted = False
+                try:
+                    for x, labels in it:
+                        seen += 1
+                        if seen <= skip:
+                            continue
+                        if target is None:
+                            target = self._target(src.batch_size or labels.shape[0])
+                        dx, dl, dw = self._to_device(x, labels, target)
+                        if acc is None:
+                            acc = self._zero_sums("fit", src.layout, state, dx, dl, dw)
+                            if restored_sums:
+                                acc = replicate(
+                                    {
+                                        k: jnp.asarray(restored_sums.get(k, 0.0), v.dtype)
+                                        for k, v in acc.items()
+                                    },
+                                    self.mesh,
+                                )
+                        state, acc, metrics = fit_step(state, acc, dx, dl, dw)
+                        acc_box["acc"] = acc
+                        step += 1
+                        ctx.step = step
+                        for cb in cbs:
+                            if cb.on_step_end(step, state, metrics):
+                                stop = True
+                        if steps is not None and step >= steps:
+                            stop = True
+                        if stop:
+                            break
+                    else:
+                        exhausted = True
+                finally:
+                    close = getattr(it, "close", None)
+                    if close is not None:
+                        close()
+                if seen == 0:
+                    raise DataError(
+                        f"train_data yielded no batches in epoch {epoch}; check that it is not "
+                        "empty (and re-iterable)"
+                    )
+                more = (epochs is None or epoch + 1 < epochs) and (steps is None or step < steps)
+                if exhausted and more and src.layout is not None:
+                    next_it = src.epoch(epoch + 1)  # let its reader fill up during eval
+                if acc is None:  # resumed exactly at the end of this epoch's data
+                    acc = {k: jnp.asarray(v) for k, v in (restored_sums or {}).items()}
+                train_logs = {k: float(v) for k, v in _means(acc).items()} if acc else {}
+                train_time = time.perf_counter() - t0
+                record: dict[str, Any] = {"epoch": epoch, "step": step}
+                record.update(sorted(train_logs.items(), key=lambda kv: (kv[0] != "loss", kv[0])))
+                if eval_src is not None:
+                    val = self.evaluate(eval_src, state)
+                    record.update({f"val_{k}": v for k, v in val.items()})
+                record["train_time"] = train_time
+                record["time"] = time.perf_counter() - t0
+                history.append(record)
+                acc_box.clear()
+                for cb in cbs:
+                    if cb.on_epoch_end(epoch, state, record):
+                        stop = True
+                epoch, skip, restored_sums = epoch + 1, 0, None
+        finally:
+            self.state = state
+        for cb in cbs:
+            cb.on_train_end(state, history)
+        return history
+
+    # ----------------------------------------------------------------- inference and export
+
+    @property
+    def predict_fn(self) -> Callable[[PyTree, Mapping[str, Any]], dict[str, jax.Array]]:
+        """``predict(params, features) -> {name: output}`` for serving.
+
+        Binary classification gives ``logits`` and ``probabilities`` (``[b]``),
+        softmax gives ``logits`` and ``probabilities`` (``[b, k]``), ``mse``
+        gives ``predictions``, a custom loss ``outputs``.
+        """
+        apply = self.model.apply
+        task = self.loss_spec.task if self.loss_spec is not None else "custom"
+
+        def predict(params: PyTree, features: Mapping[str, Any]) -> dict[str, jax.Array]:
+            out = apply(params, dict(features), train=False, key=None)
+            if task == "binary_classification":
+                logits = out[..., 0] if out.ndim == 2 and out.shape[-1] == 1 else out
+                return {"probabilities": jax.nn.sigmoid(logits), "logits": logits}
+            if task == "multiclass_classification":
+                return {"probabilities": jax.nn.softmax(out, axis=-1), "logits": out}
+            if task == "regression":
+                return {"predictions": out[..., 0] if out.ndim == 2 and out.shape[-1] == 1 else out}
+            return out if isinstance(out, dict) else {"outputs": out}
+
+        return predict
+
+    def predict(
+        self, features: Mapping[str, Any], state: TrainState | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run :attr:`predict_fn` on a batch of numpy features.
+
+        Args:
+          features: ``{name: array[b]}``.
+          state: default :attr:`state`.
+
+        Returns:
+          ``{name: numpy array}``.
+        """
+        state = state if state is not None else self.state
+        if state is None:
+            raise ValueError("no state: call fit() first or pass state=")
+        if self._predict is None:
+            self._predict = jax.jit(self.predict_fn)
+        out = self._predict(state.params, {k: np.asarray(v) for k, v in features.items()})
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def export(
+        self,
+        out_dir: str,
+        signature: Mapping[str, Any],
+        *,
+        preprocess: Mapping[str, Any] | None = None,
+        history: History | None = None,
+        state: TrainState | None = None,
+    ) -> str:
+        """Export :attr:`predict_fn` with the trained params; see :func:`export_model`.
+
+        Returns:
+          ``out_dir``.
+        """
+        from ._export import export_model
+
+        state = state if state is not None else self.state
+        if state is None:
+            raise ValueError("nothing to export: call fit() first or pass state=")
+        return export_model(
+            self.predict_fn,
+            state.params,
+            signature,
+            out_dir,
+            preprocess=preprocess,
+            history=history,
+        )
