@@ -41,6 +41,12 @@ import pyarrow.fs as pafs
 __all__ = [
     "Anomalies",
     "Artifact",
+    "InfraBlessing",
+    "Model",
+    "ModelBlessing",
+    "ModelEvaluation",
+    "PushedModel",
+    "TransformGraph",
     "ArtifactCorruptError",
     "ArtifactError",
     "ArtifactNotFoundError",
@@ -235,6 +241,57 @@ class Anomalies(Artifact):
 
     def anomalies(self) -> list[dict[str, Any]]:
         return list(self.read_json("anomalies.json"))
+
+
+class TransformGraph(Artifact):
+    """Fitted preprocessing: ``transform_graph.json`` (constants + op graph)."""
+
+    def load(self) -> Any:
+        """The ``jaxtx.trainer.transform.TransformGraph``."""
+        from jaxtx.trainer.transform import TransformGraph as Graph
+
+        return Graph.load(str(self.path))
+
+
+class Model(Artifact):
+    """An exported model (``model/``: signature, StableHLO, preprocess) and its history."""
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    def load(self) -> Any:
+        """A ``jaxtx.serving.runtime.LoadedModel`` (needs no training code)."""
+        from jaxtx.serving.runtime import LoadedModel
+
+        return LoadedModel.load(str(self.model_dir))
+
+
+class ModelEvaluation(Artifact):
+    """Sliced metrics, fairness indicators and plots (``evaluation.json``, ``fairness.json``)."""
+
+    def evaluation(self) -> dict[str, Any]:
+        return dict(self.read_json("evaluation.json"))
+
+
+class ModelBlessing(Artifact):
+    """Whether a model passed evaluation (``blessing.json``: blessed + every check)."""
+
+    @property
+    def blessed(self) -> bool:
+        return bool(self.properties.get("blessed"))
+
+
+class InfraBlessing(Artifact):
+    """Whether a model served correctly in a real server (``infra_blessing.json``)."""
+
+    @property
+    def blessed(self) -> bool:
+        return bool(self.properties.get("blessed"))
+
+
+class PushedModel(Artifact):
+    """Where a model was pushed: registry name/version/alias and serving path."""
 
 
 A = TypeVar("A", bound=Artifact)

@@ -50,6 +50,7 @@ __all__ = [
     "Node",
     "OutputRef",
     "PipelineStopped",
+    "RunContext",
     "WiringError",
     "component",
 ]
@@ -72,6 +73,30 @@ class PipelineStopped(Exception):
     def __init__(self, message: str, outputs: Mapping[str, Artifact] | None = None) -> None:
         super().__init__(message)
         self.outputs = dict(outputs or {})
+
+
+class RunContext:
+    """What a component may ask of the run it is part of.
+
+    Annotate a parameter ``ctx: RunContext`` to receive it. Eagerly (outside a
+    pipeline) metrics are kept in :attr:`metrics_log` only; inside a pipeline
+    the runner sends them to the component's MLflow run as well.
+    """
+
+    def __init__(self, *, node_id: str, pipeline: str | None = None) -> None:
+        self.node_id = node_id
+        self.pipeline = pipeline
+        self.metrics_log: list[tuple[int, dict[str, float]]] = []
+        self.tracking_uri: str | None = None
+        self.mlflow_run_id: str | None = None
+        self._sinks: list[Callable[[Mapping[str, float], int], None]] = []
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log metrics at a step (e.g. per epoch); MLflow charts them over steps."""
+        clean = {str(k): float(v) for k, v in metrics.items()}
+        self.metrics_log.append((step, clean))
+        for sink in self._sinks:
+            sink(clean, step)
 
 
 @dataclass(frozen=True)
@@ -235,7 +260,7 @@ class Component:
         self.cache = cache
         self.version = version
         self.verdict = verdict
-        self.inputs, self.outputs, self.params = _parse_signature(fn, self.name)
+        self.inputs, self.outputs, self.params, self.context_param = _parse_signature(fn, self.name)
         functools.update_wrapper(self, fn)
         self.__signature__ = _public_signature(fn, {o.name for o in self.outputs})
         self._code_version: str | None = None
@@ -297,12 +322,16 @@ class Component:
         store: ArtifactStore,
         *,
         producer: Mapping[str, Any],
+        context: RunContext | None = None,
     ) -> ExecutionResult:
         """Run the function once: stage outputs, call, commit atomically."""
         staged = {o.name: store.new_output(o.type, self.name, o.name) for o in self.outputs}
+        extra: dict[str, Any] = {}
+        if self.context_param:
+            extra[self.context_param] = context or RunContext(node_id=self.name)
         start = time.perf_counter()
         try:
-            returned = self.fn(**inputs, **staged, **params)
+            returned = self.fn(**inputs, **staged, **params, **extra)
             metrics = _metrics(returned, self.name)
             committed = {
                 name: store.commit(out, producer={**producer, "output": name})
@@ -418,7 +447,7 @@ class Component:
             "params": params,
             "inputs": {k: (v.fingerprint if v is not None else None) for k, v in inputs.items()},
         }
-        blob = json.dumps(doc, sort_keys=True, default=repr)
+        blob = json.dumps(doc, sort_keys=True, default=stable_repr)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -475,7 +504,7 @@ def component(
 
 def _parse_signature(
     fn: Callable[..., Any], name: str
-) -> tuple[list[InputSpec], list[OutputSpec], list[ParamSpec]]:
+) -> tuple[list[InputSpec], list[OutputSpec], list[ParamSpec], str | None]:
     try:
         hints = typing.get_type_hints(fn)
     except Exception as e:  # an annotation that does not resolve
@@ -485,10 +514,14 @@ def _parse_signature(
     inputs: list[InputSpec] = []
     outputs: list[OutputSpec] = []
     params: list[ParamSpec] = []
+    context_param: str | None = None
     for p in inspect.signature(fn).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise ComponentError(f"{name}: *args/**kwargs are not allowed in a component")
         ann = hints.get(p.name, Any)
+        if ann is RunContext:
+            context_param = p.name
+            continue
         if isinstance(ann, _OutputAlias):
             outputs.append(OutputSpec(p.name, ann.artifact_cls))
             continue
@@ -503,7 +536,7 @@ def _parse_signature(
                 p.name, ann, None if p.default is p.empty else p.default, p.default is p.empty
             )
         )
-    return inputs, outputs, params
+    return inputs, outputs, params, context_param
 
 
 def _artifact_annotation(ann: Any) -> tuple[type[Artifact] | None, bool]:
@@ -524,7 +557,12 @@ def _artifact_annotation(ann: Any) -> tuple[type[Artifact] | None, bool]:
 
 def _public_signature(fn: Callable[..., Any], outputs: set[str]) -> inspect.Signature:
     sig = inspect.signature(fn)
-    params = [p for p in sig.parameters.values() if p.name not in outputs]
+    hints = typing.get_type_hints(fn)
+    params = [
+        p
+        for p in sig.parameters.values()
+        if p.name not in outputs and hints.get(p.name) is not RunContext
+    ]
     params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
     return sig.replace(parameters=params)
 
@@ -544,6 +582,52 @@ def _metrics(returned: Any, name: str) -> dict[str, float]:
         except (TypeError, ValueError):
             raise ComponentError(f"{name}: metric {k!r} is not a number: {v!r}") from None
     return out
+
+
+def stable_repr(value: Any, _depth: int = 0) -> str:
+    """A repr that is the same in every process: functions and classes by
+    qualified name + a hash of their source, dataclass instances by fields,
+    other objects by type + ``repr`` when it has no memory address in it.
+    """
+    import dataclasses
+    import re
+
+    if _depth > 6:
+        return "..."
+    d = _depth + 1
+    if inspect.isfunction(value) or inspect.isclass(value) or inspect.ismethod(value):
+        try:
+            src = inspect.getsource(value)
+        except (OSError, TypeError):
+            src = ""
+        digest = hashlib.sha256(src.encode()).hexdigest()[:16]
+        out = f"{value.__module__}.{value.__qualname__}#{digest}"
+        # Closures and defaults carry settings (optax.adam(1e-3) vs adam(1e-2)).
+        cells = getattr(value, "__closure__", None) or ()
+        captured = []
+        for c in cells:
+            try:
+                captured.append(stable_repr(c.cell_contents, d))
+            except ValueError:  # an empty cell
+                captured.append("<empty>")
+        defaults = getattr(value, "__defaults__", None) or ()
+        if captured or defaults:
+            out += f"[{', '.join(captured)}|{stable_repr(list(defaults), d)}]"
+        return out
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: stable_repr(getattr(value, f.name), d) for f in dataclasses.fields(value)}
+        return f"{stable_repr(type(value), d)}({json.dumps(fields, sort_keys=True)})"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(stable_repr(v, d) for v in value) + "]"
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: str(kv[0]))
+        return "{" + ", ".join(f"{k!r}: {stable_repr(v, d)}" for k, v in items) + "}"
+    text = repr(value)
+    if re.search(r" at 0x[0-9a-f]+", text):
+        cls = stable_repr(type(value), d)
+        state = getattr(value, "__dict__", None)
+        return f"{cls}<{stable_repr(state, d) if isinstance(state, dict) else 'opaque'}>"
+    return text
 
 
 def _module_source(fn: Callable[..., Any]) -> str:

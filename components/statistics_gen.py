@@ -46,7 +46,9 @@ def StatisticsGen(
     for split, doc in stats.items():
         save_statistics(doc, str(statistics.path / split / "statistics.json"))
         if histogram_png:
-            plot_feature_histograms_png(doc, str(statistics.reports_dir / f"histograms-{split}.png"))
+            plot_feature_histograms_png(
+                doc, str(statistics.reports_dir / f"histograms-{split}.png")
+            )
         metrics[f"{split}.num_rows"] = doc["num_rows"]
         metrics[f"{split}.num_features"] = len(doc["features"])
     (statistics.reports_dir / "statistics.html").write_text(

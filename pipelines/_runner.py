@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
+
 from jaxtx.components._artifacts import (
     Artifact,
     ArtifactError,
@@ -35,7 +36,13 @@ from jaxtx.components._artifacts import (
     default_home,
     load_artifact,
 )
-from jaxtx.components._component import ExecutionResult, Node, OutputRef, PipelineStopped
+from jaxtx.components._component import (
+    ExecutionResult,
+    Node,
+    OutputRef,
+    PipelineStopped,
+    RunContext,
+)
 
 from ._pipeline import Pipeline
 from ._tracking import Tracker, default_tracking_uri
@@ -233,10 +240,15 @@ def _execute_node(
                 verdict=comp.verdict(hit["outputs"]) if comp.verdict else None,
             )
         else:
+            ctx = RunContext(node_id=node.id, pipeline=run_tag)
+            if tracker is not None and run_id is not None:
+                ctx.tracking_uri, ctx.mlflow_run_id = tracker.tracking_uri, run_id
+                ctx._sinks.append(lambda m, step: tracker.log_metrics(run_id, m, step=step))
             result = comp.execute(
                 inputs,
                 node.params,
                 store,
+                context=ctx,
                 producer={
                     "component": comp.name,
                     "node": node.id,

@@ -139,8 +139,13 @@ class Tracker:
         return f"run {run_id} in experiment {self.experiment_id} ({self.tracking_uri})"
 
 
+def _short(o: Any) -> str:
+    name = getattr(o, "__qualname__", None)
+    return f"{getattr(o, '__module__', '')}.{name}" if name else repr(o)
+
+
 def _param_value(v: Any) -> str:
-    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=_short)
     return s if len(s) <= _MAX_PARAM else s[: _MAX_PARAM - 3] + "..."
 
 

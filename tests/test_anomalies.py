@@ -13,6 +13,7 @@ import datasketches
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from jaxtx.validation.anomalies import (
     Anomaly,
     failing,

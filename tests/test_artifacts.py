@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from jaxtx.components import ArtifactNotFoundError, ArtifactTypeError, Examples, load_artifact
-from jaxtx.components._artifacts import ArtifactError
 
 from jaxtx import Artifact, ArtifactCorruptError, ArtifactStore, Output, Statistics, component
+from jaxtx.components import ArtifactNotFoundError, ArtifactTypeError, Examples, load_artifact
+from jaxtx.components._artifacts import ArtifactError
 
 
 class Blob(Artifact):

@@ -14,7 +14,7 @@ from jaxtx.pipelines.cli import main
 from jaxtx.pipelines.demo import DEMO_SCHEMA
 from jaxtx.pipelines.demo_data import generate_census
 
-PIPELINE_FILE = '''
+PIPELINE_FILE = """
 from jaxtx import Pipeline
 from jaxtx.components.example_gen import ExampleGen
 from jaxtx.components.statistics_gen import StatisticsGen
@@ -24,10 +24,12 @@ def create_pipeline(data: str, home: str):
         ex = ExampleGen(input_pattern=data)
         StatisticsGen(examples=ex)
     return p
-'''
+"""
 
 
-def test_run_a_pipeline_file_with_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_a_pipeline_file_with_overrides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     csv = tmp_path / "d.csv"
     generate_census(300, seed=1).to_csv(csv, index=False)
     f = tmp_path / "my_pipeline.py"
@@ -43,7 +45,9 @@ def test_run_a_pipeline_file_with_overrides(tmp_path: Path, capsys: pytest.Captu
     assert "takes ['data', 'home']" in capsys.readouterr().err
 
 
-def test_demo_runs_end_to_end_then_is_cached(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_end_to_end_then_is_cached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     home = tmp_path / "home"
     assert main(["demo", "--rows", "3000", "--home", str(home)]) == 0
     out = capsys.readouterr().out
@@ -92,6 +96,8 @@ def test_console_script_and_ui_dry_run(tmp_path: Path) -> None:
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
     for cmd in ("run", "demo", "validate", "ui"):
         assert cmd in out
-    r = subprocess.run([str(exe), "ui", "--home", str(tmp_path), "--dry-run"], capture_output=True, text=True)
+    r = subprocess.run(
+        [str(exe), "ui", "--home", str(tmp_path), "--dry-run"], capture_output=True, text=True
+    )
     assert r.returncode == 0
     assert f"sqlite:///{tmp_path.resolve()}/mlflow.db" in r.stderr and "127.0.0.1" in r.stderr

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from jaxtx.components import ComponentError, WiringError
-from jaxtx.pipelines import PipelineError
 from mlflow import MlflowClient
 
 from jaxtx import Artifact, Output, Pipeline, PipelineRunError, Statistics, component
+from jaxtx.components import ComponentError, WiringError
+from jaxtx.pipelines import PipelineError
 
 
 class Numbers(Artifact):

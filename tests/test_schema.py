@@ -12,6 +12,7 @@ import datasketches
 import numpy as np
 import pytest
 import yaml
+
 from jaxtx.validation.schema import (
     DEFAULT_SEVERITIES,
     Comparator,

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+
 from jaxtx.components._spans import (
     InputNotFoundError,
     InputPatternError,

@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
 from jaxtx.validation.schema import (
     ANOMALY_TYPES,
     CATEGORICAL_TYPES,

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+
 from jaxtx.components._beam import BeamOptions, pipeline_options
 
 __all__ = [

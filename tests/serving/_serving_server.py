@@ -7,6 +7,7 @@ import threading
 import time
 
 import httpx
+
 from jaxtx.serving.server import ServerConfig, create_app
 
 __all__ = ["RunningServer", "metric_value"]

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _serving_models import write_logistic_model, write_vector_model
 from _serving_server import RunningServer
+
 from jaxtx.serving.server import ServerConfig
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _serving_server import metric_value
+
 from jaxtx.serving.batching import Batcher, BatchFailedError, BatchingConfig
 from jaxtx.serving.metrics import ServingMetrics
 from jaxtx.serving.runtime import LoadedModel

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from _serving_models import expected_outputs
 from _serving_server import metric_value
+
 from jaxtx.serving.metrics import ServingMetrics
 from jaxtx.serving.repository import (
     ModelNotFoundError,

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _serving_models import VOCAB, expected_outputs
+
 from jaxtx.serving.runtime import InputError, LoadedModel, ModelLoadError, StringLookup
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from _serving_models import expected_outputs
 from _serving_server import RunningServer
+
 from jaxtx.serving.batching import BatchingConfig
 from jaxtx.serving.repository import VersionPolicy
 from jaxtx.serving.server import ServerConfig
