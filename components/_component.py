@@ -89,6 +89,9 @@ class RunContext:
         self.metrics_log: list[tuple[int, dict[str, float]]] = []
         self.tracking_uri: str | None = None
         self.mlflow_run_id: str | None = None
+        #: A folder that survives a crash and is the same for the same inputs,
+        #: parameters and code (checkpoints for resuming); ``None`` if unavailable.
+        self.work_dir: Path | None = None
         self._sinks: list[Callable[[Mapping[str, float], int], None]] = []
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
@@ -328,7 +331,12 @@ class Component:
         staged = {o.name: store.new_output(o.type, self.name, o.name) for o in self.outputs}
         extra: dict[str, Any] = {}
         if self.context_param:
-            extra[self.context_param] = context or RunContext(node_id=self.name)
+            ctx = context or RunContext(node_id=self.name)
+            if ctx.work_dir is None and store.is_local:
+                key = self.cache_key(inputs, params)[:20]
+                ctx.work_dir = Path(store.root) / ".work" / f"{self.name}-{key}"
+                ctx.work_dir.mkdir(parents=True, exist_ok=True)
+            extra[self.context_param] = ctx
         start = time.perf_counter()
         try:
             returned = self.fn(**inputs, **staged, **params, **extra)

@@ -1,0 +1,78 @@
+"""Log a jaxtx export as an MLflow model (``mlflow.pyfunc``).
+
+``mlflow.pyfunc.load_model(uri).predict(pandas_dataframe)`` then works with a
+signature and an input example. Loading needs ``jaxtx`` installed (for
+``jaxtx.serving.runtime``), not the training code or the user's module.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+__all__ = ["JaxtxPyfuncModel", "log_jaxtx_model"]
+
+_LOCK = threading.Lock()
+
+
+class JaxtxPyfuncModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper over ``jaxtx.serving.runtime.LoadedModel``."""
+
+    def load_context(self, context: Any) -> None:
+        from jaxtx.serving.runtime import LoadedModel
+
+        self._model = LoadedModel.load(context.artifacts["model_dir"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        features = {c: _column(model_input[c]) for c in model_input.columns}
+        out = self._model.predict(features)
+        cols = {}
+        for name, value in out.items():
+            arr = np.asarray(value)
+            if arr.ndim == 1:
+                cols[name] = arr
+            else:
+                for j in range(arr.shape[1]):
+                    cols[f"{name}_{j}"] = arr[:, j]
+        return pd.DataFrame(cols, index=model_input.index)
+
+
+def _column(s: pd.Series) -> np.ndarray:
+    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
+        return np.array([None if pd.isna(v) else str(v) for v in s], dtype=object)
+    return s.to_numpy(dtype=np.float32, na_value=np.nan)
+
+
+def log_jaxtx_model(
+    *,
+    tracking_uri: str,
+    run_id: str,
+    model_dir: str | Path,
+    input_example: pd.DataFrame,
+    name: str = "model",
+) -> str:
+    """Log ``model_dir`` as an MLflow pyfunc model in run ``run_id``; returns its URI."""
+    from mlflow.models import infer_signature
+
+    output = JaxtxPyfuncModel()
+    from jaxtx.serving.runtime import LoadedModel
+
+    output._model = LoadedModel.load(str(model_dir))
+    example_out = output.predict(None, input_example)
+    signature = infer_signature(input_example, example_out)
+    with _LOCK:
+        mlflow.set_tracking_uri(tracking_uri)
+        with mlflow.start_run(run_id=run_id, nested=True):
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=JaxtxPyfuncModel(),
+                artifacts={"model_dir": str(model_dir)},
+                signature=signature,
+                input_example=input_example,
+            )
+    return str(info.model_uri)

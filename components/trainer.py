@@ -1,0 +1,201 @@
+"""Trainer: fit a JAX model on transformed examples and export ``predict(raw features)``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ._artifacts import Examples, Model, Output, TransformGraph
+from ._component import RunContext, component
+
+__all__ = ["Trainer"]
+
+_TASK_LOSS = {
+    "binary_classification": "binary_cross_entropy",
+    "multiclass_classification": "softmax_cross_entropy",
+    "regression": "mean_squared_error",
+}
+
+
+def _column_info(graph: Any) -> tuple[list[str], dict[str, int]]:
+    names, vocab = [], {}
+    for col in graph.output_columns:
+        names.append(col.name)
+        if getattr(col, "dtype", "float32") == "int32" and getattr(col, "cardinality", None):
+            vocab[col.name] = int(col.cardinality)
+    return names, vocab
+
+
+def _check_label(examples: Examples, label: str) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    for split in ("train", "eval"):
+        if split not in examples.split_names:
+            raise ValueError(
+                f"Trainer: examples {examples.uri} have no {split!r} split (splits: "
+                f"{examples.split_names}); ExampleGen's split_names must include train and eval"
+            )
+        files = examples.files(split)
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        if rows == 0:
+            raise ValueError(f"Trainer: the {split!r} split of {examples.uri} is empty")
+        names = pq.ParquetFile(files[0]).schema_arrow.names
+        if label not in names:
+            raise ValueError(
+                f"Trainer: label {label!r} is not in the {split!r} split of {examples.uri}; "
+                f"columns are {names}. Pass it through Transform (passthrough=[{label!r}])."
+            )
+        for f in files:
+            col = pq.read_table(f, columns=[label])[label]
+            if col.null_count:
+                raise ValueError(
+                    f"Trainer: label {label!r} has {col.null_count} missing values in {f}; "
+                    "drop or fix those rows before training"
+                )
+            if str(col.type) in ("float", "double", "halffloat"):
+                nans = pc.sum(pc.is_nan(col)).as_py() or 0
+                if nans:
+                    raise ValueError(
+                        f"Trainer: label {label!r} has {nans} NaN values in {f}; "
+                        "drop or fix those rows before training"
+                    )
+
+
+@component
+def Trainer(
+    examples: Examples,
+    transform_graph: TransformGraph,
+    model: Output[Model],
+    ctx: RunContext,
+    *,
+    label: str,
+    model_def: Any = None,
+    task: str = "binary_classification",
+    epochs: int = 5,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    optimizer: Any = None,
+    early_stopping_patience: int | None = 3,
+    seed: int = 0,
+    name: str = "model",
+) -> dict[str, float]:
+    """Train on the transformed examples; export the model with the transform fused in.
+
+    Args:
+      examples: Transform's ``transformed_examples`` (features + the label).
+      transform_graph: Transform's graph; fused into the export so that the
+        served model takes raw features.
+      label: the label column.
+      model_def: a ``jaxtx.trainer`` model (``MLP(...)``, ``WideAndDeep(...)``),
+        an ``(init, apply)`` pair or a Flax NNX module; default ``MLP((64, 32))``.
+        Embedding sizes of integer-id features come from the transform.
+      task: ``binary_classification``, ``multiclass_classification`` or ``regression``.
+      epochs: passes over the training split (early stopping may end sooner).
+      batch_size: examples per step.
+      learning_rate: for the default optimizer (Adam).
+      optimizer: any optax ``GradientTransformation`` (overrides ``learning_rate``).
+      early_stopping_patience: epochs without eval-loss improvement before
+        stopping; ``None`` trains all epochs.
+      seed: the same seed gives bit-identical parameters on the same machine.
+      name: the model's name in its signature.
+    """
+    import dataclasses
+
+    import optax
+
+    from jaxtx import trainer as jt
+
+    if task not in _TASK_LOSS:
+        raise ValueError(f"Trainer: task must be one of {sorted(_TASK_LOSS)}, got {task!r}")
+    _check_label(examples, label)
+    graph = transform_graph.load()
+    features, vocab = _column_info(graph)
+    net = model_def if model_def is not None else jt.MLP(hidden=(64, 32))
+    if isinstance(net, jt.MLP | jt.WideAndDeep) and net.vocab_sizes is None and vocab:
+        net = dataclasses.replace(net, vocab_sizes=vocab)
+    tx = optimizer if optimizer is not None else optax.adam(learning_rate)
+    trainer = jt.Trainer(net, tx, loss=_TASK_LOSS[task], seed=seed)
+    train = jt.ParquetDataset(
+        examples.files("train"), features, label, batch_size, shuffle_seed=seed
+    )
+    evald = jt.ParquetDataset(examples.files("eval"), features, label, batch_size)
+    callbacks: list[Any] = [
+        jt.MetricsCallback(lambda epoch, m: ctx.log_metrics(m, step=int(epoch))),
+        jt.ProgressBar(),
+    ]
+    if early_stopping_patience is not None:
+        callbacks.append(
+            jt.EarlyStopping("eval_loss", patience=early_stopping_patience, mode="min")
+        )
+    if ctx.work_dir is not None:
+        callbacks.append(jt.Checkpoint(str(ctx.work_dir / "checkpoints"), every_n_epochs=1))
+    history = trainer.fit(train, evald, epochs=epochs, callbacks=callbacks)
+
+    # Export predict(raw) = model(transform(raw)); strings are mapped to ids first
+    # (preprocess.json), the numeric transform runs inside the exported program.
+    predict = trainer.predict_fn()
+    jax_transform = graph.jax_fn
+
+    def predict_raw(params: Any, raw: Any) -> Any:
+        return predict(params, jax_transform(raw))
+
+    inputs = {c.name: ("string" if c.kind == "string" else "float32") for c in graph.input_columns}
+    out_names = {
+        "binary_classification": {"probabilities": "float32", "logits": "float32"},
+        "multiclass_classification": {"probabilities": "float32", "logits": "float32"},
+        "regression": {"predictions": "float32"},
+    }[task]
+    signature = jt.make_signature(name, task, inputs, out_names)
+    jt.export_model(
+        predict_raw,
+        trainer.state.params,
+        signature,
+        str(model.model_dir),
+        preprocess=graph.string_preprocess(),
+        history=history,
+    )
+    history.plot(str(model.reports_dir / "training_curves.png"))
+    final = {k: float(v[-1]) for k, v in history.history.items() if v}
+    model.properties.update(
+        name=name,
+        task=task,
+        label=label,
+        features=features,
+        epochs_run=len(history.history.get("loss", [])),
+        final_metrics=final,
+        transform_fingerprint=transform_graph.fingerprint,
+    )
+    (model.path / "training.json").write_text(
+        json.dumps({"model_def": repr(net), "batch_size": batch_size, "seed": seed}, indent=2)
+    )
+    if ctx.tracking_uri and ctx.mlflow_run_id:
+        from ._mlflow_model import log_jaxtx_model
+
+        example = examples.read("eval").slice(0, 5)
+        raw_example = _raw_example(graph, example)
+        uri = log_jaxtx_model(
+            tracking_uri=ctx.tracking_uri,
+            run_id=ctx.mlflow_run_id,
+            model_dir=model.model_dir,
+            input_example=raw_example,
+        )
+        model.properties["mlflow_model_uri"] = uri
+    return {f"final_{k}": v for k, v in final.items() if np.isfinite(v)}
+
+
+def _raw_example(graph: Any, table: Any) -> Any:
+    """A small raw-feature DataFrame for MLflow's input example (from ``raw_`` columns if kept)."""
+    import pandas as pd
+
+    cols = {}
+    for c in graph.input_columns:
+        for cand in (c.name, f"raw_{c.name}"):
+            if cand in table.column_names:
+                cols[c.name] = table[cand].to_pylist()
+                break
+        else:
+            cols[c.name] = ["" if c.kind == "string" else 0.0] * table.num_rows
+    return pd.DataFrame(cols)
