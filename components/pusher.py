@@ -1,0 +1,166 @@
+"""Pusher: register a blessed model in the MLflow Model Registry and copy it for serving.
+
+* Only a blessed model is pushed (and infra-blessed, when an InfraBlessing is given).
+* The model version is registered under ``registered_model_name``; the alias
+  (``champion`` by default) moves to it, and the version records the previous
+  holder in its tag ``jaxtx.previous_version`` (what :func:`rollback` uses).
+* The export is copied atomically to ``<serving_dir>/<name>/<version>/`` (the
+  registry's version number), which ``jaxtx serve`` picks up while serving.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ._artifacts import InfraBlessing, Model, ModelBlessing, Output, PushedModel, default_home
+from ._component import RunContext, component
+
+__all__ = ["Pusher", "RollbackError", "rollback"]
+
+
+class RollbackError(RuntimeError):
+    """Nothing to roll back to, or the serving directory does not match the registry."""
+
+
+def _client(tracking_uri: str | None) -> Any:
+    from mlflow import MlflowClient
+
+    from jaxtx.pipelines._tracking import default_tracking_uri
+
+    uri = (
+        tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or default_tracking_uri(default_home())
+    )
+    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{dest.name}-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(src, tmp)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+
+
+@component
+def Pusher(
+    model: Model,
+    model_blessing: ModelBlessing,
+    pushed_model: Output[PushedModel],
+    ctx: RunContext,
+    infra_blessing: InfraBlessing | None = None,
+    *,
+    serving_dir: str,
+    registered_model_name: str | None = None,
+    alias: str = "champion",
+) -> dict[str, float]:
+    """Push a blessed model: registry version + alias, and a versioned serving copy.
+
+    Args:
+      model: the Trainer's model (logged as an MLflow model in a pipeline run).
+      model_blessing: the Evaluator's verdict; not blessed -> nothing is pushed.
+      infra_blessing: the InfraValidator's verdict, when it ran.
+      serving_dir: the base directory a ``jaxtx serve`` process serves.
+      registered_model_name: registry name (default: the model's name).
+      alias: the registry alias that marks the served version.
+    """
+    name = registered_model_name or str(model.properties.get("name", "model"))
+    reasons = []
+    if not model_blessing.blessed:
+        reasons.append(f"model not blessed ({model_blessing.uri})")
+    if infra_blessing is not None and not infra_blessing.blessed:
+        reasons.append(f"model not infra-blessed ({infra_blessing.uri})")
+    if reasons:
+        pushed_model.properties.update(pushed=False, reason="; ".join(reasons), name=name)
+        return {"pushed": 0}
+
+    client, uri = _client(ctx.tracking_uri)
+    previous = None
+    try:
+        previous = client.get_model_version_by_alias(name, alias).version
+    except Exception:  # no registered model or no alias yet: this is the first push
+        previous = None
+    source = model.properties.get("mlflow_model_uri")
+    if not source:
+        raise ValueError(
+            f"Pusher: model {model.uri} was not logged to MLflow (no mlflow_model_uri); "
+            "train it inside a pipeline run (jaxtx run) so that it has an MLflow model"
+        )
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name, description="Pushed by jaxtx Pusher")
+    run_id = ctx.mlflow_run_id
+    version = client.create_model_version(
+        name,
+        source,
+        run_id=run_id,
+        tags={"jaxtx.model_fingerprint": model.fingerprint, "jaxtx.model_uri": model.uri},
+    ).version
+    target = Path(serving_dir).resolve() / name / str(version)
+    _copy_atomic(model.model_dir, target)
+    client.set_model_version_tag(name, version, "jaxtx.serving_path", str(target))
+    if previous is not None:
+        client.set_model_version_tag(name, version, "jaxtx.previous_version", str(previous))
+    client.set_registered_model_alias(name, alias, version)
+    pushed_model.properties.update(
+        pushed=True,
+        name=name,
+        version=int(version),
+        alias=alias,
+        previous_version=int(previous) if previous is not None else None,
+        serving_path=str(target),
+        registry_uri=uri,
+    )
+    return {"pushed": 1, "version": int(version)}
+
+
+def rollback(
+    name: str,
+    *,
+    serving_dir: str,
+    alias: str = "champion",
+    tracking_uri: str | None = None,
+) -> tuple[int, int]:
+    """Move ``alias`` and the served version back to the previous holder.
+
+    The rolled-back version's serving directory is moved aside to
+    ``<serving_dir>/<name>/.rolled-back/<version>`` (kept, not deleted), so a
+    server with the default "latest" policy serves the previous version again.
+
+    Returns:
+      ``(from_version, to_version)``.
+
+    Raises:
+      RollbackError: no alias, or no previous version recorded.
+    """
+    client, _ = _client(tracking_uri)
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except Exception as e:
+        raise RollbackError(f"model {name!r} has no alias {alias!r} in the registry: {e}") from e
+    prev = current.tags.get("jaxtx.previous_version")
+    if not prev:
+        raise RollbackError(
+            f"{name} version {current.version} ({alias}) records no previous version: "
+            "it was the first push, there is nothing to roll back to"
+        )
+    base = Path(serving_dir).resolve() / name
+    if not (base / prev).is_dir():
+        raise RollbackError(f"the previous version's serving copy {base / prev} is missing")
+    client.set_registered_model_alias(name, alias, prev)
+    client.set_model_version_tag(name, current.version, "jaxtx.rolled_back", "true")
+    cur_dir = base / str(current.version)
+    if cur_dir.exists():
+        aside = base / ".rolled-back" / str(current.version)
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(cur_dir, aside)
+    return int(current.version), int(prev)
