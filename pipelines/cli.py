@@ -4,6 +4,8 @@
     jaxtx demo [--rows N]                              generate demo data and run the demo pipeline
     jaxtx validate DATA --schema FILE                  check a data file against a schema (exit 1 on failing anomalies)
     jaxtx ui [--port 5000]                             MLflow UI on the local store
+    jaxtx serve BASE_DIR [--port 8501]                 serve pushed models over HTTP
+    jaxtx rollback MODEL --serving-dir DIR             move the alias and served version back
 
 TARGET is ``path/to/file.py[:attr]`` or ``package.module:attr``; ``attr`` is a
 ``Pipeline`` or a function returning one (default: ``pipeline``, then
@@ -138,6 +140,20 @@ def _run_and_report(pipeline: Any, node_params: dict[str, Any], *, cache: bool) 
     return 0
 
 
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from ._schedule import serve_schedule
+
+    serve_schedule(
+        args.target,
+        _parse_params(args.param),
+        cron=args.cron,
+        interval=args.interval,
+        name=args.name,
+        home=args.home,
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jaxtx.pipelines.demo import create_pipeline, ensure_demo_data
 
@@ -193,6 +209,36 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from jaxtx.serving.server import serve
+
+    base = Path(args.model_base_path)
+    if not base.is_dir():
+        raise UsageError(f"{base}: no such directory (expected <base>/<model>/<version>/)")
+    overrides: dict[str, Any] = {}
+    if args.no_batching:
+        from jaxtx.serving.batching import BatchingConfig
+
+        overrides["batching"] = BatchingConfig(enabled=False)
+    serve(str(base), host=args.host, port=args.port, **overrides)
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from jaxtx.components.pusher import RollbackError, rollback
+
+    if args.home:
+        os.environ["JAXTX_HOME"] = str(Path(args.home).resolve())
+    try:
+        old, new = rollback(args.model, serving_dir=args.serving_dir, alias=args.alias)
+    except RollbackError as e:
+        print(f"jaxtx: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.model}: alias {args.alias!r} moved from version {old} back to {new}; "
+          f"version {old} no longer served from {args.serving_dir}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxtx", description="ML pipelines for JAX.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -203,6 +249,23 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-cache", action="store_true", help="run every component")
     r.add_argument("--home", help="working folder (default $JAXTX_HOME or ./.jaxtx)")
     r.set_defaults(fn=_cmd_run)
+
+    s = sub.add_parser(
+        "schedule",
+        help="run a pipeline on a schedule: a Prefect deployment, served until Ctrl-C",
+        description="Register the pipeline with a Prefect server as a scheduled deployment "
+        "and serve it in the foreground until Ctrl-C. Needs PREFECT_API_URL: start a server "
+        "with 'prefect server start --host 127.0.0.1', then "
+        "'export PREFECT_API_URL=http://127.0.0.1:4200/api'.",
+    )
+    s.add_argument("target", help="file.py[:attr] or package.module:attr")
+    when = s.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", metavar="EXPR", help='cron expression, e.g. "*/5 * * * *"')
+    when.add_argument("--interval", type=float, metavar="SECONDS", help="seconds between runs")
+    s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--name", help="deployment name (default: <pipeline name>-schedule)")
+    s.add_argument("--home", help="working folder (default $JAXTX_HOME or ./.jaxtx)")
+    s.set_defaults(fn=_cmd_schedule)
 
     d = sub.add_parser("demo", help="generate demo data and run the demo pipeline")
     d.add_argument("--rows", type=int, default=20_000, help="rows per span")
@@ -218,6 +281,20 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--report", help="also write an HTML report here")
     v.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     v.set_defaults(fn=_cmd_validate)
+
+    s = sub.add_parser("serve", help="serve exported models (TF Serving REST + Open Inference v2)")
+    s.add_argument("model_base_path", help="<base> holding <model>/<version>/ directories")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--no-batching", action="store_true")
+    s.set_defaults(fn=_cmd_serve)
+
+    rb = sub.add_parser("rollback", help="move a model's alias and served version back")
+    rb.add_argument("model", help="registered model name")
+    rb.add_argument("--serving-dir", required=True, help="the base directory Pusher copies to")
+    rb.add_argument("--alias", default="champion")
+    rb.add_argument("--home", help="working folder (MLflow store), default $JAXTX_HOME or ./.jaxtx")
+    rb.set_defaults(fn=_cmd_rollback)
 
     u = sub.add_parser("ui", help="open the MLflow UI on the local store")
     u.add_argument("--home")
