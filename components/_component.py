@@ -181,9 +181,23 @@ class Node:
             {o.name: OutputRef(self, o.name, o.type) for o in component.outputs}
         )
         self.pipeline: Any = None
+        self._after: list[Node] = []
 
     def __repr__(self) -> str:
         return f"<Node {self.id} ({self.component.name})>"
+
+    def after(self, *nodes: Node) -> Node:
+        """Run only after ``nodes`` succeeded, without reading their outputs
+        (e.g. train only once the data passed validation)."""
+        for n in nodes:
+            if not isinstance(n, Node):
+                raise ComponentError(f"{self.id}.after() takes nodes, got {type(n).__name__}")
+            if n not in self._after:
+                self._after.append(n)
+        if self.pipeline is not None:
+            for n in nodes:
+                self.pipeline.add(n)
+        return self
 
     def with_id(self, id: str) -> Node:
         """Name this node (needed when one component appears twice)."""
@@ -226,7 +240,9 @@ class Node:
         return refs[0]
 
     def upstream(self) -> list[Node]:
-        return [r.node for r in self.inputs.values() if isinstance(r, OutputRef)]
+        """Nodes this one reads from or must run after."""
+        ups = [r.node for r in self.inputs.values() if isinstance(r, OutputRef)]
+        return ups + [n for n in self._after if n not in ups]
 
 
 @dataclass

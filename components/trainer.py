@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._artifacts import Examples, Model, Output, TransformGraph
+from ._artifacts import Examples, Model, Output, TransformGraph, load_artifact
 from ._component import RunContext, component
 
 __all__ = ["Trainer"]
@@ -127,36 +127,30 @@ def Trainer(
         jt.ProgressBar(),
     ]
     if early_stopping_patience is not None:
-        callbacks.append(
-            jt.EarlyStopping("eval_loss", patience=early_stopping_patience, mode="min")
-        )
+        callbacks.append(jt.EarlyStopping("val_loss", patience=early_stopping_patience, mode="min"))
     if ctx.work_dir is not None:
         callbacks.append(jt.Checkpoint(str(ctx.work_dir / "checkpoints"), every_n_epochs=1))
     history = trainer.fit(train, evald, epochs=epochs, callbacks=callbacks)
 
     # Export predict(raw) = model(transform(raw)); strings are mapped to ids first
     # (preprocess.json), the numeric transform runs inside the exported program.
-    predict = trainer.predict_fn()
-    jax_transform = graph.jax_fn
+    from jaxtx.trainer.transform import export_transformed_model
 
-    def predict_raw(params: Any, raw: Any) -> Any:
-        return predict(params, jax_transform(raw))
-
-    inputs = {c.name: ("string" if c.kind == "string" else "float32") for c in graph.input_columns}
-    out_names = {
+    outputs = {
         "binary_classification": {"probabilities": "float32", "logits": "float32"},
         "multiclass_classification": {"probabilities": "float32", "logits": "float32"},
         "regression": {"predictions": "float32"},
     }[task]
-    signature = jt.make_signature(name, task, inputs, out_names)
-    jt.export_model(
-        predict_raw,
+    export_transformed_model(
+        graph,
+        trainer.predict_fn,
         trainer.state.params,
-        signature,
-        str(model.model_dir),
-        preprocess=graph.string_preprocess(),
-        history=history,
+        str(model.path / "model"),
+        name=name,
+        task=task,
+        outputs=outputs,
     )
+    history.save(str(model.path / "model" / "history.json"))
     history.plot(str(model.reports_dir / "training_curves.png"))
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
     model.properties.update(
@@ -174,12 +168,13 @@ def Trainer(
     if ctx.tracking_uri and ctx.mlflow_run_id:
         from ._mlflow_model import log_jaxtx_model
 
-        example = examples.read("eval").slice(0, 5)
-        raw_example = _raw_example(graph, example)
+        raw_uri = examples.properties.get("raw_examples")
+        source = load_artifact(raw_uri, Examples, verify=False) if raw_uri else examples
+        raw_example = _raw_example(graph, source.read("eval").slice(0, 5))
         uri = log_jaxtx_model(
             tracking_uri=ctx.tracking_uri,
             run_id=ctx.mlflow_run_id,
-            model_dir=model.model_dir,
+            model_dir=model.path / "model",
             input_example=raw_example,
         )
         model.properties["mlflow_model_uri"] = uri
@@ -187,15 +182,18 @@ def Trainer(
 
 
 def _raw_example(graph: Any, table: Any) -> Any:
-    """A small raw-feature DataFrame for MLflow's input example (from ``raw_`` columns if kept)."""
+    """A small raw-feature DataFrame for MLflow's input example."""
     import pandas as pd
 
     cols = {}
     for c in graph.input_columns:
-        for cand in (c.name, f"raw_{c.name}"):
-            if cand in table.column_names:
-                cols[c.name] = table[cand].to_pylist()
-                break
+        if c.name in table.column_names:
+            values = table[c.name].to_pylist()
+            cols[c.name] = (
+                values
+                if c.kind == "string"
+                else [float("nan") if v is None else float(v) for v in values]
+            )
         else:
             cols[c.name] = ["" if c.kind == "string" else 0.0] * table.num_rows
     return pd.DataFrame(cols)

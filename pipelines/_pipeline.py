@@ -134,7 +134,7 @@ class Pipeline:
                         )
                     continue
                 if isinstance(value, OutputRef):
-                    if id(value.node) not in members:
+                    if id(value.node) not in members:  # pragma: no cover - add() includes upstream
                         raise PipelineError(
                             f"pipeline {self.name!r}: node {n.id!r} input {spec.name!r} reads from "
                             f"node {value.node.id!r}, which is not in the pipeline"

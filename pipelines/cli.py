@@ -234,8 +234,10 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     except RollbackError as e:
         print(f"jaxtx: {e}", file=sys.stderr)
         return 1
-    print(f"{args.model}: alias {args.alias!r} moved from version {old} back to {new}; "
-          f"version {old} no longer served from {args.serving_dir}")
+    print(
+        f"{args.model}: alias {args.alias!r} moved from version {old} back to {new}; "
+        f"version {old} no longer served from {args.serving_dir}"
+    )
     return 0
 
 

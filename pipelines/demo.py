@@ -18,16 +18,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from jaxtx.components.evaluator import Evaluator
 from jaxtx.components.example_gen import ExampleGen
 from jaxtx.components.example_validator import ExampleValidator
+from jaxtx.components.infra_validator import InfraValidator
+from jaxtx.components.pusher import Pusher
 from jaxtx.components.schema_gen import ImportSchema, SchemaGen
 from jaxtx.components.statistics_gen import StatisticsGen
+from jaxtx.components.trainer import Trainer
+from jaxtx.components.transform import Transform
+from jaxtx.trainer import transform as tx
 
 from ._pipeline import Pipeline
 from .demo_data import write_demo_data
 
-__all__ = ["DEMO_SCHEMA", "create_pipeline", "ensure_demo_data"]
+__all__ = ["DEMO_SCHEMA", "LABEL", "create_pipeline", "ensure_demo_data", "preprocess"]
+
+LABEL = "income_over_50k"
+MODEL_NAME = "census"
 
 #: The curated schema of the demo data (drift and skew comparators switched on).
 DEMO_SCHEMA = str(Path(__file__).with_name("demo_schema.yaml"))
@@ -45,12 +55,38 @@ def ensure_demo_data(root: str | Path, *, rows: int = 20_000, seed: int = 0) -> 
     return root
 
 
+def preprocess(inputs: Any) -> dict[str, Any]:
+    """The demo's feature engineering (fitted on the train split, fused into the model)."""
+    out = {
+        name: tx.scale_to_z_score(tx.fill_missing(inputs[name], "mean"))
+        for name in ("age", "education_num", "hours_per_week")
+    }
+    out["capital_gain"] = tx.scale_to_z_score(tx.log1p(inputs["capital_gain"]))
+    out["capital_loss"] = tx.scale_to_z_score(tx.log1p(inputs["capital_loss"]))
+    out["age_bucket"] = tx.bucketize(inputs["age"], num_buckets=8)
+    for name in (
+        "workclass",
+        "education",
+        "marital_status",
+        "occupation",
+        "relationship",
+        "race",
+        "sex",
+    ):
+        out[name] = tx.vocabulary(tx.fill_missing(inputs[name], "most_frequent"), num_oov_buckets=1)
+    out["native_region"] = tx.hash_strings(inputs["native_region"], num_buckets=8)
+    return out
+
+
 def create_pipeline(
     data_root: str,
     *,
     home: str | None = None,
     schema_file: str = DEMO_SCHEMA,
     name: str = "census-demo",
+    serving_dir: str | None = None,
+    epochs: int = 8,
+    train_model: bool = True,
 ) -> Pipeline:
     """The demo pipeline over ``data_root`` (see :func:`ensure_demo_data`).
 
@@ -59,6 +95,9 @@ def create_pipeline(
       home: jaxtx working folder (artifacts, MLflow store); default ``./.jaxtx``.
       schema_file: the curated schema the data is validated against.
       name: pipeline name (MLflow experiment, Prefect flow).
+      serving_dir: where Pusher copies blessed models (default ``<home>/serving``).
+      epochs: training epochs.
+      train_model: ``False`` stops after validation (data checks only).
     """
     pattern = f"{data_root}/span-{{SPAN}}/*.csv"
     with Pipeline(name, home=home, description=__doc__ or "") as p:
@@ -74,10 +113,59 @@ def create_pipeline(
         serving_stats = StatisticsGen(examples=serving).with_id("ServingStatisticsGen")
         SchemaGen(statistics=stats)
         curated = ImportSchema(schema_file=schema_file)
-        ExampleValidator(
+        validated = ExampleValidator(
             statistics=stats,
             schema=curated,
             baseline_statistics=previous_stats,
             serving_statistics=serving_stats,
         )
+        if train_model:
+            _model_path(p, examples, validated, home, serving_dir, epochs)
     return p
+
+
+def _model_path(
+    p: Pipeline,
+    examples: Any,
+    validated: Any,
+    home: str | None,
+    serving_dir: str | None,
+    epochs: int,
+) -> None:
+    from jaxtx.components._artifacts import default_home
+
+    transform = Transform(examples=examples, preprocessing_fn=preprocess, passthrough=[LABEL])
+    transform.after(validated)
+    trainer = Trainer(
+        examples=transform.outputs.transformed_examples,
+        transform_graph=transform.outputs.transform_graph,
+        label=LABEL,
+        epochs=epochs,
+        batch_size=256,
+        learning_rate=3e-3,
+        name=MODEL_NAME,
+    )
+    evaluator = Evaluator(
+        model=trainer,
+        examples=examples,
+        label=LABEL,
+        slicing_specs=[[], ["sex"], ["race"], ["sex", "race"]],
+        min_slice_size=50,
+        sensitive_features=["sex"],
+        fairness_thresholds=[0.3, 0.5, 0.7],
+        thresholds=[
+            {"metric": "auc", "lower": 0.75},
+            {"metric": "auc", "change": {"direction": "higher_is_better", "absolute": 0.01}},
+            {"metric": "fairness.equalized_odds_difference@0.5", "upper": 0.35},
+        ],
+        registered_model_name=MODEL_NAME,
+    )
+    infra = InfraValidator(model=trainer, examples=examples)
+    base = Path(home) if home else default_home()
+    Pusher(
+        model=trainer,
+        model_blessing=evaluator.outputs.blessing,
+        infra_blessing=infra,
+        serving_dir=serving_dir or str(base / "serving"),
+        registered_model_name=MODEL_NAME,
+    )

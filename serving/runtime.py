@@ -269,17 +269,24 @@ class StringLookup:
     """Maps strings to integer ids as ``preprocess.json`` says.
 
     id = index in ``vocabulary``, else ``len(vocabulary) + crc32(utf-8) %
-    num_oov_buckets``. Missing values (``None``) take ``default`` first.
+    num_oov_buckets``. Missing values (``None``) take ``default`` first. A
+    ``"kind": "hash"`` entry is the same with an empty vocabulary and
+    ``num_oov_buckets = num_buckets``: id = ``crc32(utf-8) % num_buckets``.
 
     Attributes:
         vocabulary: Known values, in id order.
         num_oov_buckets: Buckets for values outside the vocabulary (0: reject them).
         default: Value used for missing values (``None``: reject them).
+        source: Signature input the strings come from (``None``: the entry's own
+            name); several entries may read the same input.
+        kind: ``"vocabulary"`` or ``"hash"``.
     """
 
     vocabulary: tuple[str, ...]
     num_oov_buckets: int = 1
     default: str | None = ""
+    source: str | None = None
+    kind: str = "vocabulary"
     _index: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -307,20 +314,29 @@ class StringLookup:
         where = f"{PREPROCESS_FILE}: {name!r}"
         if not isinstance(data, dict):
             raise ModelLoadError(f"{where}: expected an object")
-        if data.get("kind", "vocabulary") != "vocabulary":
+        kind = data.get("kind", "vocabulary")
+        if kind not in ("vocabulary", "hash"):
             raise ModelLoadError(
-                f"{where}: kind {data.get('kind')!r} is not supported; only 'vocabulary' is"
+                f"{where}: kind {kind!r} is not supported; use 'vocabulary' or 'hash'"
             )
+        source = data.get("source")
+        if source is not None and (not isinstance(source, str) or not source):
+            raise ModelLoadError(f"{where}: 'source' must be the name of a string input")
+        default = data.get("default", "")
+        if default is not None and not isinstance(default, str):
+            raise ModelLoadError(f"{where}: 'default' must be a string or null")
+        if kind == "hash":
+            buckets = data.get("num_buckets")
+            if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 1:
+                raise ModelLoadError(f"{where}: 'num_buckets' must be an integer >= 1")
+            return cls((), num_oov_buckets=buckets, default=default, source=source, kind=kind)
         vocab = data.get("vocabulary")
         if not isinstance(vocab, list) or any(not isinstance(v, str) for v in vocab):
             raise ModelLoadError(f"{where}: 'vocabulary' must be a list of strings")
         oov = data.get("num_oov_buckets", 1)
         if not isinstance(oov, int) or isinstance(oov, bool) or oov < 0:
             raise ModelLoadError(f"{where}: 'num_oov_buckets' must be an integer >= 0")
-        default = data.get("default", "")
-        if default is not None and not isinstance(default, str):
-            raise ModelLoadError(f"{where}: 'default' must be a string or null")
-        return cls(vocabulary=tuple(vocab), num_oov_buckets=oov, default=default)
+        return cls(vocabulary=tuple(vocab), num_oov_buckets=oov, default=default, source=source)
 
     def id_of(self, value: str) -> int | None:
         """Id of one value.
@@ -399,6 +415,11 @@ class LoadedModel:
         self._exported = exported
         self._call_order = list(call.order)
         self._call_dtypes = dict(call.dtypes)
+        self._call_specs = dict(call.specs)
+        self._entries: dict[str, list[str]] = {}  # string input -> its preprocess entries
+        for key, lookup in self.lookups.items():
+            if key in self._call_dtypes and self._call_specs[key].dtype == "string":
+                self._entries.setdefault(lookup.source or key, []).append(key)
         self._fn = jax.jit(exported.call)
         self._out_names = signature.output_names
         self._warm_sizes: set[int] = set()
@@ -445,7 +466,8 @@ class LoadedModel:
                 raise ModelLoadError(f"{PREPROCESS_FILE}: expected a JSON object")
             for feat, entry in pre.items():
                 lookups[feat] = StringLookup.from_json(feat, entry)
-        missing = [n for n in string_inputs if n not in lookups]
+        sources = {lookup.source or key for key, lookup in lookups.items()}
+        missing = [n for n in string_inputs if n not in sources]
         if missing:
             raise ModelLoadError(
                 f"{PREPROCESS_FILE}: string inputs {missing} have no vocabulary entry; "
@@ -465,7 +487,7 @@ class LoadedModel:
                 "export with jax.export.export(...).serialize()"
             ) from exc
 
-        call = _check_exported(exported, signature)
+        call = _check_exported(exported, signature, lookups)
         _check_x64(exported)
         if version is None and path.name.isdigit():
             version = int(path.name)
@@ -499,7 +521,7 @@ class LoadedModel:
         buckets = sorted({_bucket(max(1, int(n))) for n in batch_sizes})
         for size in buckets:
             arrays = {
-                name: np.zeros((size, *self.signature.input(name).row_shape), dtype)
+                name: np.zeros((size, *self._call_specs[name].row_shape), dtype)
                 for name, dtype in self._call_dtypes.items()
             }
             try:
@@ -566,9 +588,12 @@ class LoadedModel:
                     "nothing: the feature is missing",
                     "send every feature of the signature (see the model's metadata)",
                 )
-            arr = _convert(
-                spec, features[spec.name], self.lookups.get(spec.name), self._call_dtypes[spec.name]
-            )
+            keys = self._entries.get(spec.name, []) if spec.dtype == "string" else [spec.name]
+            for key in keys:
+                arr = _convert(
+                    spec, features[spec.name], self.lookups.get(key), self._call_dtypes[key]
+                )
+                out[key] = arr
             n = int(arr.shape[0])
             if rows is None:
                 rows, first = n, spec.name
@@ -579,7 +604,6 @@ class LoadedModel:
                     f"{n} rows",
                     "send the same number of values for every feature",
                 )
-            out[spec.name] = arr
         if rows == 0:
             raise InputError(names[0], "at least one row", "0 rows")
         if rows is not None and rows > self.max_batch_size:
@@ -646,6 +670,32 @@ class _CallInfo:
     order: list[str]
     dtypes: dict[str, np.dtype]
     outputs: tuple[TensorSpec, ...]
+    specs: dict[str, TensorSpec] = field(default_factory=dict)  # argument -> signature input
+
+
+def _call_specs(signature: Signature, lookups: Mapping[str, StringLookup]) -> dict[str, TensorSpec]:
+    """Arguments of the exported function: non-string inputs by name, and one
+    argument per ``preprocess.json`` entry of a string input (its ids)."""
+    specs = {spec.name: spec for spec in signature.inputs if spec.dtype != "string"}
+    inputs = {spec.name: spec for spec in signature.inputs}
+    for key, lookup in lookups.items():
+        source = lookup.source or key
+        spec = inputs.get(source)
+        if spec is None or spec.dtype != "string":
+            if lookup.source is None:
+                continue  # an entry for no string input: unused, as before
+            raise ModelLoadError(
+                f"{PREPROCESS_FILE}: {key!r} reads source {source!r}, which is not a string "
+                f"input of {SIGNATURE_FILE}; use one of "
+                f"{[s.name for s in signature.inputs if s.dtype == 'string']}"
+            )
+        if key in inputs and key != source:
+            raise ModelLoadError(
+                f"{PREPROCESS_FILE}: {key!r} reads source {source!r} but {key!r} is itself an "
+                f"input of {SIGNATURE_FILE}; give the entry another name"
+            )
+        specs[key] = spec
+    return specs
 
 
 def _family(dtype: np.dtype) -> str:
@@ -657,13 +707,17 @@ def _family(dtype: np.dtype) -> str:
     return name
 
 
-def _check_exported(exported: Any, signature: Signature) -> _CallInfo:
+def _check_exported(
+    exported: Any, signature: Signature, lookups: Mapping[str, StringLookup] | None = None
+) -> _CallInfo:
     """Check the exported function's argument and result trees against the signature.
 
     Inputs must match by name, row shape and dtype family (the function may
     take a narrower type than clients send, such as int32 for an int64
-    feature, or int32 ids for a string feature). Every signature output must
-    be returned with a leading batch dimension; extra outputs are ignored.
+    feature, or int32 ids for a string feature). String inputs are passed as
+    one ids argument per ``preprocess.json`` entry (named after the entry,
+    which reads its ``source``). Every signature output must be returned with
+    a leading batch dimension; extra outputs are ignored.
     """
     import jax
 
@@ -679,27 +733,32 @@ def _check_exported(exported: Any, signature: Signature) -> _CallInfo:
             f"it takes {exported.in_tree}"
         )
     positions: dict[str, int] = args[0]
-    expected = set(signature.input_names)
+    call_specs = _call_specs(signature, lookups or {})
+    if lookups is None:
+        call_specs.update({s.name: s for s in signature.inputs if s.dtype == "string"})
+    expected = set(call_specs)
     if set(positions) != expected:
         raise ModelLoadError(
             f"{EXPORT_FILE}: takes features {sorted(positions)} but {SIGNATURE_FILE} lists "
-            f"{sorted(expected)}; re-export so both agree"
+            f"{sorted(expected)}"
+            + (f" (with the entries of {PREPROCESS_FILE})" if lookups else "")
+            + "; re-export so both agree"
         )
     dtypes: dict[str, np.dtype] = {}
-    for spec in signature.inputs:
-        aval = exported.in_avals[positions[spec.name]]
+    for key, spec in call_specs.items():
+        aval = exported.in_avals[positions[key]]
         dtype = np.dtype(aval.dtype)
         want = "int" if spec.dtype == "string" else _family(np.dtype(spec.dtype))
         if spec.dtype != "string" and spec.dtype == "bfloat16":
             want = "float"
         if _family(dtype) != want:
             raise ModelLoadError(
-                f"{EXPORT_FILE}: input {spec.name!r} is {dtype} but {SIGNATURE_FILE} says "
+                f"{EXPORT_FILE}: input {key!r} is {dtype} but {SIGNATURE_FILE} says "
                 f"{spec.dtype}"
                 + (" (string inputs are passed as integer ids)" if spec.dtype == "string" else "")
             )
-        _check_batch_dim(aval.shape, spec.name, "input", spec.row_shape)
-        dtypes[spec.name] = dtype
+        _check_batch_dim(aval.shape, key, "input", spec.row_shape)
+        dtypes[key] = dtype
 
     n_out = len(exported.out_avals)
     out_tree = jax.tree_util.tree_unflatten(exported.out_tree, list(range(n_out)))
@@ -728,7 +787,7 @@ def _check_exported(exported: Any, signature: Signature) -> _CallInfo:
             TensorSpec(spec.name, str(np.dtype(aval.dtype)), (None, *map(int, aval.shape[1:])))
         )
     order = sorted(positions, key=positions.__getitem__)
-    return _CallInfo(order=order, dtypes=dtypes, outputs=tuple(outputs))
+    return _CallInfo(order=order, dtypes=dtypes, outputs=tuple(outputs), specs=call_specs)
 
 
 def _backend() -> str:

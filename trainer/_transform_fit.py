@@ -1,0 +1,599 @@
+"""Fitting the analyzers of a transform graph: one full pass over the data per stage.
+
+Every analyzer of a stage is computed in the same pass by one mergeable
+accumulator (:class:`FitAccumulator`), either in a Beam pipeline
+(``CombineGlobally`` over record batches) or in-process. An analyzer whose
+input depends on another analyzer's result (e.g. ``scale_to_z_score`` of a
+column filled with its mean) belongs to a later stage: stage ``k`` runs after
+stages ``1..k-1`` are fitted, on values computed with their results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import math
+import os
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import datasketches as ds
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from jaxtx.components._beam import BeamOptions, pipeline_options
+
+from ._transform_graph import NUMERIC, Analyzer, TransformError, TransformGraph
+from ._transform_trace import column_kind
+
+__all__ = [
+    "DataLike",
+    "DataSource",
+    "FitAccumulator",
+    "FitCombineFn",
+    "check_columns",
+    "fit",
+    "open_source",
+]
+
+DataLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | pa.Table | pa.RecordBatch
+
+
+# ----------------------------------------------------------------- summaries
+
+
+class _MeanStd:
+    """Count, mean and sum of squared deviations of finite values (Chan et al. merge)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        x = x[np.isfinite(x)].astype(np.float64)
+        n = len(x)
+        if n == 0:
+            return
+        center = float(x.mean())
+        d = x - center
+        correction = float(d.sum()) / n
+        m2 = max(float(np.dot(d, d)) - correction * correction * n, 0.0)
+        self._combine(n, center + correction, m2)
+
+    def _combine(self, n_b: int, mean_b: float, m2_b: float) -> None:
+        n_a = self.n
+        if n_a == 0:
+            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * (n_a * n_b / n)
+        self.n = n
+
+    def merge(self, other: _MeanStd) -> None:
+        if other.n:
+            self._combine(other.n, other.mean, other.m2)
+
+    def result(self) -> dict[str, Any]:
+        std = math.sqrt(self.m2 / self.n) if self.n else None
+        return {"count": self.n, "mean": self.mean if self.n else None, "std": std}
+
+
+class _MinMax:
+    def __init__(self) -> None:
+        self.n = 0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, x: np.ndarray) -> None:
+        x = x[np.isfinite(x)]
+        if len(x):
+            self.n += len(x)
+            self.min = min(self.min, float(x.min()))
+            self.max = max(self.max, float(x.max()))
+
+    def merge(self, other: _MinMax) -> None:
+        self.n += other.n
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    def result(self) -> dict[str, Any]:
+        if not self.n:
+            return {"count": 0, "min": None, "max": None}
+        return {"count": self.n, "min": self.min, "max": self.max}
+
+
+class _Quantiles:
+    """KLL sketch of the finite values (picklable through its serialization)."""
+
+    def __init__(self, q: Sequence[float], k: int) -> None:
+        self.q = list(q)
+        self.kll = ds.kll_doubles_sketch(k)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"q": self.q, "kll": self.kll.serialize()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.q = state["q"]
+        self.kll = ds.kll_doubles_sketch.deserialize(state["kll"])
+
+    def add(self, x: np.ndarray) -> None:
+        x = x[np.isfinite(x)].astype(np.float64)  # a fresh, writeable copy
+        if len(x):
+            self.kll.update(x)
+
+    def merge(self, other: _Quantiles) -> None:
+        if not other.kll.is_empty():
+            self.kll.merge(other.kll)
+
+    def result(self) -> dict[str, Any]:
+        n = int(self.kll.n)
+        values = [float(v) for v in self.kll.get_quantiles(self.q, True)] if n and self.q else []
+        return {"count": n, "q": self.q, "values": values}
+
+
+class _Counts:
+    """Exact value counts (strings, or finite numbers) for vocabularies and modes."""
+
+    def __init__(self, kind: str, params: Mapping[str, Any]) -> None:
+        self.kind = kind
+        self.top_k = params.get("top_k")
+        self.threshold = int(params.get("frequency_threshold", 1))
+        self.counts: Counter[Any] = Counter()
+
+    def add(self, x: Any) -> None:
+        if isinstance(x, pa.ChunkedArray | pa.Array):
+            vc = pc.value_counts(x.drop_null())
+            if len(vc):
+                values = vc.field("values").to_pylist()
+                counts = vc.field("counts").to_pylist()
+                self.counts.update(dict(zip(values, counts, strict=True)))
+            return
+        x = x[np.isfinite(x)]
+        if len(x):
+            values, counts = np.unique(x, return_counts=True)
+            self.counts.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+
+    def merge(self, other: _Counts) -> None:
+        self.counts.update(other.counts)
+
+    def result(self) -> dict[str, Any]:
+        total = int(sum(self.counts.values()))
+        ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        if self.kind == "most_frequent":
+            if not ranked:
+                return {"count": 0, "value": None, "frequency": 0}
+            value, freq = ranked[0]
+            return {"count": total, "value": value, "frequency": int(freq)}
+        kept = [(v, c) for v, c in ranked if c >= self.threshold]
+        if self.top_k is not None:
+            kept = kept[: self.top_k]
+        return {
+            "count": total,
+            "num_unique": len(ranked),
+            "vocabulary": [v for v, _ in kept],
+            "frequencies": [int(c) for _, c in kept],
+        }
+
+
+def _summary(analyzer: Analyzer, kll_k: int) -> Any:
+    if analyzer.kind == "mean_std":
+        return _MeanStd()
+    if analyzer.kind == "min_max":
+        return _MinMax()
+    if analyzer.kind == "quantiles":
+        return _Quantiles(analyzer.params["q"], kll_k)
+    return _Counts(analyzer.kind, analyzer.params)
+
+
+class FitAccumulator:
+    """Mergeable summaries of the analyzers of one stage.
+
+    Args:
+        graph: The graph, with the results of earlier stages filled in.
+        stage: The stage to fit.
+        kll_k: Size of the quantile sketches.
+    """
+
+    def __init__(self, graph: TransformGraph, stage: int, kll_k: int = 200) -> None:
+        self.graph = graph
+        self.ids = [i for i, a in enumerate(graph.analyzers) if a.stage == stage]
+        self.summaries = [_summary(graph.analyzers[i], kll_k) for i in self.ids]
+        self.num_rows = 0
+
+    def add_batch(self, batch: pa.RecordBatch | pa.Table) -> FitAccumulator:
+        """Add the rows of a batch.
+
+        Args:
+            batch: Rows holding (at least) the graph's input columns.
+
+        Returns:
+            ``self``.
+        """
+        g = self.graph
+        cols, rows = g._prepare({c.name: batch.column(c.name) for c in g.inputs}, "the batch")
+        self.num_rows += rows
+        wanted = [g.analyzers[i].input for i in self.ids]
+        values = g.evaluate(cols, wanted)
+        for i, summary in zip(self.ids, self.summaries, strict=True):
+            summary.add(values[g.analyzers[i].input])
+        return self
+
+    def merge(self, other: FitAccumulator) -> FitAccumulator:
+        """Merge another accumulator of the same stage into this one.
+
+        Args:
+            other: The accumulator.
+
+        Returns:
+            ``self``.
+        """
+        self.num_rows += other.num_rows
+        for mine, theirs in zip(self.summaries, other.summaries, strict=True):
+            mine.merge(theirs)
+        return self
+
+    def results(self) -> dict[str, Any]:
+        """Results (JSON values): ``{"num_rows": n, "results": {analyzer id: result}}``."""
+        return {
+            "num_rows": self.num_rows,
+            "results": {
+                str(i): s.result() for i, s in zip(self.ids, self.summaries, strict=True)
+            },
+        }
+
+
+class FitCombineFn(beam.CombineFn):
+    """``CombineFn`` from record batches to the results of one stage's analyzers.
+
+    Args:
+        graph: The graph, with the results of earlier stages filled in.
+        stage: The stage to fit.
+        kll_k: Size of the quantile sketches.
+    """
+
+    def __init__(self, graph: TransformGraph, stage: int, kll_k: int = 200) -> None:
+        super().__init__()
+        self._graph = graph
+        self._stage = stage
+        self._kll_k = kll_k
+
+    def create_accumulator(self) -> FitAccumulator:
+        return FitAccumulator(self._graph, self._stage, self._kll_k)
+
+    def add_input(
+        self, accumulator: FitAccumulator, element: pa.RecordBatch | pa.Table
+    ) -> FitAccumulator:
+        return accumulator.add_batch(element)
+
+    def merge_accumulators(self, accumulators: Iterable[FitAccumulator]) -> FitAccumulator:
+        it = iter(accumulators)
+        first = next(it, None)
+        if first is None:
+            return self.create_accumulator()
+        for acc in it:
+            first.merge(acc)
+        return first
+
+    def extract_output(self, accumulator: FitAccumulator) -> dict[str, Any]:
+        return accumulator.results()
+
+
+# --------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Training data to analyze: Parquet files or an in-memory table.
+
+    Attributes:
+        description: How error messages name it.
+        schema: Schema of the first file (or of the table).
+        files: Parquet files, or ``None`` for a table.
+        table: The table, or ``None`` for files.
+        num_rows: Rows in all.
+    """
+
+    description: str
+    schema: pa.Schema
+    files: tuple[str, ...] | None = None
+    table: pa.Table | None = None
+    num_rows: int = 0
+
+
+def _expand(data: Any) -> list[str]:
+    items = [data] if isinstance(data, str | os.PathLike) else list(data)
+    files: list[str] = []
+    for item in items:
+        path = os.fspath(item)
+        if "://" in path:
+            files.extend(m.path for r in FileSystems.match([path]) for m in r.metadata_list)
+        elif any(ch in path for ch in "*?["):
+            files.extend(sorted(glob.glob(path, recursive=True)))
+        elif os.path.isdir(path):
+            files.extend(str(p) for p in sorted(Path(path).rglob("*.parquet")))
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            raise TransformError(f"training data {path!r} does not exist; pass Parquet files")
+    return files
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    if "://" in path:
+        return pq.ParquetFile(FileSystems.open(path))
+    return pq.ParquetFile(path)
+
+
+def open_source(data: DataLike) -> DataSource:
+    """Describe the training data (schema, files, rows) without reading the rows.
+
+    Args:
+        data: A ``pa.Table``/``pa.RecordBatch``, a Parquet file, a directory
+            (every ``*.parquet`` under it), a glob pattern, or a list of them.
+
+    Returns:
+        The source.
+
+    Raises:
+        TransformError: No files match, or the data has no rows.
+    """
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    if isinstance(data, pa.Table):
+        if data.num_rows == 0:
+            raise TransformError(
+                "the training table has no rows; the analyzers need data: check the split"
+            )
+        return DataSource("the table", data.schema, table=data, num_rows=data.num_rows)
+    files = _expand(data)
+    if not files:
+        raise TransformError(
+            f"no Parquet files in {data!r}: the training split is empty; pass the files of a "
+            "non-empty split"
+        )
+    rows = 0
+    for path in files:
+        try:
+            rows += _parquet_file(path).metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise TransformError(f"{path}: not a readable Parquet file ({exc})") from exc
+    if rows == 0:
+        raise TransformError(
+            f"the training data ({len(files)} file(s), first {files[0]!r}) has no rows; "
+            "the analyzers need data: check the split"
+        )
+    schema = _parquet_file(files[0]).schema_arrow
+    more = f" (and {len(files) - 1} more files)" if len(files) > 1 else ""
+    return DataSource(f"file {files[0]!r}{more}", schema, files=tuple(files), num_rows=rows)
+
+
+def check_columns(graph: TransformGraph, source: DataSource) -> None:
+    """Check that every file (or the table) has the graph's inputs with the right kinds.
+
+    Args:
+        graph: The traced graph.
+        source: The data.
+
+    Raises:
+        TransformError: Naming the column, the file and the columns it has.
+    """
+    schemas = (
+        [(source.description, source.schema)]
+        if source.files is None
+        else [(f"file {f!r}", _parquet_file(f).schema_arrow) for f in source.files]
+    )
+    for where, schema in schemas:
+        for col in graph.inputs:
+            idx = schema.get_field_index(col.name)
+            if idx < 0:
+                raise TransformError(
+                    f"column {col.name!r} is missing from {where}; it has {schema.names}; "
+                    "add the column or stop using it in the preprocessing function"
+                )
+            kind = column_kind(schema.field(idx).type)
+            if kind != col.kind:
+                raise TransformError(
+                    f"column {col.name!r} of {where} is {schema.field(idx).type}, but the "
+                    f"transform reads it as {col.kind} (from the first file); make the "
+                    "files agree"
+                )
+
+
+def _read_task(task: tuple[str, list[int]], columns: list[str], batch_size: int) -> Iterator:
+    path, groups = task
+    if not groups:
+        return
+    pf = _parquet_file(path)
+    yield from pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=columns)
+
+
+def _tasks(files: Sequence[str], rows_per_task: int) -> list[tuple[str, list[int]]]:
+    tasks: list[tuple[str, list[int]]] = []
+    for path in files:
+        meta = _parquet_file(path).metadata
+        group: list[int] = []
+        rows = 0
+        for i in range(meta.num_row_groups):
+            group.append(i)
+            rows += meta.row_group(i).num_rows
+            if rows >= rows_per_task:
+                tasks.append((path, group))
+                group, rows = [], 0
+        if group:
+            tasks.append((path, group))
+    return tasks
+
+
+def _batches(source: DataSource, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    if source.table is not None:
+        yield from source.table.select(columns).to_batches(max_chunksize=batch_size)
+        return
+    assert source.files is not None
+    for task in _tasks(source.files, 1):
+        yield from _read_task(task, columns, batch_size)
+
+
+class _WriteJson(beam.DoFn):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    def process(self, doc: dict[str, Any]) -> Iterator[str]:
+        with FileSystems.create(self._path) as f:
+            f.write(json.dumps(doc, allow_nan=False).encode("utf-8"))
+        yield self._path
+
+
+def _fit_stage_beam(
+    graph: TransformGraph,
+    stage: int,
+    source: DataSource,
+    beam_options: BeamOptions,
+    batch_size: int,
+    kll_k: int,
+    temp_dir: str | None,
+) -> dict[str, Any]:
+    columns = [c.name for c in graph.inputs]
+    own_tmp = temp_dir is None
+    tmp = tempfile.mkdtemp(prefix="jaxtx-transform-") if own_tmp else temp_dir
+    assert tmp is not None
+    out = FileSystems.join(tmp, f"transform-{uuid.uuid4().hex}-stage{stage}.json")
+    try:
+        with beam.Pipeline(options=pipeline_options(beam_options)) as p:
+            if source.table is not None:
+                batches = p | "Batches" >> beam.Create(
+                    source.table.select(columns).to_batches(max_chunksize=batch_size)
+                )
+            else:
+                assert source.files is not None
+                rows_per_task = max(batch_size, 1 << 20)
+                batches = (
+                    p
+                    | "Tasks" >> beam.Create(_tasks(source.files, rows_per_task))
+                    | "Read"
+                    >> beam.FlatMap(_read_task, columns=columns, batch_size=batch_size)
+                )
+            _ = (
+                batches
+                | "Analyze" >> beam.CombineGlobally(FitCombineFn(graph, stage, kll_k))
+                | "Write" >> beam.ParDo(_WriteJson(out))
+            )
+        with FileSystems.open(out) as f:
+            return json.loads(f.read().decode("utf-8"))
+    finally:
+        if FileSystems.exists(out):
+            FileSystems.delete([out])
+        if own_tmp:
+            with contextlib.suppress(OSError):
+                os.rmdir(tmp)
+
+
+def _fit_stage_local(
+    graph: TransformGraph, stage: int, source: DataSource, batch_size: int, kll_k: int
+) -> dict[str, Any]:
+    acc = FitAccumulator(graph, stage, kll_k)
+    for batch in _batches(source, [c.name for c in graph.inputs], batch_size):
+        acc.add_batch(batch)
+    return acc.results()
+
+
+def _check_result(graph: TransformGraph, aid: int, result: Mapping[str, Any]) -> None:
+    if result.get("count", 0) > 0:
+        return
+    analyzer = graph.analyzers[aid]
+    users = [
+        name
+        for name, nid in graph.outputs
+        if aid in _analyzers_under(graph, nid)  # outputs that need it
+    ]
+    kind = graph.nodes[analyzer.input].kind
+    what = "finite values" if kind == NUMERIC else "values"
+    raise TransformError(
+        f"analyzer {analyzer.kind} of {graph.describe(analyzer.input)} (needed by outputs "
+        f"{users}) saw no {what} in the training data; fill the column "
+        "(tx.fill_missing(..., value=...)) or stop using it"
+    )
+
+
+def _analyzers_under(graph: TransformGraph, nid: int) -> set[int]:
+    found: set[int] = set()
+    stack = [nid]
+    seen: set[int] = set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        node = graph.nodes[n]
+        if "analyzer" in node.params:
+            aid = node.params["analyzer"]
+            found.add(aid)
+            stack.append(graph.analyzers[aid].input)
+        stack.extend(node.args)
+    return found
+
+
+def fit(
+    graph: TransformGraph,
+    source: DataSource,
+    *,
+    beam_options: BeamOptions = None,
+    use_beam: bool = True,
+    batch_size: int = 65536,
+    kll_k: int = 200,
+    temp_dir: str | None = None,
+) -> TransformGraph:
+    """Fit every analyzer of a traced graph, one full pass over the data per stage.
+
+    Args:
+        graph: The traced graph.
+        source: The data (see :func:`open_source`).
+        beam_options: Beam flags or mapping (see ``jaxtx.components._beam``).
+        use_beam: Run each pass as a Beam pipeline (else in this process).
+        batch_size: Rows per record batch.
+        kll_k: Size of the quantile sketches (rank error about ``2.3 / k**0.97``).
+        temp_dir: Where a pipeline writes its result (reachable by the workers
+            and this process); a local temporary directory by default.
+
+    Returns:
+        The fitted graph.
+
+    Raises:
+        TransformError: A column is missing or of the wrong kind in some file,
+            or an analyzer saw no values.
+    """
+    check_columns(graph, source)
+    if graph.num_stages == 0:
+        return graph.with_results({}, source.num_rows)
+    num_rows = source.num_rows
+    for stage in range(1, graph.num_stages + 1):
+        if use_beam:
+            doc = _fit_stage_beam(
+                graph, stage, source, beam_options, batch_size, kll_k, temp_dir
+            )
+        else:
+            doc = _fit_stage_local(graph, stage, source, batch_size, kll_k)
+        num_rows = int(doc["num_rows"])
+        if num_rows == 0:
+            raise TransformError(
+                f"{source.description} gave no rows; the training split is empty"
+            )
+        results = {int(k): v for k, v in doc["results"].items()}
+        for aid, result in results.items():
+            _check_result(graph, aid, result)
+        graph = graph.with_results(results, num_rows)
+    return graph
+

@@ -1,0 +1,254 @@
+"""Transform: preprocessing written once, fitted with Beam, applied the same way everywhere.
+
+A preprocessing function maps named raw columns to model features::
+
+    import jaxtx.trainer.transform as tx
+
+    def preprocess(inputs):
+        return {
+            "age": tx.scale_to_z_score(tx.fill_missing(inputs["age"], "mean")),
+            "hours": tx.scale_to_0_1(inputs["hours_per_week"]),
+            "gain": tx.log1p(inputs["capital_gain"]),
+            "age_bucket": tx.bucketize(inputs["age"], num_buckets=10),
+            "workclass": tx.vocabulary(inputs["workclass"], top_k=20, frequency_threshold=5),
+            "occupation_hash": tx.hash_strings(inputs["occupation"], num_buckets=16),
+            "edu": inputs["education_num"] * 1.0 + 0,
+        }
+
+    graph = tx.analyze(preprocess, "data/train")       # Beam, one pass per stage
+    graph.save("transform")                            # transform/transform_graph.json
+    features = graph.apply_numpy({"age": ..., ...})    # training data
+    table = graph.apply_table(record_batch)            # in a Beam pipeline
+    ids = graph.string_preprocess()                    # preprocess.json entries
+    out = jax.jit(graph.jax_fn)(numbers_and_ids)       # inside the exported model
+
+:func:`analyze` runs the function once on symbolic :class:`Column` objects to
+record a small graph of operations, then fits its analyzers (mean/std,
+min/max, quantiles, vocabularies, most frequent values) in one full pass over
+the training data, as a Beam ``CombineGlobally`` over record batches. An
+analyzer reads the *derived* values it is applied to (``scale_to_z_score`` of
+a filled column sees the filled values); when its input depends on another
+analyzer's result it runs in a later pass (stage), so a graph takes
+``graph.num_stages`` passes: one unless analyzers are stacked like that.
+
+Applying the graph: :meth:`TransformGraph.apply_numpy` and
+:meth:`TransformGraph.apply_table` run in NumPy; for serving, string columns
+become int32 ids before the model (:meth:`TransformGraph.string_preprocess`,
+the ``preprocess.json`` format of ``jaxtx.serving.runtime``) and the numeric
+rest runs in JAX (:meth:`TransformGraph.jax_fn`), inside the exported model
+(:func:`export_transformed_model`). The paths agree bit for bit: each float
+operation rounds to float32 on its own in both (see ``_transform_math``).
+
+Semantics worth knowing:
+
+* numeric columns are float32; missing values are NaN and propagate; the
+  analyzers ignore NaN and infinities;
+* division by a number multiplies by its float32 reciprocal;
+* missing strings without :func:`fill_missing` are looked up as ``""``;
+* ids are final outputs: they cannot feed arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxtx.components._beam import BeamOptions
+
+from ._transform_fit import DataLike, DataSource, fit, open_source
+from ._transform_graph import (
+    FORMAT,
+    GRAPH_FILE,
+    Analyzer,
+    InputColumn,
+    Node,
+    OutputColumn,
+    TransformError,
+    TransformGraph,
+)
+from ._transform_trace import (
+    Column,
+    bucketize,
+    clip,
+    fill_missing,
+    hash_strings,
+    log1p,
+    scale_to_0_1,
+    scale_to_z_score,
+    trace,
+    vocabulary,
+)
+
+__all__ = [
+    "FORMAT",
+    "GRAPH_FILE",
+    "Analyzer",
+    "Column",
+    "DataSource",
+    "InputColumn",
+    "Node",
+    "OutputColumn",
+    "TransformError",
+    "TransformGraph",
+    "analyze",
+    "bucketize",
+    "clip",
+    "export_transformed_model",
+    "fill_missing",
+    "hash_strings",
+    "log1p",
+    "open_source",
+    "scale_to_0_1",
+    "scale_to_z_score",
+    "trace",
+    "vocabulary",
+]
+
+PreprocessingFn = Callable[[Mapping[str, Column]], Mapping[str, Column]]
+
+
+def analyze(
+    preprocessing_fn: PreprocessingFn,
+    data: DataLike,
+    *,
+    beam_options: BeamOptions = None,
+    use_beam: bool = True,
+    batch_size: int = 65536,
+    kll_k: int = 200,
+    temp_dir: str | None = None,
+) -> TransformGraph:
+    """Trace ``preprocessing_fn`` and fit its analyzers over the training data.
+
+    Args:
+        preprocessing_fn: ``fn(inputs) -> {output name: Column}``; ``inputs``
+            maps each raw column name to a symbolic :class:`Column`.
+        data: Parquet file(s), a directory of them, a glob, or a ``pa.Table``.
+        beam_options: Beam flags or mapping, e.g. ``["--runner=FlinkRunner",
+            ...]``; the in-process ``FnApiRunner`` by default.
+        use_beam: ``False`` fits in this process instead (small data, tests).
+        batch_size: Rows per record batch.
+        kll_k: Size of the quantile sketches (bucketize, median); the rank
+            error is about 1.3% for the default 200.
+        temp_dir: Where each pipeline writes its result; must be reachable
+            by the workers and this process (default: a local temporary
+            directory).
+
+    Returns:
+        The fitted graph.
+
+    Raises:
+        TransformError: A column the function uses is missing (the message
+            names the file or table and lists its columns), an operation gets
+            the wrong kind of column (naming the output and the operation),
+            the data has no rows, or an analyzer saw no values.
+
+    Example:
+        >>> graph = analyze(preprocess, "data/train")  # doctest: +SKIP
+        >>> [c.name for c in graph.output_columns]  # doctest: +SKIP
+        ['age', 'hours', ...]
+    """
+    source = open_source(data)
+    graph = trace(preprocessing_fn, source.schema, source=source.description)
+    return fit(
+        graph,
+        source,
+        beam_options=beam_options,
+        use_beam=use_beam,
+        batch_size=batch_size,
+        kll_k=kll_k,
+        temp_dir=temp_dir,
+    )
+
+
+def export_transformed_model(
+    graph: TransformGraph,
+    predict_fn: Callable[[Any, Mapping[str, Any]], Mapping[str, Any]],
+    params: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str,
+    task: str,
+    outputs: Mapping[str, str] | None = None,
+    platforms: Sequence[str] | None = None,
+) -> str:
+    """Export ``predict(raw) = predict_fn(params, graph.jax_fn(ids and numbers))``.
+
+    Writes a ``jaxtx.model/1`` directory that ``jaxtx.serving.runtime`` loads:
+    ``predict.jaxexport`` (symbolic batch ``b``; transform constants and
+    parameters baked in), ``signature.json`` (the raw columns: float32 or
+    string), ``preprocess.json`` (:meth:`TransformGraph.string_preprocess`)
+    and a copy of ``transform_graph.json``.
+
+    Args:
+        graph: The fitted graph.
+        predict_fn: ``predict_fn(params, features) -> {output: array[b, ...]}``
+            taking the graph's outputs as ``features``.
+        params: Model parameters (baked in as constants).
+        out_dir: Directory to write (created when missing).
+        name: Model name.
+        task: E.g. ``"binary_classification"``.
+        outputs: ``{output: dtype}`` to list in the signature (default: all
+            that ``predict_fn`` returns).
+        platforms: Lowering platforms (default: ``cpu`` plus the current backend).
+
+    Returns:
+        ``out_dir``.
+
+    Example:
+        >>> export_transformed_model(graph, trainer.predict_fn, trainer.state.params,
+        ...                          "model/1", name="census", task="binary_classification")
+        ... # doctest: +SKIP
+    """
+    import jax
+
+    from jaxtx.serving.runtime import EXPORT_FILE, MODEL_FORMAT, PREPROCESS_FILE, SIGNATURE_FILE
+
+    out = os.fspath(out_dir)
+    host_params = jax.tree.map(np.asarray, jax.device_get(params))
+
+    def predict(inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(predict_fn(host_params, graph.jax_fn(inputs)))
+
+    if platforms is None:
+        backend = jax.default_backend()
+        platforms = ("cpu",) if backend == "cpu" else (backend, "cpu")
+    exported = jax.export.export(jax.jit(predict), platforms=tuple(platforms))(
+        graph.jax_input_specs("b")
+    )
+    out_avals = jax.tree.unflatten(exported.out_tree, exported.out_avals)
+    if not isinstance(out_avals, Mapping):
+        raise TransformError("predict_fn must return a dict {output name: array}")
+    if outputs is None:
+        outputs = {k: str(v.dtype) for k, v in out_avals.items()}
+    missing = [k for k in outputs if k not in out_avals]
+    if missing:
+        raise TransformError(
+            f"outputs {missing} are not returned by predict_fn (it returns {sorted(out_avals)})"
+        )
+    signature = {
+        "format": MODEL_FORMAT,
+        "name": name,
+        "task": task,
+        "inputs": [
+            {"name": k, "dtype": v, "shape": [None]} for k, v in graph.serving_inputs.items()
+        ],
+        "outputs": [
+            {"name": k, "dtype": v, "shape": [None, *map(int, out_avals[k].shape[1:])]}
+            for k, v in outputs.items()
+        ],
+    }
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, EXPORT_FILE), "wb") as f:
+        f.write(exported.serialize())
+    with open(os.path.join(out, SIGNATURE_FILE), "w", encoding="utf-8") as f:
+        json.dump(signature, f, indent=2)
+    entries = graph.string_preprocess()
+    if entries:
+        with open(os.path.join(out, PREPROCESS_FILE), "w", encoding="utf-8") as f:
+            json.dump(entries, f, indent=2)
+    graph.save(out)
+    return out
