@@ -1,26 +1,40 @@
-"""Loopback load test of ``jaxtx`` serving: single-row requests, batching on and off.
+"""Loopback load test of ``jaxtx`` serving against MLflow's scoring server.
 
-For each target (a server started in its own process on 127.0.0.1) and each
-concurrency level, a bounded number of single-row ``:predict`` requests (and
-at most ``--time-cap`` seconds) is sent over keep-alive HTTP/1.1 connections,
-one per concurrent client. Printed: requests/s, p50 and p99 latency, errors,
-and the batching ratio (rows per model call, from the server's /metrics).
+One run measures the same exported model behind three servers, each started in
+its own process on 127.0.0.1: ``jaxtx`` serving with batching on, with batching
+off, and ``mlflow models serve --env-manager local`` (the model logged as an
+MLflow pyfunc in a temporary SQLite tracking store). For each target and each
+concurrency level, a bounded number of single-row requests (and at most
+``--time-cap`` seconds) is sent over keep-alive HTTP/1.1 connections, one per
+concurrent client; every server gets the same row for request ``i``. Printed:
+requests/s, p50 and p99 latency, errors, and the batching ratio (rows per
+model call, from the server's /metrics).
+
+Then a paced (open-loop) phase offers ``jaxtx`` with batching on half of the
+requests/s it reached at concurrency 8, and reports p99 latency. Finally the
+targets are checked:
+
+* jaxtx (batching on) / MLflow requests/s at concurrency 8: >= 10x;
+* jaxtx (batching on) p99 at 50% of its concurrency-8 throughput: <= 10 ms;
+* jaxtx batching on / off requests/s at concurrency 32: >= 3x.
 
 Usage::
 
     .venv/bin/python bench/bench_serving.py [--requests 2000] [--concurrency 1 8 32]
 
 Other servers plug in as targets: a `Target` starts a server for a model
-directory, says which request to send and stops it. The MLflow comparison is
-a factory added to `TARGETS` (see `_mlflow_target`).
+directory, says which request to send and stops it; factories are in `TARGETS`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -31,8 +45,18 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-__all__ = ["Result", "Target", "TARGETS", "main", "run_load", "write_model"]
+__all__ = [
+    "PacedResult",
+    "Result",
+    "TARGETS",
+    "Target",
+    "main",
+    "run_load",
+    "run_paced",
+    "write_model",
+]
 
 _FEATURES = ("x1", "x2", "color")
 _VOCAB = ["red", "green", "blue"]
@@ -117,6 +141,7 @@ class Target:
         ready_path: Polled with GET until it answers 200.
         metrics_path: Prometheus endpoint for the batching ratio (``None``: none).
         env: Extra environment variables.
+        cleanup: Paths removed when the target stops (its scratch files).
     """
 
     name: str
@@ -127,7 +152,9 @@ class Target:
     ready_path: str = "/v2/health/ready"
     metrics_path: str | None = "/metrics"
     env: dict[str, str] = field(default_factory=dict)
+    cleanup: list[Path] = field(default_factory=list)
     _proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
 
     def start(self, timeout: float = 120.0) -> None:
         """Start the server process and wait until it is ready.
@@ -135,17 +162,21 @@ class Target:
         Args:
             timeout: Seconds to wait.
         """
+        # stderr goes to a file: an undrained pipe would stall a server that logs.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
             self.command,
             env={**os.environ, **self.env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                raise RuntimeError(f"{self.name} exited early:\n{err[-2000:]}")
+                err = self.log_tail()
+                self.stop()
+                raise RuntimeError(f"{self.name} exited early:\n{err}")
             try:
                 with urllib.request.urlopen(self.url(self.ready_path), timeout=1) as r:
                     if r.status == 200:
@@ -156,16 +187,29 @@ class Target:
         self.stop()
         raise TimeoutError(f"{self.name} not ready after {timeout} s")
 
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of the server's output so far."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-chars:]
+
     def stop(self) -> None:
-        """Stop the server process."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
+        """Stop the server's process group and remove its scratch files."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _kill_group(proc, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(15)
+            # Children (uvicorn under the mlflow CLI) share the group.
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        for path in self.cleanup:
+            shutil.rmtree(path, ignore_errors=True)
 
     def url(self, path: str) -> str:
         """Absolute URL of ``path`` on this target."""
@@ -186,15 +230,31 @@ class Target:
         return rows, calls
 
 
+def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def _features(i: int) -> dict[str, float | str]:
+    """Feature row of request ``i`` (the same for every server)."""
+    return {"x1": float(i % 97) / 10.0, "x2": float(i % 13), "color": _VOCAB[i % 3]}
+
+
 def _row_body(i: int) -> bytes:
-    row = {"x1": float(i % 97) / 10.0, "x2": float(i % 13), "color": _VOCAB[i % 3]}
-    return json.dumps({"instances": [row]}).encode()
+    return json.dumps({"instances": [_features(i)]}).encode()
+
+
+def _dataframe_split_body(i: int) -> bytes:
+    row = _features(i)
+    return json.dumps(
+        {"dataframe_split": {"columns": list(_FEATURES), "data": [[row[c] for c in _FEATURES]]}}
+    ).encode()
 
 
 def _jaxtx_target(base: Path, batching: bool, wait_ms: float = 0.0) -> Target:
@@ -227,22 +287,99 @@ def _jaxtx_target(base: Path, batching: bool, wait_ms: float = 0.0) -> Target:
     )
 
 
-def _mlflow_target(base: Path) -> Target:
-    """Hook for the MLflow comparison.
+def _mlflow_target(base: Path, name: str = "bench", version: int = 1) -> Target:
+    """MLflow's scoring server on the model ``<base>/<name>/<version>``.
 
-    Return a `Target` whose command runs ``mlflow models serve`` on the same
-    model (logged as an MLflow pyfunc), with ``path="/invocations"``,
-    a ``body`` in MLflow's ``{"dataframe_records": [...]}`` format,
-    ``ready_path="/ping"`` and ``metrics_path=None``; then add it to `TARGETS`.
+    The model directory is logged as an MLflow pyfunc model
+    (`jaxtx.components._mlflow_model.log_jaxtx_model`) in a temporary SQLite
+    tracking store, then served from its local artifact directory with
+    ``mlflow models serve --env-manager local`` (one uvicorn worker, MLflow's
+    default). Uvicorn's per-request access log is turned off, as ``jaxtx`` runs
+    at log level ``warning``.
+
+    Args:
+        base: Model repository root (as for the ``jaxtx`` targets).
+        name: Model name.
+        version: Version number.
+
+    Returns:
+        The target; its scratch directory is removed when it stops.
     """
-    raise NotImplementedError("the MLflow target is not wired in yet")
+    import logging
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from jaxtx.components._mlflow_model import log_jaxtx_model
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="jaxtx-bench-mlflow-"))
+    try:
+        tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
+        client = MlflowClient(tracking_uri=tracking_uri)
+        experiment_id = client.create_experiment(
+            "bench-serving", artifact_location=(work / "artifacts").as_uri()
+        )
+        run = client.create_run(experiment_id)
+        model_uri = log_jaxtx_model(
+            tracking_uri=tracking_uri,
+            run_id=run.info.run_id,
+            model_dir=base / name / str(version),
+            input_example=pd.DataFrame([_features(0)], columns=list(_FEATURES)),
+        )
+        client.set_terminated(run.info.run_id)
+        model_id = model_uri.rstrip("/").rsplit("/", 1)[-1]
+        location = urlparse(client.get_logged_model(model_id).artifact_location)
+        model_path = Path(url2pathname(location.path))
+        if not (model_path / "MLmodel").is_file():
+            raise FileNotFoundError(f"no MLmodel in {model_path} (logged as {model_uri})")
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    return Target(
+        name="mlflow models serve",
+        command=[
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            str(model_path),
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            "1",
+        ],
+        path="/invocations",
+        body=_dataframe_split_body,
+        port=port,
+        ready_path="/ping",
+        metrics_path=None,
+        env={
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "UVICORN_ACCESS_LOG": "false",
+            "JAX_PLATFORMS": "cpu",
+        },
+        cleanup=[work],
+    )
 
 
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "jaxtx-batching": lambda base: _jaxtx_target(base, batching=True),
     "jaxtx-no-batching": lambda base: _jaxtx_target(base, batching=False),
     "jaxtx-batching-wait2ms": lambda base: _jaxtx_target(base, batching=True, wait_ms=2.0),
-    # "mlflow": _mlflow_target,
+    "mlflow": _mlflow_target,
 }
 
 
@@ -283,9 +420,61 @@ class Result:
         Returns:
             Milliseconds (NaN without data).
         """
-        if len(self.latencies) < 2:
-            return float("nan")
-        return statistics.quantiles(self.latencies, n=1000)[int(q * 10) - 1] * 1000.0
+        return _pct(self.latencies, q)
+
+
+@dataclass
+class PacedResult:
+    """One paced (open-loop) run.
+
+    Request ``i`` is due at ``start + i / offered_rps`` whatever happened to
+    the earlier ones; a pool of connections sends it when due (or as soon as a
+    connection is free, if all are busy).
+
+    Attributes:
+        offered_rps: Requests per second offered.
+        result: The run; its latencies go from sending to the full answer.
+        from_schedule: Seconds from the due time to the full answer, per
+            successful request (includes any wait for a free connection and the
+            client's own timer lateness).
+    """
+
+    offered_rps: float
+    result: Result
+    from_schedule: list[float]
+
+    def pct(self, q: float) -> float:
+        """Latency percentile from the due time, in milliseconds."""
+        return _pct(self.from_schedule, q)
+
+
+def _pct(latencies: list[float], q: float) -> float:
+    if len(latencies) < 2:
+        return float("nan")
+    return statistics.quantiles(latencies, n=1000)[int(q * 10) - 1] * 1000.0
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, path: str, payload: bytes
+) -> tuple[int, bytes]:
+    """Send one POST on a keep-alive connection; returns status and body."""
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+def _answered(status: int, data: bytes) -> bool:
+    return status == 200 and data.startswith(b'{"predictions"')
 
 
 async def _client(
@@ -304,22 +493,10 @@ async def _client(
             if i is None:
                 return
             payload = body(i)
-            request = (
-                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-            ).encode() + payload
             start = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                key, _, value = line.partition(b":")
-                if key.strip().lower() == b"content-length":
-                    length = int(value)
-            data = await reader.readexactly(length)
+            status, data = await _exchange(reader, writer, port, path, payload)
             elapsed = time.perf_counter() - start
-            if status == 200 and data.startswith(b'{"predictions"'):
+            if _answered(status, data):
                 latencies.append(elapsed)
             else:
                 errors.append(f"{status} {data[:200]!r}")
@@ -373,75 +550,317 @@ def run_load(target: Target, concurrency: int, requests: int, time_cap: float) -
     return Result(target.name, concurrency, len(latencies), len(errors), seconds, latencies, ratio)
 
 
+async def _paced_client(
+    target: Target,
+    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    next_index: Callable[[], int | None],
+    t0: float,
+    interval: float,
+    end: float,
+    latencies: list[float],
+    from_schedule: list[float],
+    errors: list[str],
+) -> None:
+    reader, writer = conn
+    try:
+        while True:
+            i = next_index()
+            if i is None:
+                return
+            due = t0 + i * interval
+            if due > end:
+                return
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            payload = target.body(i)
+            start = time.perf_counter()
+            status, data = await _exchange(reader, writer, target.port, target.path, payload)
+            done = time.perf_counter()
+            if _answered(status, data):
+                latencies.append(done - start)
+                from_schedule.append(done - due)
+            else:
+                errors.append(f"{status} {data[:200]!r}")
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        errors.append(repr(exc))
+    finally:
+        writer.close()
+
+
+async def _run_paced_async(
+    target: Target, rate: float, requests: int, time_cap: float, connections: int
+) -> tuple[list[float], list[float], list[str], float]:
+    conns = [await asyncio.open_connection("127.0.0.1", target.port) for _ in range(connections)]
+    counter = iter(range(requests))
+
+    def next_index() -> int | None:
+        return next(counter, None)
+
+    latencies: list[float] = []
+    from_schedule: list[float] = []
+    errors: list[str] = []
+    t0 = time.perf_counter() + 0.02
+    await asyncio.gather(
+        *(
+            _paced_client(
+                target,
+                conn,
+                next_index,
+                t0,
+                1.0 / rate,
+                t0 + time_cap,
+                latencies,
+                from_schedule,
+                errors,
+            )
+            for conn in conns
+        )
+    )
+    return latencies, from_schedule, errors, time.perf_counter() - t0
+
+
+def run_paced(
+    target: Target, rate: float, requests: int, time_cap: float, connections: int = 32
+) -> PacedResult:
+    """Offer ``rate`` single-row requests per second (open loop).
+
+    Args:
+        target: A started target.
+        rate: Requests per second offered.
+        requests: Requests in total (none is sent after ``time_cap``).
+        time_cap: Seconds at most (of schedule).
+        connections: Keep-alive connections in the pool.
+
+    Returns:
+        The run's figures.
+    """
+    latencies, from_schedule, errors, seconds = asyncio.run(
+        _run_paced_async(target, rate, requests, time_cap, connections)
+    )
+    result = Result(
+        f"{target.name} paced", connections, len(latencies), len(errors), seconds, latencies
+    )
+    return PacedResult(rate, result, from_schedule)
+
+
+def _probe(target: Target) -> dict[str, float] | str:
+    """First prediction for request 1 (the answer's text when it is not one)."""
+    req = urllib.request.Request(
+        target.url(target.path),
+        data=target.body(1),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read().decode()
+    except OSError as exc:
+        return repr(exc)
+    try:
+        pred = json.loads(text)["predictions"][0]
+        return {k: float(v) for k, v in pred.items()}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return text[:200]
+
+
+# ----------------------------------------------------------------------- main
+_ON, _OFF, _MLFLOW = "jaxtx-batching", "jaxtx-no-batching", "mlflow"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print a table.
+    """Run the benchmark, print a table and check the targets.
 
     Args:
         argv: Command-line arguments.
 
     Returns:
-        Exit status (1 when any request failed).
+        Exit status (1 when a target failed to run or any request failed).
     """
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=2000, help="requests per run")
     p.add_argument("--warmup", type=int, default=200, help="requests before each target's runs")
-    p.add_argument("--time-cap", type=float, default=30.0, help="seconds per run at most")
+    p.add_argument("--time-cap", type=float, default=15.0, help="seconds per run at most")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument(
         "--targets",
         nargs="+",
-        default=["jaxtx-batching", "jaxtx-no-batching"],
+        default=[_ON, _OFF, _MLFLOW],
         choices=list(TARGETS),
     )
+    p.add_argument(
+        "--paced-seconds",
+        type=float,
+        default=5.0,
+        help="length of the paced phase at 50%% of the concurrency-8 throughput",
+    )
+    p.add_argument("--paced-connections", type=int, default=32)
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
 
-    results: list[Result] = []
+    wall = time.perf_counter()
+    results: dict[tuple[str, int], Result] = {}
+    failures: dict[str, str] = {}
+    probes: dict[str, dict[str, float] | str] = {}
+    paced: PacedResult | None = None
     with tempfile.TemporaryDirectory(prefix="jaxtx-bench-") as tmp:
-        base = Path(tmp)
+        base = Path(tmp) / "models"
         write_model(base)
         for key in args.targets:
-            target = TARGETS[key](base)
-            target.start()
+            target: Target | None = None
             try:
+                target = TARGETS[key](base)
+                target.start()
+                probes[key] = _probe(target)
                 run_load(target, 8, args.warmup, args.time_cap)
-                for c in args.concurrency:
+                levels = list(args.concurrency)
+                if key == _ON and 8 not in levels:
+                    levels.append(8)
+                for c in levels:
                     res = run_load(target, c, args.requests, args.time_cap)
-                    results.append(res)
-                    print(_row(res), flush=True)
+                    results[key, c] = res
+                    print(_table_row(res), flush=True)
+                if key == _ON and results[key, 8].rps > 0:
+                    rate = 0.5 * results[key, 8].rps
+                    paced = run_paced(
+                        target,
+                        rate,
+                        max(2, round(rate * args.paced_seconds)),
+                        args.paced_seconds,
+                        args.paced_connections,
+                    )
+                    print(_table_row(paced.result), flush=True)
+            except Exception as exc:  # reported; the other targets still run
+                reason = f"{type(exc).__name__}: {exc}".strip()
+                failures[key] = reason
+                print(f"{key}: FAILED: {reason}", flush=True)
             finally:
-                target.stop()
+                if target is not None:
+                    target.stop()
 
     print()
     print(
         f"{'target':<26} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'errors':>6} {'rows/call':>9}"
     )
-    for r in results:
-        print(_row(r))
+    for r in results.values():
+        print(_table_row(r))
+    for key, reason in failures.items():
+        print(f"{key:<26} FAILED: {reason.splitlines()[0][:200]}")
+    if paced is not None:
+        r = paced.result
+        print(
+            f"\npaced phase ({_ON}): offered {paced.offered_rps:.0f} req/s, "
+            f"achieved {r.rps:.0f} req/s over {r.seconds:.1f} s, {r.ok} ok, {r.errors} errors, "
+            f"{args.paced_connections} connections; p50/p99 from send {r.pct(50):.2f}/"
+            f"{r.pct(99):.2f} ms, from due time {paced.pct(50):.2f}/{paced.pct(99):.2f} ms"
+        )
+
+    print("\nsame row, first prediction per target:")
+    for key, pred in probes.items():
+        print(f"  {key:<24} {pred}")
+    agree = _predictions_agree(list(probes.values()))
+    print(f"  agree: {'yes' if agree else 'NO'}")
+
+    checks = _checks(results, paced, failures)
+    print("\ntargets:")
+    for label, value, goal, verdict in checks:
+        print(f"  {label:<58} {value:>22}  (target {goal})  {verdict}")
+    print(f"\nwall time: {time.perf_counter() - wall:.0f} s")
+
     if args.json:
         args.json.write_text(
             json.dumps(
-                [
-                    {
-                        "target": r.target,
-                        "concurrency": r.concurrency,
-                        "ok": r.ok,
-                        "errors": r.errors,
-                        "rps": r.rps,
-                        "p50_ms": r.pct(50),
-                        "p99_ms": r.pct(99),
-                        "batch_ratio": r.batch_ratio,
-                    }
-                    for r in results
-                ],
+                {
+                    "runs": [_result_json(r) for r in results.values()],
+                    "paced": None
+                    if paced is None
+                    else {
+                        **_result_json(paced.result),
+                        "offered_rps": paced.offered_rps,
+                        "p50_from_due_ms": paced.pct(50),
+                        "p99_from_due_ms": paced.pct(99),
+                    },
+                    "failures": failures,
+                    "checks": [
+                        {"check": c[0], "value": c[1], "target": c[2], "verdict": c[3]}
+                        for c in checks
+                    ],
+                },
                 indent=2,
             )
         )
-    return 1 if any(r.errors for r in results) else 0
+    bad = bool(failures) or any(r.errors for r in results.values())
+    bad = bad or (paced is not None and paced.result.errors > 0) or not agree
+    return 1 if bad else 0
 
 
-def _row(r: Result) -> str:
+def _predictions_agree(preds: list[dict[str, float] | str]) -> bool:
+    if any(not isinstance(p, dict) for p in preds):
+        return False
+    dicts = [p for p in preds if isinstance(p, dict)]
+    return all(
+        d.keys() == dicts[0].keys() and all(abs(d[k] - dicts[0][k]) <= 1e-5 for k in d)
+        for d in dicts
+    )
+
+
+def _checks(
+    results: dict[tuple[str, int], Result], paced: PacedResult | None, failures: dict[str, str]
+) -> list[tuple[str, str, str, str]]:
+    """(label, value, target, verdict) for each target of the benchmark."""
+
+    def missing(*keys: tuple[str, int]) -> str | None:
+        for key, c in keys:
+            if key in failures:
+                return f"{key} failed"
+            if (key, c) not in results:
+                return f"{key} c={c} not run"
+            if results[key, c].ok == 0:
+                return f"{key} c={c}: 0 answered"
+        return None
+
+    def ratio(label: str, num: tuple[str, int], den: tuple[str, int], goal: float) -> tuple:
+        why = missing(num, den)
+        if why is not None:
+            return (label, "-", f">= {goal:g}x", f"NOT measured ({why})")
+        value = results[num].rps / results[den].rps
+        errs = results[num].errors + results[den].errors
+        note = f" ({errs} errors)" if errs else ""
+        verdict = ("met" if value >= goal else "NOT met") + note
+        return (label, f"{value:.2f}x", f">= {goal:g}x", verdict)
+
+    out = [ratio("jaxtx (batching on) / MLflow req/s, concurrency 8", (_ON, 8), (_MLFLOW, 8), 10.0)]
+    label = "jaxtx (batching on) p99 at 50% of its c=8 req/s (paced)"
+    if paced is None or len(paced.from_schedule) < 2:
+        why = missing((_ON, 8)) or "paced phase not run"
+        out.append((label, "-", "<= 10 ms", f"NOT measured ({why})"))
+    else:
+        p99 = paced.pct(99)
+        errs = paced.result.errors
+        note = f" ({errs} errors)" if errs else ""
+        out.append(
+            (label, f"{p99:.2f} ms", "<= 10 ms", ("met" if p99 <= 10.0 else "NOT met") + note)
+        )
+    out.append(ratio("jaxtx batching on / off req/s, concurrency 32", (_ON, 32), (_OFF, 32), 3.0))
+    return out
+
+
+def _result_json(r: Result) -> dict[str, object]:
+    return {
+        "target": r.target,
+        "concurrency": r.concurrency,
+        "ok": r.ok,
+        "errors": r.errors,
+        "seconds": r.seconds,
+        "rps": r.rps,
+        "p50_ms": r.pct(50),
+        "p99_ms": r.pct(99),
+        "batch_ratio": r.batch_ratio,
+    }
+
+
+def _table_row(r: Result) -> str:
     ratio = "-" if r.batch_ratio is None else f"{r.batch_ratio:.2f}"
     return (
         f"{r.target:<26} {r.concurrency:>4} {r.rps:>8.0f} {r.pct(50):>8.2f} {r.pct(99):>8.2f} "

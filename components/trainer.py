@@ -182,18 +182,13 @@ def Trainer(
 
 
 def _raw_example(graph: Any, table: Any) -> Any:
-    """A small raw-feature DataFrame for MLflow's input example."""
+    """A small raw-feature DataFrame for MLflow's input example, with the data's own types."""
     import pandas as pd
 
     cols = {}
     for c in graph.input_columns:
         if c.name in table.column_names:
-            values = table[c.name].to_pylist()
-            cols[c.name] = (
-                values
-                if c.kind == "string"
-                else [float("nan") if v is None else float(v) for v in values]
-            )
+            cols[c.name] = table[c.name].to_pandas()
         else:
-            cols[c.name] = ["" if c.kind == "string" else 0.0] * table.num_rows
+            cols[c.name] = pd.Series(["" if c.kind == "string" else 0.0] * table.num_rows)
     return pd.DataFrame(cols)

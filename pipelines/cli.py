@@ -1,7 +1,7 @@
 """The ``jaxtx`` command line.
 
     jaxtx run TARGET [-p KEY=VALUE ...] [--no-cache]   run a pipeline
-    jaxtx demo [--rows N]                              generate demo data and run the demo pipeline
+    jaxtx demo [--rows N] [--no-serve]                 demo data -> demo pipeline -> serve the pushed model
     jaxtx validate DATA --schema FILE                  check a data file against a schema (exit 1 on failing anomalies)
     jaxtx ui [--port 5000]                             MLflow UI on the local store
     jaxtx serve BASE_DIR [--port 8501]                 serve pushed models over HTTP
@@ -155,7 +155,7 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from jaxtx.pipelines.demo import create_pipeline, ensure_demo_data
+    from jaxtx.pipelines.demo import MODEL_NAME, create_pipeline, ensure_demo_data
 
     if args.home:
         os.environ["JAXTX_HOME"] = str(Path(args.home).resolve())
@@ -164,8 +164,48 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     home = default_home()
     data = ensure_demo_data(home / "demo-data", rows=args.rows)
     print(f"demo data: {data}", file=sys.stderr)
-    pipeline = create_pipeline(data_root=str(data), home=str(home))
-    return _run_and_report(pipeline, _parse_params(args.param), cache=not args.no_cache)
+    serving_dir = home / "serving"
+    pipeline = create_pipeline(
+        data_root=str(data), home=str(home), serving_dir=str(serving_dir), epochs=args.epochs
+    )
+    code = _run_and_report(pipeline, _parse_params(args.param), cache=not args.no_cache)
+    if code != 0 or args.no_serve:
+        return code
+    if not (serving_dir / MODEL_NAME).is_dir():
+        print("no model was pushed (not blessed); nothing to serve", file=sys.stderr)
+        return 0
+    _serve_demo(serving_dir, MODEL_NAME, args.port)
+    return 0
+
+
+def _serve_demo(serving_dir: Path, model: str, port: int) -> None:
+    from jaxtx.serving.server import serve
+
+    row = {
+        "age": 39,
+        "workclass": "State-gov",
+        "education": "Bachelors",
+        "education_num": 13,
+        "marital_status": "Never-married",
+        "occupation": "Adm-clerical",
+        "relationship": "Not-in-family",
+        "race": "White",
+        "sex": "Male",
+        "capital_gain": 2174,
+        "capital_loss": 0,
+        "hours_per_week": 40,
+        "native_region": "North-America",
+    }
+    body = json.dumps({"instances": [row]})
+    print(
+        f"\nServing {serving_dir}/{model} on http://127.0.0.1:{port} (Ctrl-C to stop). Try:\n\n"
+        f"  curl -s http://127.0.0.1:{port}/v1/models/{model}:predict -d '{body}'\n",
+        flush=True,
+    )
+    try:
+        serve(str(serving_dir), host="127.0.0.1", port=port)
+    except KeyboardInterrupt:
+        pass
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -274,6 +314,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("-p", "--param", action="append", default=[], metavar="NODE.PARAM=VALUE")
     d.add_argument("--no-cache", action="store_true")
     d.add_argument("--home")
+    d.add_argument("--epochs", type=int, default=8, help="training epochs")
+    d.add_argument("--no-serve", action="store_true", help="do not serve the pushed model")
+    d.add_argument("--port", type=int, default=8501, help="serving port (127.0.0.1)")
     d.set_defaults(fn=_cmd_demo)
 
     v = sub.add_parser("validate", help="check a data file against a schema")

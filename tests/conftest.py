@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,7 +17,15 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
+# absl (imported by optax/orbax) keeps a handler on the sys.stderr of import time,
+# which under pytest is a capture buffer. Prefect's logging.config.dictConfig
+# closes all existing handlers, and absl's close() closes that stream unless it
+# is the current sys.stderr: pytest's capture then fails with "I/O operation on
+# closed file". Point absl at the real stderr, which it never closes.
+import absl.logging  # noqa: E402
 import pytest  # noqa: E402
+
+absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
 @pytest.fixture

@@ -49,9 +49,9 @@ def test_demo_runs_end_to_end_then_is_cached(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "home"
-    assert main(["demo", "--rows", "3000", "--home", str(home)]) == 0
+    assert main(["demo", "--rows", "3000", "--epochs", "3", "--no-serve", "--home", str(home)]) == 0
     out = capsys.readouterr().out
-    assert "9 ran, 0 cached" in out
+    assert "14 ran, 0 cached" in out
     anomalies_dir = next((home / "artifacts" / "ExampleValidator" / "anomalies").iterdir())
     found = json.loads((anomalies_dir / "anomalies.json").read_text())
     assert {a["severity"] for a in found} <= {"warn"}  # drift shows, nothing fails
@@ -62,10 +62,25 @@ def test_demo_runs_end_to_end_then_is_cached(
         assert props["num_rejected"] == 3 and props["num_read"] == props["num_written"] + 3
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("census-demo")
-    assert len(client.search_runs([exp.experiment_id])) == 10  # 1 parent + 9 components
+    assert len(client.search_runs([exp.experiment_id])) == 15  # 1 parent + 14 components
+    # The blessed model is registered, aliased and copied for serving.
+    mv = client.get_model_version_by_alias("census", "champion")
+    assert str(mv.version) == "1"
+    assert (home / "serving" / "census" / "1" / "predict.jaxexport").exists()
+    import mlflow
+    import pandas as pd
 
-    assert main(["demo", "--rows", "3000", "--home", str(home)]) == 0
-    assert "0 ran, 9 cached" in capsys.readouterr().out
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    pyfunc = mlflow.pyfunc.load_model("models:/census@champion")
+    raw = generate_census(5, seed=7).drop(columns=["income_over_50k"])
+    preds = pyfunc.predict(pd.DataFrame(raw))
+    assert (
+        list(preds.columns) == ["probabilities", "logits"]
+        and preds["probabilities"].between(0, 1).all()
+    )
+
+    assert main(["demo", "--rows", "3000", "--epochs", "3", "--no-serve", "--home", str(home)]) == 0
+    assert "0 ran, 14 cached" in capsys.readouterr().out
 
 
 def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
