@@ -20,6 +20,7 @@ Exit codes: 0 success, 1 the pipeline failed or anomalies were found,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -202,10 +203,8 @@ def _serve_demo(serving_dir: Path, model: str, port: int) -> None:
         f"  curl -s http://127.0.0.1:{port}/v1/models/{model}:predict -d '{body}'\n",
         flush=True,
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         serve(str(serving_dir), host="127.0.0.1", port=port)
-    except KeyboardInterrupt:
-        pass
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
