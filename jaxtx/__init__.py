@@ -4,27 +4,41 @@ Define a pipeline of typed components in Python, run it locally as a Prefect
 flow, review it in MLflow, and reuse every component eagerly on artifacts.
 
     from jaxtx import Pipeline, component, Examples, Output
+
+Names are imported on first use, so ``import jaxtx.serving`` (a model server)
+loads no pipeline, Prefect or training code.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from jaxtx.components import (
-    Anomalies,
-    Artifact,
-    ArtifactCorruptError,
-    ArtifactError,
-    ArtifactStore,
-    Component,
-    Examples,
-    Node,
-    Output,
-    PipelineStopped,
-    Schema,
-    Statistics,
-    component,
-    load_artifact,
-)
-from jaxtx.pipelines import Pipeline, PipelineError, PipelineRun, PipelineRunError, run_pipeline
+_EXPORTS = {
+    "Anomalies": "jaxtx.components",
+    "Artifact": "jaxtx.components",
+    "ArtifactCorruptError": "jaxtx.components",
+    "ArtifactError": "jaxtx.components",
+    "ArtifactStore": "jaxtx.components",
+    "Component": "jaxtx.components",
+    "Examples": "jaxtx.components",
+    "Model": "jaxtx.components",
+    "Node": "jaxtx.components",
+    "Output": "jaxtx.components",
+    "PipelineStopped": "jaxtx.components",
+    "RunContext": "jaxtx.components",
+    "Schema": "jaxtx.components",
+    "Statistics": "jaxtx.components",
+    "component": "jaxtx.components",
+    "load_artifact": "jaxtx.components",
+    "Pipeline": "jaxtx.pipelines",
+    "PipelineError": "jaxtx.pipelines",
+    "PipelineRun": "jaxtx.pipelines",
+    "PipelineRunError": "jaxtx.pipelines",
+    "run_pipeline": "jaxtx.pipelines",
+}
 
 __all__ = [
     "Anomalies",
@@ -34,6 +48,7 @@ __all__ = [
     "ArtifactStore",
     "Component",
     "Examples",
+    "Model",
     "Node",
     "Output",
     "Pipeline",
@@ -41,6 +56,7 @@ __all__ = [
     "PipelineRun",
     "PipelineRunError",
     "PipelineStopped",
+    "RunContext",
     "Schema",
     "Statistics",
     "__version__",
@@ -48,3 +64,43 @@ __all__ = [
     "load_artifact",
     "run_pipeline",
 ]
+
+if TYPE_CHECKING:
+    from jaxtx.components import (
+        Anomalies,
+        Artifact,
+        ArtifactCorruptError,
+        ArtifactError,
+        ArtifactStore,
+        Component,
+        Examples,
+        Model,
+        Node,
+        Output,
+        PipelineStopped,
+        RunContext,
+        Schema,
+        Statistics,
+        component,
+        load_artifact,
+    )
+    from jaxtx.pipelines import (
+        Pipeline,
+        PipelineError,
+        PipelineRun,
+        PipelineRunError,
+        run_pipeline,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jaxtx' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
