@@ -135,3 +135,10 @@ def test_examples_split_helpers(store: ArtifactStore) -> None:
     assert len(ex.files("eval")) == 1
     with pytest.raises(KeyError, match="no split 'test'"):
         ex.files("test")
+
+
+def test_store_accepts_a_pyarrow_filesystem_uri(tmp_path: Path) -> None:
+    store = ArtifactStore(f"file://{tmp_path}/uri-store")
+    art = _commit(store, "via uri")
+    assert art.uri.startswith(str(tmp_path / "uri-store"))
+    assert load_artifact(f"file://{art.uri}").fingerprint == art.fingerprint

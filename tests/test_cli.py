@@ -116,3 +116,47 @@ def test_console_script_and_ui_dry_run(tmp_path: Path) -> None:
     )
     assert r.returncode == 0
     assert f"sqlite:///{tmp_path.resolve()}/mlflow.db" in r.stderr and "127.0.0.1" in r.stderr
+
+
+@pytest.mark.slow
+def test_mlflow_ui_shows_the_runs(tmp_path: Path) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    csv = tmp_path / "d.csv"
+    generate_census(200, seed=1).to_csv(csv, index=False)
+    f = tmp_path / "my_pipeline.py"
+    f.write_text(PIPELINE_FILE)
+    home = tmp_path / "home"
+    assert main(["run", f"{f}:create_pipeline", "-p", f"data={csv}", "-p", f"home={home}"]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).parent / "jaxtx"
+    proc = subprocess.Popen(
+        [str(exe), "ui", "--home", str(home), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search"
+        body = json.dumps({"experiment_ids": ["1"], "max_results": 50}).encode()
+        deadline, runs = time.time() + 90, None
+        while time.time() < deadline and runs is None:
+            try:
+                req = urllib.request.Request(
+                    url, data=body, headers={"Content-Type": "application/json"}
+                )
+                runs = json.loads(urllib.request.urlopen(req, timeout=5).read())["runs"]
+            except OSError:
+                time.sleep(0.5)
+        assert runs is not None, "the MLflow UI did not answer within 90 s"
+        assert {r["info"]["run_name"] for r in runs} >= {"ExampleGen", "StatisticsGen"}
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
