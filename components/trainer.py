@@ -76,8 +76,10 @@ def Trainer(
     task: str = "binary_classification",
     epochs: int = 5,
     batch_size: int = 256,
-    learning_rate: float = 1e-3,
+    learning_rate: Any = 1e-3,
     optimizer: Any = None,
+    gradient_clip_norm: float | None = None,
+    mixed_precision: bool = False,
     early_stopping_patience: int | None = 3,
     seed: int = 0,
     name: str = "model",
@@ -95,8 +97,11 @@ def Trainer(
       task: ``binary_classification``, ``multiclass_classification`` or ``regression``.
       epochs: passes over the training split (early stopping may end sooner).
       batch_size: examples per step.
-      learning_rate: for the default optimizer (Adam).
-      optimizer: any optax ``GradientTransformation`` (overrides ``learning_rate``).
+      learning_rate: a number or an optax schedule (``step -> lr``) for the
+        default optimizer (Adam); logged per epoch as ``learning_rate``.
+      optimizer: any optax ``GradientTransformation`` (overrides the default).
+      gradient_clip_norm: clip gradients to this global norm first.
+      mixed_precision: compute in bfloat16, keep float32 parameters.
       early_stopping_patience: epochs without eval-loss improvement before
         stopping; ``None`` trains all epochs.
       seed: the same seed gives bit-identical parameters on the same machine.
@@ -117,12 +122,20 @@ def Trainer(
     if isinstance(net, jt.MLP | jt.WideAndDeep) and net.vocab_sizes is None and vocab:
         net = dataclasses.replace(net, vocab_sizes=vocab)
     tx = optimizer if optimizer is not None else optax.adam(learning_rate)
-    trainer = jt.Trainer(net, tx, loss=_TASK_LOSS[task], seed=seed)
+    if gradient_clip_norm is not None:
+        tx = jt.with_gradient_clipping(tx, gradient_clip_norm)
+    compute_dtype = None
+    if mixed_precision:
+        import jax.numpy as jnp
+
+        compute_dtype = jnp.bfloat16
+    trainer = jt.Trainer(net, tx, loss=_TASK_LOSS[task], seed=seed, compute_dtype=compute_dtype)
     train = jt.ParquetDataset(
         examples.files("train"), features, label, batch_size, shuffle_seed=seed
     )
     evald = jt.ParquetDataset(examples.files("eval"), features, label, batch_size)
     callbacks: list[Any] = [
+        jt.LearningRateLogger(learning_rate),
         jt.MetricsCallback(lambda epoch, m: ctx.log_metrics(m, step=int(epoch))),
         jt.ProgressBar(),
     ]

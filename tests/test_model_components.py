@@ -96,6 +96,7 @@ def test_train_evaluate_push_then_baseline_and_rollback(tmp_path: Path, capsys) 
     # Training curves are MLflow metric histories and a PNG; the model is an MLflow model.
     trainer_run = r1["Trainer"].mlflow_run_id
     assert len(client.get_metric_history(trainer_run, "loss")) == 3
+    assert [m.value for m in client.get_metric_history(trainer_run, "learning_rate")] == [3e-3] * 3
     arts = [a.path for a in client.list_artifacts(trainer_run, "reports/model")]
     assert "reports/model/training_curves.png" in arts
     model = r1.output("Trainer", "model")
