@@ -249,9 +249,7 @@ class FitAccumulator:
         """Results (JSON values): ``{"num_rows": n, "results": {analyzer id: result}}``."""
         return {
             "num_rows": self.num_rows,
-            "results": {
-                str(i): s.result() for i, s in zip(self.ids, self.summaries, strict=True)
-            },
+            "results": {str(i): s.result() for i, s in zip(self.ids, self.summaries, strict=True)},
         }
 
 
@@ -473,19 +471,13 @@ def _fit_stage_beam(
     out = FileSystems.join(tmp, f"transform-{uuid.uuid4().hex}-stage{stage}.json")
     try:
         with beam.Pipeline(options=pipeline_options(beam_options)) as p:
-            if source.table is not None:
-                batches = p | "Batches" >> beam.Create(
-                    source.table.select(columns).to_batches(max_chunksize=batch_size)
-                )
-            else:
-                assert source.files is not None
-                rows_per_task = max(batch_size, 1 << 20)
-                batches = (
-                    p
-                    | "Tasks" >> beam.Create(_tasks(source.files, rows_per_task))
-                    | "Read"
-                    >> beam.FlatMap(_read_task, columns=columns, batch_size=batch_size)
-                )
+            assert source.files is not None
+            rows_per_task = max(batch_size, 1 << 20)
+            batches = (
+                p
+                | "Tasks" >> beam.Create(_tasks(source.files, rows_per_task))
+                | "Read" >> beam.FlatMap(_read_task, columns=columns, batch_size=batch_size)
+            )
             _ = (
                 batches
                 | "Analyze" >> beam.CombineGlobally(FitCombineFn(graph, stage, kll_k))
@@ -578,22 +570,58 @@ def fit(
     check_columns(graph, source)
     if graph.num_stages == 0:
         return graph.with_results({}, source.num_rows)
+    with contextlib.ExitStack() as cleanup:
+        if use_beam and source.table is not None:
+            # A table embedded in the pipeline would be pickled (and compressed)
+            # into it; Parquet files are read by the workers instead.
+            source = _spill(source, [c.name for c in graph.inputs], batch_size, temp_dir, cleanup)
+        return _fit_stages(graph, source, beam_options, use_beam, batch_size, kll_k, temp_dir)
+
+
+def _spill(
+    source: DataSource,
+    columns: list[str],
+    batch_size: int,
+    temp_dir: str | None,
+    cleanup: contextlib.ExitStack,
+) -> DataSource:
+    """Write an in-memory table to a temporary Parquet file for a Beam pipeline."""
+    assert source.table is not None
+    if temp_dir is None:
+        tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="jaxtx-transform-"))
+        path = os.path.join(tmp, "table.parquet")
+    else:
+        path = FileSystems.join(temp_dir, f"table-{uuid.uuid4().hex}.parquet")
+        cleanup.callback(lambda: FileSystems.delete([path]) if FileSystems.exists(path) else None)
+    table = source.table.select(columns)
+    if "://" in path:
+        with FileSystems.create(path) as f:
+            pq.write_table(table, f, row_group_size=batch_size)
+    else:
+        pq.write_table(table, path, row_group_size=batch_size)
+    return DataSource(source.description, source.schema, files=(path,), num_rows=source.num_rows)
+
+
+def _fit_stages(
+    graph: TransformGraph,
+    source: DataSource,
+    beam_options: BeamOptions,
+    use_beam: bool,
+    batch_size: int,
+    kll_k: int,
+    temp_dir: str | None,
+) -> TransformGraph:
     num_rows = source.num_rows
     for stage in range(1, graph.num_stages + 1):
         if use_beam:
-            doc = _fit_stage_beam(
-                graph, stage, source, beam_options, batch_size, kll_k, temp_dir
-            )
+            doc = _fit_stage_beam(graph, stage, source, beam_options, batch_size, kll_k, temp_dir)
         else:
             doc = _fit_stage_local(graph, stage, source, batch_size, kll_k)
         num_rows = int(doc["num_rows"])
         if num_rows == 0:
-            raise TransformError(
-                f"{source.description} gave no rows; the training split is empty"
-            )
+            raise TransformError(f"{source.description} gave no rows; the training split is empty")
         results = {int(k): v for k, v in doc["results"].items()}
         for aid, result in results.items():
             _check_result(graph, aid, result)
         graph = graph.with_results(results, num_rows)
     return graph
-

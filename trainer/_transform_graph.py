@@ -481,7 +481,7 @@ class TransformGraph:
 
     @property
     def serving_inputs(self) -> dict[str, str]:
-        """Raw features a client sends: ``{name: "float32" | "string"}`` (for ``signature.json``)."""
+        """Raw features a client sends, ``{name: "float32" | "string"}`` (``signature.json``)."""
         return {c.name: ("string" if c.kind == STRING else "float32") for c in self.inputs}
 
     def jax_input_specs(self, batch: Any = "b") -> dict[str, Any]:
@@ -554,7 +554,8 @@ class TransformGraph:
 
         Example:
             >>> fn = jax.jit(graph.jax_fn)  # doctest: +SKIP
-            >>> fn({"age": jnp.array([39.0]), "workclass": jnp.array([0], jnp.int32)})  # doctest: +SKIP
+            >>> fn({"age": jnp.array([39.0]),
+            ...     "workclass": jnp.array([0], jnp.int32)})  # doctest: +SKIP
         """
         import jax.numpy as jnp
 
@@ -616,7 +617,7 @@ class TransformGraph:
 
         Example:
             >>> graph.apply_numpy({"age": np.array([39.0, np.nan]),
-            ...                    "workclass": np.array(["Private", None], object)})  # doctest: +SKIP
+            ...     "workclass": np.array(["Private", None], object)})  # doctest: +SKIP
         """
         self._require_fitted()
         cols, _ = self._prepare(raw, "the input")
@@ -657,7 +658,9 @@ class TransformGraph:
 
     # ------------------------------------------------------------------ JSON
 
-    def with_results(self, results: Mapping[int, Mapping[str, Any]], num_rows: int | None) -> Any:
+    def with_results(
+        self, results: Mapping[int, Mapping[str, Any]], num_rows: int | None
+    ) -> TransformGraph:
         """Copy of the graph with analyzer results filled in.
 
         Args:

@@ -286,9 +286,7 @@ def _arith(op: str, a: Column, b: Any, reverse: bool = False) -> Column:
             if bad is not None:
                 return bad
         return a._trace.node(op, NUMERIC, (x._node, y._node), {})
-    if isinstance(b, bool | np.bool_) or not isinstance(
-        b, int | float | np.integer | np.floating
-    ):
+    if isinstance(b, bool | np.bool_) or not isinstance(b, int | float | np.integer | np.floating):
         return NotImplemented
     bad = _expect(name, a, (NUMERIC,))
     if bad is not None:
@@ -472,9 +470,7 @@ def fill_missing(
         )
     kind, aparams = table[str(strategy)]
     aid = t.analyzer(kind, col._node, aparams)
-    return t.node(
-        "fill_missing", col._kind, (col._node,), {"strategy": strategy, "analyzer": aid}
-    )
+    return t.node("fill_missing", col._kind, (col._node,), {"strategy": strategy, "analyzer": aid})
 
 
 def bucketize(
@@ -561,7 +557,9 @@ def vocabulary(
     if bad is not None:
         return bad
     aid = col._trace.analyzer("vocabulary", col._node, {"top_k": k, "frequency_threshold": ft})
-    return col._trace.node("vocabulary", IDS, (col._node,), {"analyzer": aid, "num_oov_buckets": oov})
+    return col._trace.node(
+        "vocabulary", IDS, (col._node,), {"analyzer": aid, "num_oov_buckets": oov}
+    )
 
 
 def hash_strings(x: Column, num_buckets: int) -> Column:
@@ -617,9 +615,7 @@ def _schema_kinds(schema: pa.Schema | Mapping[str, str]) -> tuple[dict[str, Any]
     kinds = {}
     for name, kind in schema.items():
         if kind not in (NUMERIC, STRING):
-            raise TransformError(
-                f"column {name!r}: kind {kind!r} is not 'numeric' or 'string'"
-            )
+            raise TransformError(f"column {name!r}: kind {kind!r} is not 'numeric' or 'string'")
         kinds[name] = kind
     return kinds, {k: str(v) for k, v in kinds.items()}
 
