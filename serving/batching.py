@@ -1,11 +1,18 @@
 """Dynamic batching: coalesce concurrent requests into one model call.
 
 Requests for the same loaded model version (and the same feature shapes)
-join an open batch. A batch is due when it holds ``max_batch_size`` rows or
-its first request has waited ``max_wait_ms``; due batches run, one call of
-the exported function each, on a small pool of worker threads so that the
-event loop never blocks on JAX. While every worker is busy, due batches keep
-accepting requests until they are full, so batches grow with the load.
+wait in one lane. Worker threads, ``num_threads`` of them shared by every
+model, take due lanes: a lane is due when it holds ``max_batch_size`` rows
+or its first request has waited ``max_wait_ms``. A worker takes as many
+requests from the front of the lane as fit in ``max_batch_size`` rows and
+runs them as one call of the exported function, so that the event loop
+never blocks on JAX. While every worker is busy, requests keep queueing in
+their lanes, so batches grow with the load; a worker that finishes a batch
+takes the next one at once, without waiting for the event loop.
+
+The event loop hands requests over in bulk: the requests that arrive during
+one iteration of the loop are handed to the workers together at its end, and
+the results of one batch come back to the loop in one callback.
 
 A batch that fails fails only the requests in it, each with a
 `BatchFailedError` naming the cause.
@@ -15,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +36,8 @@ from .metrics import ServingMetrics
 from .runtime import LoadedModel
 
 __all__ = ["BatchFailedError", "BatchingConfig", "Batcher", "OverloadedError"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,28 +79,43 @@ class OverloadedError(RuntimeError):
     """Too many rows are waiting; the client should retry later (HTTP 503)."""
 
 
-@dataclass(eq=False)
 class _Item:
-    arrays: Mapping[str, np.ndarray]
-    rows: int
-    future: asyncio.Future[dict[str, np.ndarray]]
+    """One request waiting for its model call."""
+
+    __slots__ = ("arrays", "future", "loop", "model", "rows", "since")
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        arrays: Mapping[str, np.ndarray],
+        rows: int,
+        future: asyncio.Future[dict[str, np.ndarray]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.model = model
+        self.arrays = arrays
+        self.rows = rows
+        self.future = future
+        self.loop = loop
+        self.since = time.monotonic()
 
 
-@dataclass(eq=False)
-class _Batch:
-    key: tuple[object, ...]
-    model: LoadedModel
-    items: list[_Item] = field(default_factory=list)
-    rows: int = 0
-    due: bool = False
-    timer: asyncio.Handle | None = None
+class _Lane:
+    """Requests that may share a model call, in arrival order."""
+
+    __slots__ = ("items", "rows")
+
+    def __init__(self) -> None:
+        self.items: deque[_Item] = deque()
+        self.rows = 0
 
 
 class Batcher:
     """Runs model calls for the server, batching them when enabled.
 
-    Create it inside the running event loop (for instance in the ASGI
-    lifespan) and `close` it on shutdown.
+    Use it from a running event loop (for instance the ASGI application's)
+    and `close` it on shutdown. The worker threads start with the first
+    request.
 
     Args:
         config: Batching settings.
@@ -99,15 +125,19 @@ class Batcher:
     def __init__(self, config: BatchingConfig, metrics: ServingMetrics | None = None) -> None:
         self.config = config
         self.metrics = metrics
-        self._executor = ThreadPoolExecutor(
-            max_workers=config.num_threads, thread_name_prefix="jaxtx-predict"
-        )
-        self._open: dict[tuple[object, ...], _Batch] = {}
-        self._due: deque[_Batch] = deque()
-        self._running = 0
+        self._wait_s = config.max_wait_ms / 1000.0
+        # Event loop side: requests of the current loop iteration, handed over at its end.
+        self._incoming: dict[asyncio.AbstractEventLoop, list[tuple[tuple[object, ...], _Item]]] = {}
         self._queued_rows = 0
-        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Shared with the workers, under self._lock.
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._lanes: dict[tuple[object, ...], _Lane] = {}
+        self._idle_workers = 0
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     async def predict(
         self, model: LoadedModel, arrays: Mapping[str, np.ndarray]
@@ -128,126 +158,218 @@ class Batcher:
         if self._closed:
             raise OverloadedError("the server is shutting down")
         rows = int(next(iter(arrays.values())).shape[0])
-        loop = asyncio.get_running_loop()
         if self._queued_rows + rows > self.config.max_queued_rows:
             raise OverloadedError(
                 f"{self._queued_rows} rows are already waiting; retry later or add replicas"
             )
+        loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        item = _Item(arrays=arrays, rows=rows, future=future)
+        item = _Item(model, arrays, rows, future, loop)
+        if not self.config.enabled or rows >= self.config.max_batch_size:
+            key: tuple[object, ...] = ("alone", id(item))
+        else:
+            key = (
+                id(model),
+                *[(name, arr.dtype.str, arr.shape[1:]) for name, arr in arrays.items()],
+            )
+        if not self._threads:
+            self._start_workers()
+        incoming = self._incoming.get(loop)
+        if incoming is None:
+            incoming = self._incoming[loop] = []
+            loop.call_soon(self._handover, loop)
+        incoming.append((key, item))
         self._queued_rows += rows
         try:
-            if not self.config.enabled or rows >= self.config.max_batch_size:
-                batch = _Batch(key=("alone", id(item)), model=model, items=[item], rows=rows)
-                self._make_due(batch)
-            else:
-                self._add(loop, model, item)
             return await future
         finally:
             self._queued_rows -= rows
 
-    def _add(self, loop: asyncio.AbstractEventLoop, model: LoadedModel, item: _Item) -> None:
-        key = (
-            id(model),
-            tuple(
-                (name, arr.dtype.str, arr.shape[1:]) for name, arr in sorted(item.arrays.items())
-            ),
-        )
-        batch = self._open.get(key)
-        if batch is not None and batch.rows + item.rows > self.config.max_batch_size:
-            self._close(batch)
-            batch = None
-        if batch is None:
-            batch = _Batch(key=key, model=model)
-            self._open[key] = batch
-            delay = self.config.max_wait_ms / 1000.0
-            if delay > 0:
-                batch.timer = loop.call_later(delay, self._make_due, batch)
-            else:
-                batch.timer = loop.call_soon(self._make_due, batch)
-        batch.items.append(item)
-        batch.rows += item.rows
-        if batch.rows >= self.config.max_batch_size:
-            self._close(batch)
+    # ------------------------------------------------------------ event loop
+    def _start_workers(self) -> None:
+        for i in range(self.config.num_threads):
+            thread = threading.Thread(target=self._work, name=f"jaxtx-predict-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
-    def _close(self, batch: _Batch) -> None:
-        """Stop a batch from accepting requests and make it due."""
-        if self._open.get(batch.key) is batch:
-            del self._open[batch.key]
-        self._make_due(batch)
+    def _handover(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Move this loop iteration's requests into their lanes and wake a worker."""
+        incoming = self._incoming.pop(loop, None)
+        if not incoming:
+            return
+        with self._lock:
+            lanes = self._lanes
+            for key, item in incoming:
+                lane = lanes.get(key)
+                if lane is None:
+                    lane = lanes[key] = _Lane()
+                lane.items.append(item)
+                lane.rows += item.rows
+            if self._idle_workers:
+                self._wakeup.notify()
 
-    def _make_due(self, batch: _Batch) -> None:
-        if not batch.due:
-            batch.due = True
-            self._due.append(batch)
-        self._start_due()
-
-    def _start_due(self) -> None:
-        while self._due and self._running < self.config.num_threads:
-            batch = self._due.popleft()
-            if self._open.get(batch.key) is batch:
-                del self._open[batch.key]
-            if batch.timer is not None:
-                batch.timer.cancel()
-            self._running += 1
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, batch: _Batch) -> None:
-        try:
-            items = [it for it in batch.items if not it.future.done()]
-            if not items:
-                return
-            loop = asyncio.get_running_loop()
-            model = batch.model
-            try:
-                if len(items) == 1:
-                    arrays = items[0].arrays
-                else:
-                    arrays = {
-                        name: np.concatenate([it.arrays[name] for it in items])
-                        for name in items[0].arrays
-                    }
-                rows = sum(it.rows for it in items)
-                start = time.perf_counter()
-                outputs = await loop.run_in_executor(self._executor, model.predict_arrays, arrays)
-                elapsed = time.perf_counter() - start
-            except Exception as exc:
-                error = BatchFailedError(
-                    f"model '{model.name}' version {model.version} failed on a batch of "
-                    f"{len(items)} request(s): {type(exc).__name__}: {exc}"
-                )
-                for it in items:
-                    if not it.future.done():
-                        it.future.set_exception(error)
-                return
-            if self.metrics is not None:
-                labels = (model.name, str(model.version))
-                self.metrics.batch_size.labels(*labels).observe(rows)
-                self.metrics.batch_requests.labels(*labels).observe(len(items))
-                self.metrics.inference_latency.labels(*labels).observe(elapsed)
-            offset = 0
+    @staticmethod
+    def _deliver(
+        items: list[_Item], results: list[dict[str, np.ndarray]] | None, error: Exception | None
+    ) -> None:
+        """Resolve the futures of one batch (on their event loop)."""
+        if error is not None:
             for it in items:
-                part = {name: out[offset : offset + it.rows] for name, out in outputs.items()}
-                offset += it.rows
                 if not it.future.done():
-                    it.future.set_result(part)
-        finally:
-            self._running -= 1
-            self._start_due()
+                    it.future.set_exception(error)
+            return
+        assert results is not None
+        for it, result in zip(items, results, strict=True):
+            if not it.future.done():
+                it.future.set_result(result)
 
+    # --------------------------------------------------------------- workers
+    def _take(self) -> list[_Item] | None:
+        """Wait for a due batch and take it (None: the batcher is stopping)."""
+        max_rows = self.config.max_batch_size
+        wait_s = self._wait_s
+        with self._lock:
+            while True:
+                if self._stopping:
+                    return None
+                lanes = self._lanes
+                timeout: float | None = None
+                if lanes:
+                    now = time.monotonic() if wait_s > 0 else 0.0
+                    for key, lane in lanes.items():
+                        due = lane.rows >= max_rows or key[0] == "alone" or wait_s <= 0
+                        if not due:
+                            left = lane.items[0].since + wait_s - now
+                            if left > 0:
+                                timeout = left if timeout is None else min(timeout, left)
+                                continue
+                        batch = [lane.items.popleft()]
+                        rows = batch[0].rows
+                        lane.rows -= rows
+                        items = lane.items
+                        while items and rows + items[0].rows <= max_rows:
+                            it = items.popleft()
+                            batch.append(it)
+                            rows += it.rows
+                            lane.rows -= it.rows
+                        del lanes[key]
+                        if items:  # to the back of the line, behind the other models
+                            lanes[key] = lane
+                        return batch
+                self._idle_workers += 1
+                try:
+                    self._wakeup.wait(timeout)
+                finally:
+                    self._idle_workers -= 1
+
+    def _work(self) -> None:
+        """Worker thread: run due batches until the batcher stops."""
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._run(batch)
+            except Exception as exc:  # keep the worker alive, whatever happened
+                _log.exception("batch of %d request(s) failed unexpectedly", len(batch))
+                error = BatchFailedError(f"internal error: {type(exc).__name__}: {exc}")
+                for it in batch:
+                    self._post(it.loop, [it], None, error)
+
+    def _run(self, batch: list[_Item]) -> None:
+        items = [it for it in batch if not it.future.done()]
+        if not items:
+            return
+        model = items[0].model
+        results: list[dict[str, np.ndarray]] | None = None
+        error: Exception | None = None
+        try:
+            if len(items) == 1:
+                arrays = items[0].arrays
+            else:
+                arrays = {
+                    name: np.concatenate([it.arrays[name] for it in items])
+                    for name in items[0].arrays
+                }
+            rows = sum(it.rows for it in items)
+            start = time.perf_counter()
+            outputs = model.predict_arrays(arrays)
+            elapsed = time.perf_counter() - start
+            if len(items) == 1:
+                results = [dict(outputs)]
+            else:
+                results = []
+                offset = 0
+                for it in items:
+                    end = offset + it.rows
+                    results.append({name: out[offset:end] for name, out in outputs.items()})
+                    offset = end
+        except Exception as exc:
+            error = BatchFailedError(
+                f"model '{model.name}' version {model.version} failed on a batch of "
+                f"{len(items)} request(s): {type(exc).__name__}: {exc}"
+            )
+        else:
+            if self.metrics is not None:
+                with contextlib.suppress(Exception):
+                    size, requests, latency = self._metric_children(model)
+                    size.observe(rows)
+                    requests.observe(len(items))
+                    latency.observe(elapsed)
+        loop = items[0].loop
+        if all(it.loop is loop for it in items):
+            self._post(loop, items, results, error)
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[int]] = {}
+        for i, it in enumerate(items):
+            by_loop.setdefault(it.loop, []).append(i)
+        for other, idx in by_loop.items():
+            part = None if results is None else [results[i] for i in idx]
+            self._post(other, [items[i] for i in idx], part, error)
+
+    def _post(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        items: list[_Item],
+        results: list[dict[str, np.ndarray]] | None,
+        error: Exception | None,
+    ) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(self._deliver, items, results, error)
+
+    def _metric_children(self, model: LoadedModel) -> tuple[Any, Any, Any]:
+        """Metric children labelled for ``model``, bound once."""
+        key = (model.name, str(model.version))
+        children = self._children.get(key)
+        if children is None:
+            assert self.metrics is not None
+            children = (
+                self.metrics.batch_size.labels(*key),
+                self.metrics.batch_requests.labels(*key),
+                self.metrics.inference_latency.labels(*key),
+            )
+            self._children[key] = children
+        return children
+
+    # -------------------------------------------------------------- shutdown
     async def close(self) -> None:
         """Finish running batches, fail waiting ones and stop the worker threads."""
         self._closed = True
-        for batch in list(self._open.values()):
-            self._close(batch)
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        for batch in self._due:
-            for it in batch.items:
-                if not it.future.done():
-                    it.future.set_exception(OverloadedError("the server is shutting down"))
-        self._due.clear()
-        with contextlib.suppress(Exception):
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._handover(asyncio.get_running_loop())
+        with self._lock:
+            self._stopping = True
+            waiting = [it for lane in self._lanes.values() for it in lane.items]
+            self._lanes.clear()
+            self._wakeup.notify_all()
+        error = OverloadedError("the server is shutting down")
+        for it in waiting:
+            if not it.future.done():
+                if it.loop is asyncio.get_running_loop():
+                    it.future.set_exception(error)
+                else:
+                    with contextlib.suppress(RuntimeError):
+                        it.loop.call_soon_threadsafe(self._deliver, [it], None, error)
+        while any(t.is_alive() for t in self._threads):
+            await asyncio.sleep(0.005)
+        self._threads.clear()
+        await asyncio.sleep(0)  # run the deliveries of the last batches

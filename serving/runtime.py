@@ -46,6 +46,7 @@ PREPROCESS_FILE = "preprocess.json"
 _FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
 _INT_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 _SUPPORTED_DTYPES = _FLOAT_DTYPES | _INT_DTYPES | {"bool", "string"}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class InputError(ValueError):
@@ -422,6 +423,21 @@ class LoadedModel:
                 self._entries.setdefault(lookup.source or key, []).append(key)
         self._fn = jax.jit(exported.call)
         self._out_names = signature.output_names
+        self._input_names = signature.input_names
+        self._known_inputs = frozenset(self._input_names)
+        # What `prepare` does for each signature input: (spec, [(argument, lookup, dtype)]).
+        self._plan = [
+            (
+                spec,
+                [
+                    (key, self.lookups.get(key), self._call_dtypes[key])
+                    for key in (
+                        self._entries.get(spec.name, []) if spec.dtype == "string" else [spec.name]
+                    )
+                ],
+            )
+            for spec in signature.inputs
+        ]
         self._warm_sizes: set[int] = set()
 
     def __repr__(self) -> str:
@@ -572,15 +588,15 @@ class LoadedModel:
                 "an object mapping each feature name to its values",
                 _type_name(features),
             )
-        names = self.signature.input_names
-        known = set(names)
+        names = self._input_names
+        known = self._known_inputs
         for key in features:
             if key not in known:
                 raise InputError.unknown_feature(str(key), names)
         out: dict[str, np.ndarray] = {}
         rows: int | None = None
         first = ""
-        for spec in self.signature.inputs:
+        for spec, calls in self._plan:
             if spec.name not in features:
                 raise InputError(
                     spec.name,
@@ -588,11 +604,9 @@ class LoadedModel:
                     "nothing: the feature is missing",
                     "send every feature of the signature (see the model's metadata)",
                 )
-            keys = self._entries.get(spec.name, []) if spec.dtype == "string" else [spec.name]
-            for key in keys:
-                arr = _convert(
-                    spec, features[spec.name], self.lookups.get(key), self._call_dtypes[key]
-                )
+            values = features[spec.name]
+            for key, lookup, call_dtype in calls:
+                arr = _convert(spec, values, lookup, call_dtype)
                 out[key] = arr
             n = int(arr.shape[0])
             if rows is None:
@@ -835,6 +849,10 @@ def _convert(
     spec: TensorSpec, values: Any, lookup: StringLookup | None, call_dtype: np.dtype
 ) -> np.ndarray:
     """Validate one feature's values and convert them to the exported function's dtype."""
+    if type(values) is list and len(spec.shape) == 1:
+        fast = _convert_plain_list(spec, values, lookup, call_dtype)
+        if fast is not None:
+            return fast
     name = spec.name
     if isinstance(values, np.ndarray):
         arr = values
@@ -865,6 +883,66 @@ def _convert(
     if spec.dtype in _INT_DTYPES:
         return _convert_ints(spec, arr, call_dtype)
     return _convert_bools(spec, arr)
+
+
+def _convert_plain_list(
+    spec: TensorSpec, values: list[Any], lookup: StringLookup | None, call_dtype: np.dtype
+) -> np.ndarray | None:
+    """Convert a flat list of plain JSON values of the right type, or return None.
+
+    The common case of a request (one value per row, each of the expected
+    type) converts without per-value numpy work; anything else (nulls, mixed
+    or wrong types, values out of range) returns None and takes the general
+    path, which checks each value and names the first bad one.
+    """
+    dtype = spec.dtype
+    try:
+        if dtype in _FLOAT_DTYPES:
+            if call_dtype == np.float64:
+                for v in values:
+                    if type(v) is not float and type(v) is not int:
+                        return None
+            elif call_dtype == np.float32:
+                for v in values:  # within float32's range: no overflow to check for
+                    if (type(v) is not float and type(v) is not int) or not (
+                        -_FLOAT32_MAX <= v <= _FLOAT32_MAX
+                    ):
+                        return None
+            else:
+                return None
+            return np.array(values, dtype=call_dtype)
+        if dtype == "string":
+            if lookup is None:
+                return None
+            index = lookup._index
+            ids: list[int] = []
+            for v in values:
+                if type(v) is not str:
+                    return None
+                idx = index.get(v)
+                if idx is None:
+                    idx = lookup.id_of(v)
+                    if idx is None:
+                        return None
+                ids.append(idx)
+            return np.array(ids, dtype=np.int64).astype(call_dtype, copy=False)
+        if dtype in _INT_DTYPES:
+            for v in values:
+                if type(v) is not int:
+                    return None
+            if values:
+                info = np.iinfo(call_dtype)
+                if min(values) < info.min or max(values) > info.max:
+                    return None
+            return np.array(values, dtype=call_dtype)
+        if dtype == "bool":
+            for v in values:
+                if type(v) is not bool:
+                    return None
+            return np.array(values, dtype=bool)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return None
 
 
 def _first_bad(arr: np.ndarray, ok: Any) -> tuple[tuple[int, ...], Any] | None:
@@ -905,8 +983,13 @@ def _convert_floats(spec: TensorSpec, arr: np.ndarray, call_dtype: np.dtype) -> 
             "send numbers (null or NaN for a missing value)",
         )
         filled = np.where(_is_none(arr), np.nan, arr)
-        with np.errstate(over="ignore"):
-            return filled.astype(dtype).astype(call_dtype, copy=False)
+        try:
+            with np.errstate(over="ignore"):
+                return filled.astype(dtype).astype(call_dtype, copy=False)
+        except OverflowError as exc:
+            raise InputError(
+                spec.name, spec.describe(), "an integer too large for a float", "send a float"
+            ) from exc
     raise InputError(spec.name, spec.describe(), f"an array of {_kind_name(arr)}")
 
 

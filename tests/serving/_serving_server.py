@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Any
 
 import httpx
 
@@ -20,9 +21,10 @@ class RunningServer:
         config: Server settings.
         freeze_gc: Let the server call `gc.freeze` (off by default: the server
             shares its process with the whole test session).
+        http: Uvicorn's ``http`` setting (a name or a protocol class).
     """
 
-    def __init__(self, config: ServerConfig, freeze_gc: bool = False) -> None:
+    def __init__(self, config: ServerConfig, freeze_gc: bool = False, http: Any = "auto") -> None:
         import dataclasses
 
         import uvicorn
@@ -36,7 +38,9 @@ class RunningServer:
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(
-            uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_keep_alive=30)
+            uvicorn.Config(
+                self.app, log_level="warning", lifespan="on", timeout_keep_alive=30, http=http
+            )
         )
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from _serving_server import metric_value
 
-from jaxtx.serving.batching import Batcher, BatchFailedError, BatchingConfig
+from jaxtx.serving.batching import Batcher, BatchFailedError, BatchingConfig, OverloadedError
 from jaxtx.serving.metrics import ServingMetrics
 from jaxtx.serving.runtime import LoadedModel
 
@@ -185,3 +185,48 @@ def test_requests_for_different_models_are_batched_apart(
     text = metrics.render().decode()
     assert metric_value(text, "jaxtx_serving_batch_size_count", model="vector") == 1
     assert metric_value(text, "jaxtx_serving_batch_size_count", model="logistic") == 1
+
+
+def test_close_fails_waiting_requests_and_stops_workers(model: LoadedModel) -> None:
+    async def main() -> tuple[list[object], float]:
+        batcher = Batcher(BatchingConfig(max_batch_size=16, max_wait_ms=60_000))
+        waiting = [
+            asyncio.ensure_future(batcher.predict(model, model.prepare(r))) for r in _rows(3)
+        ]
+        await asyncio.sleep(0.05)  # queued, waiting for the batch to fill
+        start = asyncio.get_running_loop().time()
+        await batcher.close()
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        with pytest.raises(OverloadedError):
+            await batcher.predict(model, model.prepare(_rows(1)[0]))
+        return results, asyncio.get_running_loop().time() - start
+
+    results, seconds = asyncio.run(main())
+    assert all(isinstance(r, OverloadedError) for r in results)
+    assert seconds < 5
+
+
+def test_several_worker_threads_and_models(model: LoadedModel, model_cache: Path) -> None:
+    vector = LoadedModel.load(model_cache / "vector" / "1")
+    metrics = ServingMetrics()
+    vec_rows = [{"n": [i], "vec": [[1.0, 2.0, 3.0]], "flag": [i % 2 == 0]} for i in range(50)]
+    log_rows = _rows(50)
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        batcher = Batcher(BatchingConfig(max_batch_size=8, num_threads=3), metrics)
+        try:
+            calls = []
+            for v, lg in zip(vec_rows, log_rows, strict=True):
+                calls.append(batcher.predict(vector, vector.prepare(v)))
+                calls.append(batcher.predict(model, model.prepare(lg)))
+            return await asyncio.gather(*calls)
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(main())
+    for i, (v, lg) in enumerate(zip(vec_rows, log_rows, strict=True)):
+        np.testing.assert_allclose(results[2 * i]["total"], vector.predict(v)["total"])
+        np.testing.assert_allclose(results[2 * i + 1]["logits"], model.predict(lg)["logits"])
+    text = metrics.render().decode()
+    assert metric_value(text, "jaxtx_serving_batch_size_sum", model="vector") == 50
+    assert metric_value(text, "jaxtx_serving_batch_size_count", model="logistic") < 50
