@@ -7,7 +7,10 @@ signature and an input example. Loading needs ``jaxtx`` installed (for
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-__all__ = ["JaxtxPyfuncModel", "log_jaxtx_model"]
+__all__ = ["JaxtxPyfuncModel", "log_jaxtx_model", "use_tracking_uri"]
 
 _LOCK = threading.Lock()
 
@@ -65,14 +68,32 @@ def log_jaxtx_model(
     output._model = LoadedModel.load(str(model_dir))
     example_out = output.predict(None, input_example)
     signature = infer_signature(input_example, example_out)
-    with _LOCK:
-        mlflow.set_tracking_uri(tracking_uri)
-        with mlflow.start_run(run_id=run_id, nested=True):
-            info = mlflow.pyfunc.log_model(
-                name=name,
-                python_model=JaxtxPyfuncModel(),
-                artifacts={"model_dir": str(model_dir)},
-                signature=signature,
-                input_example=input_example,
-            )
+    with _LOCK, use_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=JaxtxPyfuncModel(),
+            artifacts={"model_dir": str(model_dir)},
+            signature=signature,
+            input_example=input_example,
+        )
     return str(info.model_uri)
+
+
+@contextlib.contextmanager
+def use_tracking_uri(uri: str) -> Iterator[None]:
+    """Use ``uri`` for MLflow's fluent API, then put back the global URI *and*
+    ``MLFLOW_TRACKING_URI`` (``mlflow.set_tracking_uri`` also sets the variable,
+    which would silently redirect later pipelines of this process)."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    old_env = os.environ.get("MLFLOW_TRACKING_URI")
+    old_uri = tracking_utils._tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(old_uri)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env

@@ -81,6 +81,22 @@ def Pusher(
         return {"pushed": 0}
 
     client, uri = _client(ctx.tracking_uri)
+    from ._mlflow_model import use_tracking_uri
+
+    with use_tracking_uri(uri):  # the registry resolves models:/ sources through it
+        return _push(client, uri, model, pushed_model, ctx, name, alias, serving_dir)
+
+
+def _push(
+    client: Any,
+    uri: str,
+    model: Model,
+    pushed_model: Output[PushedModel],
+    ctx: RunContext,
+    name: str,
+    alias: str,
+    serving_dir: str,
+) -> dict[str, float]:
     previous = None
     try:
         previous = client.get_model_version_by_alias(name, alias).version

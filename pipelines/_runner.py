@@ -136,6 +136,31 @@ class _Progress:
                 print(f"[jaxtx] ✗ {node.id}: {err}", file=sys.stderr, flush=True)
 
 
+class _Records:
+    """Node id -> (result, MLflow run id), filled by concurrent tasks.
+
+    Deliberately not a Mapping: Prefect walks task parameters that are
+    collections (looking for futures) while other tasks would be writing to
+    them ("dictionary changed size during iteration").
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data: dict[str, tuple[ExecutionResult, str | None]] = {}
+
+    def put(self, node_id: str, value: tuple[ExecutionResult, str | None]) -> None:
+        with self._lock:
+            self._data[node_id] = value
+
+    def get(self, node_id: str) -> tuple[ExecutionResult, str | None]:
+        with self._lock:
+            return self._data[node_id]
+
+    def snapshot(self) -> list[tuple[ExecutionResult, str | None]]:
+        with self._lock:
+            return list(self._data.values())
+
+
 class _Cache:
     """Index ``<store>/.cache/<key>.json`` -> output URIs, verified on every hit."""
 
@@ -207,7 +232,7 @@ def _execute_node(
     parent_run_id: str | None,
     progress: _Progress,
     run_tag: str,
-    records: dict[str, tuple[ExecutionResult, str | None]],
+    records: _Records,
 ) -> dict[str, Artifact]:
     inputs: dict[str, Artifact | None] = {}
     for name, src in node.inputs.items():
@@ -262,11 +287,11 @@ def _execute_node(
             _log_result(tracker, run_id, inputs, result, key)
         progress.finish(node, result)
         if result.verdict:
-            records[node.id] = (result, run_id)
+            records.put(node.id, (result, run_id))
             raise PipelineStopped(f"{node.id}: {result.verdict}", result.outputs)
         if tracker is not None and run_id is not None:
             tracker.end_run(run_id, "FINISHED")
-        records[node.id] = (result, run_id)
+        records.put(node.id, (result, run_id))
         return result.outputs
     except BaseException as e:
         progress.fail(node, e)
@@ -378,7 +403,7 @@ def run_pipeline(
     run_tag = uuid.uuid4().hex[:12]
     prog = _Progress(len(order), progress)
     state: dict[str, Any] = {}
-    records: dict[str, tuple[ExecutionResult, str | None]] = {}
+    records = _Records()
 
     def body() -> dict[str, dict[str, Artifact]]:
         from prefect.runtime import flow_run
@@ -462,13 +487,14 @@ def run_pipeline(
     duration = time.perf_counter() - start
     parent = state.get("parent")
     if tracker is not None and parent is not None:
-        n_cached = sum(1 for r, _ in records.values() if r.cached)
+        done = records.snapshot()
+        n_cached = sum(1 for r, _ in done if r.cached)
         tracker.log_metrics(
             parent,
             {
                 "duration_s": duration,
                 "nodes_cached": n_cached,
-                "nodes_run": len(records) - n_cached,
+                "nodes_run": len(done) - n_cached,
             },
         )
         tracker.end_run(parent, "FINISHED" if error is None else "FAILED")
@@ -480,7 +506,7 @@ def run_pipeline(
         ) from error
     nodes = {}
     for node in order:
-        res, node_run_id = records[node.id]
+        res, node_run_id = records.get(node.id)
         nodes[node.id] = NodeRun(
             node_id=node.id,
             component=node.component.name,

@@ -42,3 +42,14 @@ def store(home: Path):
     from jaxtx import ArtifactStore
 
     return ArtifactStore(home / "artifacts")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uri():
+    """Tests that call mlflow.set_tracking_uri (which also sets MLFLOW_TRACKING_URI)
+    must not redirect later tests' pipelines to their store."""
+    yield
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -8,6 +8,15 @@ provides no-op defaults):
 * ``on_step_end(step, state, metrics) -> bool | None``: after each optimizer
   step; ``metrics`` are the batch means as device scalars (reading one with
   ``float()`` waits for the step, so do it sparingly). Return ``True`` to stop.
+  When the trainer runs several steps per compiled call
+  (``Trainer(steps_per_execution=...)``, automatic by default), the hook is
+  still called once for every step, in order, once the call has run: with
+  that step's own metrics (numpy scalars, copied from the device on first
+  read), but with the state at the end of the call, and a stop request takes
+  effect after the call. A callback that needs the exact state after certain
+  steps says so with ``needs_exact_state(step) -> bool``; the trainer then
+  ends a call at each such step (:class:`Checkpoint` does this for its step
+  interval).
 * ``on_epoch_end(epoch, state, logs) -> bool | None``: after the epoch and its
   evaluation; ``logs`` is the epoch record (``loss``, ``val_loss``, ...) and
   callbacks may add entries to it. Return ``True`` to stop.
@@ -99,6 +108,16 @@ class Callback:
     def on_epoch_end(self, epoch: int, state: TrainState, logs: dict[str, Any]) -> bool | None:
         """Called after each epoch's evaluation; return ``True`` to stop training."""
         return None
+
+    def needs_exact_state(self, step: int) -> bool:
+        """Whether ``on_step_end(step, state, ...)`` must get the state right after ``step``.
+
+        With several steps per compiled call the state is only materialised at
+        the end of each call; return ``True`` for the steps at which this
+        callback reads or saves ``state`` so that a call ends there. The
+        default (``False``) lets calls run over any step.
+        """
+        return False
 
     def on_train_end(self, state: TrainState, history: History) -> None:
         """Called once when training ends (also after a stop request)."""
@@ -428,6 +447,10 @@ class Checkpoint(Callback):
 
     def on_train_begin(self, state: TrainState, ctx: FitContext) -> None:
         self._ctx = ctx
+
+    def needs_exact_state(self, step: int) -> bool:
+        """The state is saved after every ``every_n_steps``-th step."""
+        return bool(self.every_n_steps) and step % self.every_n_steps == 0  # type: ignore[operator]
 
     def on_step_end(self, step: int, state: TrainState, metrics: Mapping[str, Any]) -> None:
         if self.every_n_steps and step % self.every_n_steps == 0:

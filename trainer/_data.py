@@ -9,7 +9,11 @@ Internally each batch is kept *packed*: one ``float32[b, n_float]`` matrix, one
 ``int32[b, n_int]`` matrix and the labels. :class:`~jaxtx.trainer.Trainer`
 sends the packed arrays to the device as they are (two or three transfers a
 step, however many features there are) and unpacks them inside the compiled
-step.
+step. To run several steps per compiled call it asks for *groups*
+(:meth:`_PackedDataset.packed_groups`): ``k`` consecutive batches stacked
+into one ``[k, b, ...]`` array per block, prepared in the same background
+thread (a reshape of the contiguous rows, no copy, except where the last
+batch is padded).
 
 Every epoch has its own deterministic order: ``numpy.random.default_rng(
 [shuffle_seed, epoch])`` shuffles the file order, the row-group order inside
@@ -99,6 +103,75 @@ class HostBatch(NamedTuple):
         return int(self.labels.shape[0])
 
 
+class HostGroup(NamedTuple):
+    """``g`` consecutive batches stacked on a new leading axis, padded to ``rows`` rows each.
+
+    Attributes:
+      x: the features, a pytree of arrays ``[g, rows, ...]`` (``(floats, ints)``
+        for packed datasets, where an absent block is ``None``).
+      labels: ``[g, rows, ...]``.
+      sizes: the real rows of each batch; rows past that are zero padding.
+    """
+
+    x: Any
+    labels: np.ndarray
+    sizes: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+
+def stack_batches(batches: Sequence[tuple[Any, np.ndarray]], rows: int) -> HostGroup:
+    """Stack ``(x, labels)`` batches of at most ``rows`` rows into one :class:`HostGroup`.
+
+    A single full batch is stacked without copying (a new leading axis of 1).
+    """
+    sizes = tuple(int(labels.shape[0]) for _, labels in batches)
+    if len(batches) == 1 and sizes[0] == rows:
+        x, labels = batches[0]
+        return HostGroup(_tree_map(lambda a: a[None], x), labels[None], sizes)
+
+    def stack(*parts: np.ndarray) -> np.ndarray:
+        if all(p.shape[0] == rows for p in parts):
+            return np.stack(parts)
+        out = np.zeros((len(parts), rows, *parts[0].shape[1:]), parts[0].dtype)
+        for i, p in enumerate(parts):
+            out[i, : p.shape[0]] = p
+        return out
+
+    xs = [x for x, _ in batches]
+    x = _tree_map(stack, *xs)
+    return HostGroup(x, stack(*(labels for _, labels in batches)), sizes)
+
+
+def _tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+    """``fn`` over the arrays of nested dicts / tuples / lists (``None`` stays ``None``)."""
+    if tree is None:
+        return None
+    if isinstance(tree, Mapping):
+        return {k: _tree_map(fn, tree[k], *(r[k] for r in rest)) for k in tree}
+    if isinstance(tree, tuple | list):
+        return type(tree)(_tree_map(fn, *parts) for parts in zip(tree, *rest, strict=True))
+    return fn(tree, *rest)
+
+
+def _group_block(blk: Sequence[np.ndarray], batch_size: int, rows: int) -> list[np.ndarray]:
+    """Cut ``n <= g * batch_size`` rows into ``[g, rows, ...]`` (zero-padded where short)."""
+    n = _blk_len(blk)
+    g = -(-n // batch_size)
+    if rows == batch_size and n == g * batch_size:
+        return [x.reshape(g, batch_size, *x.shape[1:]) for x in blk]
+    full = n // batch_size
+    out = []
+    for x in blk:
+        a = np.zeros((g, rows, *x.shape[1:]), x.dtype)
+        a[:full, :batch_size] = x[: full * batch_size].reshape(full, batch_size, *x.shape[1:])
+        if full < g:
+            a[full, : n - full * batch_size] = x[full * batch_size :]
+        out.append(a)
+    return out
+
+
 def _blk_len(blk: Sequence[np.ndarray]) -> int:
     return int(blk[0].shape[0])
 
@@ -164,7 +237,7 @@ class _ShuffleBuffer:
         while start < n:
             k = min(n - start, self.capacity)
             idx = self.rng.choice(self.capacity, size=k, replace=False)
-            out = [b[idx] for b in self.buf]
+            out = [np.take(b, idx, axis=0) for b in self.buf]
             for b, x in zip(self.buf, blk, strict=True):
                 b[idx] = x[start : start + k]
             start += k
@@ -173,7 +246,7 @@ class _ShuffleBuffer:
     def drain(self) -> Iterator[list[np.ndarray]]:
         if self.buf is not None and self.size:
             perm = self.rng.permutation(self.size)
-            yield [b[: self.size][perm] for b in self.buf]
+            yield [np.take(b[: self.size], perm, axis=0) for b in self.buf]
         self.buf, self.size = None, 0
 
 
@@ -189,7 +262,7 @@ def _memory_blocks(
     step = max(batch_size, (65_536 // batch_size) * batch_size)
     for start in range(0, n, step):
         idx = perm[start : start + step]
-        yield [c[idx] for c in cols]
+        yield [np.take(c, idx, axis=0) for c in cols]  # same rows as c[idx], faster
 
 
 # --------------------------------------------------------------------------- prefetch
@@ -339,6 +412,54 @@ class _PackedDataset:
                 yield self._to_host(blk)
 
         return prefetch(make, self.prefetch)
+
+    def packed_groups(
+        self, epoch: int, group_size: int, rows: int | None = None
+    ) -> Iterator[HostGroup]:
+        """The batches of ``epoch`` in groups of ``group_size``, stacked (prefetched).
+
+        The batches are exactly those of :meth:`packed_epoch`, in the same
+        order; the last group of the epoch may hold fewer. Each group is
+        ``x = (floats[g, rows, n_float] | None, ints[g, rows, n_int] | None)``
+        and ``labels[g, rows]``; full batches are a reshaped view of the
+        rows, a short last batch (or every batch, when ``rows`` exceeds the
+        batch size) is padded with zeros, its real size in ``sizes``.
+
+        Args:
+          epoch: epoch number.
+          group_size: batches per group (at least 1).
+          rows: rows per batch after padding (default: ``batch_size``).
+
+        Returns:
+          An iterator of :class:`HostGroup`, prepared in a background thread
+          (``ceil(prefetch / group_size)`` groups ahead, at least 2).
+        """
+        k = max(int(group_size), 1)
+        b = self.batch_size
+        rows = b if rows is None else int(rows)
+        if rows < b:
+            raise ValueError(f"rows ({rows}) must be at least batch_size ({b})")
+
+        def make() -> Iterator[HostGroup]:
+            for blk in _rebatch(self._blocks(epoch), k * b, False):
+                n = _blk_len(blk)
+                if self.drop_remainder and n % b:
+                    n -= n % b
+                    if n == 0:
+                        continue
+                    blk = _blk_slice(blk, 0, n)
+                sizes = (b,) * (n // b) + ((n % b,) if n % b else ())
+                parts = _group_block(blk, b, rows)
+                i = 0
+                floats = ints = None
+                if self.layout.n_float:
+                    floats, i = parts[i], i + 1
+                if self.layout.n_int:
+                    ints, i = parts[i], i + 1
+                yield HostGroup((floats, ints), parts[i], sizes)
+
+        ahead = max(2, -(-self.prefetch // k)) if self.prefetch > 0 else 0
+        return prefetch(make, ahead)
 
     def iter_epoch(self, epoch: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         """Batches ``(features, labels)`` of a given epoch (its own shuffle order).

@@ -12,11 +12,13 @@ import numpy as np
 import optax
 
 from ._callbacks import Callback, FitContext, Resume
-from ._data import DataError, Layout, _PackedDataset
+from ._data import DataError, HostGroup, Layout, _PackedDataset, stack_batches
 from ._history import History
 from ._losses import LossFn, resolve_loss
 from ._models import Model, as_model
 from ._parallel import (
+    DATA_AXIS,
+    batch_sharded,
     local_device_count,
     make_mesh,
     replicate,
@@ -35,6 +37,11 @@ from ._types import Batch, PyTree
 
 __all__ = ["Trainer"]
 
+_AUTO_ROWS_PER_EXECUTION = 8192
+"""``steps_per_execution=None`` runs enough steps per call to cover this many rows..."""
+_AUTO_MAX_STEPS_PER_EXECUTION = 64
+"""...but at most this many steps."""
+
 
 class _Source:
     """Adapts a dataset or an iterable of batches to host batches for the loop."""
@@ -45,6 +52,8 @@ class _Source:
         self.layout: Layout | None = None
         self.batch_size: int | None = None
         self.length: int | None = None
+        self.rows: int | None = None  # rows per batch on the device, padding included
+        self.group_size = 1  # batches per compiled call
         self._peeked: tuple[dict[str, np.ndarray], np.ndarray] | None = None
         if isinstance(data, _PackedDataset):
             self.layout, self.batch_size, self.length = data.layout, data.batch_size, len(data)
@@ -74,6 +83,38 @@ class _Source:
             it = self.data.packed_epoch(epoch)
             return (((hb.floats, hb.ints), hb.labels) for hb in it)
         return self._generic_epoch(epoch)
+
+    def groups(self, epoch: int, plan: Callable[[int], tuple[int, int]]) -> Iterator[HostGroup]:
+        """The batches of ``epoch``, stacked :attr:`group_size` at a time and padded to :attr:`rows`.
+
+        ``plan(batch_size) -> (rows, group_size)`` fixes both the first time
+        (from the dataset's ``batch_size``, else from the first batch). A
+        packed dataset stacks in its prefetch thread; other sources here.
+        """
+        if self.layout is not None:
+            if self.rows is None:
+                self.rows, self.group_size = plan(self.data.batch_size)
+            return self.data.packed_groups(epoch, self.group_size, rows=self.rows)
+        return self._generic_groups(epoch, plan)
+
+    def _generic_groups(
+        self, epoch: int, plan: Callable[[int], tuple[int, int]]
+    ) -> Iterator[HostGroup]:
+        pending: list[tuple[Any, np.ndarray]] = []
+        for x, labels in self._generic_epoch(epoch):
+            if self.rows is None:
+                self.rows, self.group_size = plan(self.batch_size or labels.shape[0])
+            if labels.shape[0] > self.rows:
+                raise DataError(
+                    f"a batch has {labels.shape[0]} rows but the first batch had {self.rows}; "
+                    "yield batches of at most the first batch's size"
+                )
+            pending.append((x, labels))
+            if len(pending) == self.group_size:
+                yield stack_batches(pending, self.rows)
+                pending = []
+        if pending and self.rows is not None:
+            yield stack_batches(pending, self.rows)
 
     def _generic_epoch(self, epoch: int) -> Iterator[tuple[Any, np.ndarray]]:
         if hasattr(self.data, "iter_epoch"):
@@ -130,6 +171,53 @@ def _host_dict_batch(item: Any, what: str) -> tuple[dict[str, np.ndarray], np.nd
     return feats, labels
 
 
+def _overrides(cb: Any, name: str) -> bool:
+    """Whether ``cb`` has its own ``name`` hook (not the no-op of :class:`Callback`)."""
+    method = getattr(cb, name, None)
+    if method is None:
+        return False
+    return getattr(method, "__func__", method) is not getattr(Callback, name, None)
+
+
+class _StackedMetrics:
+    """The ``[n]`` per-step metrics of one multi-step call, copied to the host on first use."""
+
+    __slots__ = ("_device", "_host")
+
+    def __init__(self, device: dict[str, jax.Array]) -> None:
+        self._device = device
+        self._host: dict[str, np.ndarray] | None = None
+
+    def keys(self) -> Iterable[str]:
+        return self._device.keys()
+
+    def host(self) -> dict[str, np.ndarray]:
+        if self._host is None:
+            self._host = {k: np.asarray(v) for k, v in jax.device_get(self._device).items()}
+        return self._host
+
+
+class _StepMetrics(Mapping[str, Any]):
+    """One step's metrics out of a multi-step call (numpy scalars, read lazily)."""
+
+    __slots__ = ("_stacked", "_index")
+
+    def __init__(self, stacked: _StackedMetrics, index: int) -> None:
+        self._stacked, self._index = stacked, index
+
+    def __getitem__(self, key: str) -> Any:
+        return self._stacked.host()[key][self._index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stacked.keys())
+
+    def __len__(self) -> int:
+        return len(self._stacked.keys())  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
 def _pad_rows(tree: Any, target: int) -> Any:
     def pad(x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
@@ -160,9 +248,29 @@ class Trainer:
       seed: seed for parameter initialisation and dropout.
       devices: devices to train on (default: all); the batch is split over them.
       mesh: a 1-D mesh with axis ``"data"`` instead of ``devices``.
+      steps_per_execution: optimizer steps run by one compiled call (a
+        ``jax.lax.scan`` over that many stacked batches, which the input
+        pipeline prepares in its background thread), so that the per-call
+        dispatch cost is paid once per group instead of once per step. ``None``
+        (default) picks enough steps for a call to cover about 8192 rows (a
+        power of two, at most 64 and at most one epoch): 8 steps at batch size
+        1024, 1 for batches of 8192 rows or more. ``1`` runs one step per call.
+        The value changes nothing but speed: the batches, their order, the
+        per-step PRNG keys and updates are the same, and on CPU so are the
+        parameters, bit for bit (other backends may compile the loop body
+        differently from a single step, i.e. round differently). A group is
+        cut short at the end of an epoch, at the ``steps`` limit and wherever
+        a callback needs the exact state (:meth:`Callback.needs_exact_state`,
+        e.g. :class:`Checkpoint` at its step interval); the rest runs as
+        smaller (power-of-two) scans. ``on_step_end`` is still called for
+        every step, in order, after the call that ran it, with that step's
+        metrics but with the state at the end of the call; a stop request
+        takes effect after that call. Data-parallel meshes are supported
+        (the stacked batches are split along their row axis).
 
     Attributes:
       state: the :class:`TrainState` after :meth:`fit` (``None`` before).
+      steps_per_execution: the setting above (read by each :meth:`fit`).
 
     Example:
       >>> trainer = Trainer(MLP(hidden=(64, 64)), optax.adam(1e-3), loss="binary_crossentropy")
@@ -183,7 +291,15 @@ class Trainer:
         seed: int = 0,
         devices: Sequence[Any] | None = None,
         mesh: jax.sharding.Mesh | None = None,
+        steps_per_execution: int | None = None,
     ) -> None:
+        if steps_per_execution is not None and (
+            not isinstance(steps_per_execution, int | np.integer) or steps_per_execution < 1
+        ):
+            raise ValueError(
+                f"steps_per_execution must be a positive int or None, got {steps_per_execution!r}"
+            )
+        self.steps_per_execution = None if steps_per_execution is None else int(steps_per_execution)
         self.model: Model = as_model(model)
         self.optimizer = optimizer
         if loss is None and train_step is None:
@@ -211,8 +327,13 @@ class Trainer:
         )
         self._local_devices = local_device_count(self.mesh)
         self._repl = replicated(self.mesh)
+        self._rows_sharding = batch_sharded(self.mesh)
+        self._stacked_sharding = jax.sharding.NamedSharding(
+            self.mesh, jax.sharding.PartitionSpec(None, DATA_AXIS)
+        )
         self._jitted: dict[tuple[str, Layout | None], Callable[..., Any]] = {}
         self._ones: dict[int, jax.Array] = {}
+        self._stacked_ones: dict[tuple[int, int], jax.Array] = {}
         self._sum_shapes: dict[tuple[str, Layout | None], Any] = {}
         self._predict: Callable[..., Any] | None = None
         self.state: TrainState | None = None
@@ -250,7 +371,39 @@ class Trainer:
                 acc = {k: acc[k] + sums[k] for k in sums}
                 return state, acc, _means(sums)
 
-            self._jitted[key] = jax.jit(fit_step, out_shardings=self._repl)
+            rows = self._rows_sharding
+            self._jitted[key] = jax.jit(
+                fit_step,
+                in_shardings=(self._repl, self._repl, rows, rows, rows),
+                out_shardings=self._repl,
+            )
+        return self._jitted[key]
+
+    def _fit_steps(self, layout: Layout | None) -> Callable[..., Any]:
+        """``n`` train steps in one call: a scan of the one-step body over stacked batches."""
+        key = ("fit_steps", layout)
+        if key not in self._jitted:
+            unpack, sum_step = self._unpack(layout), self._sum_step
+
+            def fit_steps(
+                state: TrainState, acc: dict[str, jax.Array], xs: Any, labels: Any, weights: Any
+            ) -> tuple[TrainState, dict[str, jax.Array], dict[str, jax.Array]]:
+                def body(carry: Any, batch: Any) -> Any:
+                    state, acc = carry
+                    x, y, w = batch
+                    state, sums = sum_step(state, Batch(unpack(x), y, w))
+                    acc = {k: acc[k] + sums[k] for k in sums}
+                    return (state, acc), _means(sums)
+
+                (state, acc), metrics = jax.lax.scan(body, (state, acc), (xs, labels, weights))
+                return state, acc, metrics
+
+            rows = self._stacked_sharding
+            self._jitted[key] = jax.jit(
+                fit_steps,
+                in_shardings=(self._repl, self._repl, rows, rows, rows),
+                out_shardings=self._repl,
+            )
         return self._jitted[key]
 
     def _eval_step(self, layout: Layout | None) -> Callable[..., Any]:
@@ -287,6 +440,92 @@ class Trainer:
         w = np.zeros(target, np.float32)
         w[:n] = 1.0
         return shard_batch((_pad_rows(x, target), _pad_rows(labels, target), w), self.mesh)
+
+    def _resolve_steps_per_execution(self, rows: int, steps_per_epoch: int | None) -> int:
+        """Steps per compiled call for batches of ``rows`` rows (see ``steps_per_execution``)."""
+        if self.steps_per_execution is not None:
+            return self.steps_per_execution
+        want = -(-_AUTO_ROWS_PER_EXECUTION // max(rows, 1))
+        k = min(1 << (want - 1).bit_length(), _AUTO_MAX_STEPS_PER_EXECUTION)
+        if steps_per_epoch:
+            k = min(k, steps_per_epoch)
+        return max(k, 1)
+
+    def _group_to_device(
+        self, group: HostGroup, lo: int, n: int
+    ) -> tuple[Any, Any, jax.Array, bool]:
+        """Batches ``lo .. lo + n`` of ``group`` on the device (``n == 1``: unstacked).
+
+        Returns ``(x, labels, weights, stacked)``.
+        """
+        rows = int(group.labels.shape[1])
+        sizes = group.sizes[lo : lo + n]
+        full = all(size == rows for size in sizes)
+        if n == 1:
+            x = jax.tree.map(lambda a: a[lo], group.x)
+            if full:
+                if rows not in self._ones:
+                    self._ones[rows] = shard_batch(np.ones(rows, np.float32), self.mesh)
+                dx, dl = self._put_rows((x, group.labels[lo]))
+                return dx, dl, self._ones[rows], False
+            w = np.zeros(rows, np.float32)
+            w[: sizes[0]] = 1.0
+            dx, dl, dw = self._put_rows((x, group.labels[lo], w))
+            return dx, dl, dw, False
+        whole = lo == 0 and n == len(group)
+        x = group.x if whole else jax.tree.map(lambda a: a[lo : lo + n], group.x)
+        labels = group.labels if whole else group.labels[lo : lo + n]
+        if full:
+            if (n, rows) not in self._stacked_ones:
+                self._stacked_ones[n, rows] = self._put_stacked(
+                    np.ones((n, rows), np.float32), cache=True
+                )
+            dx, dl = self._put_stacked((x, labels))
+            return dx, dl, self._stacked_ones[n, rows], True
+        w = (np.arange(rows)[None, :] < np.asarray(sizes)[:, None]).astype(np.float32)
+        dx, dl, dw = self._put_stacked((x, labels, w))
+        return dx, dl, dw, True
+
+    def _put_rows(self, tree: Any) -> Any:
+        """One batch for the train step: host arrays as they are in a single process.
+
+        The step's ``in_shardings`` then split the rows over the mesh as part
+        of the call (cheaper than a separate ``device_put``); with several
+        processes the local rows are assembled into global arrays first.
+        """
+        if jax.process_count() == 1:
+            return tree
+        return shard_batch(tree, self.mesh)
+
+    def _put_stacked(self, tree: Any, *, cache: bool = False) -> Any:
+        """Like :meth:`_put_rows` for ``[n, rows, ...]`` arrays (rows split over the mesh).
+
+        ``cache=True`` places the arrays on the devices now (to reuse them).
+        """
+        sharding = self._stacked_sharding
+        if jax.process_count() == 1:
+            return jax.device_put(tree, sharding) if cache else tree
+        return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), tree)
+
+    def _first_sums(
+        self,
+        src: _Source,
+        group: HostGroup,
+        state: TrainState,
+        restored: Mapping[str, float] | None,
+    ) -> dict[str, jax.Array]:
+        """The epoch's running sums at its first step: zeros, or those of a resumed epoch."""
+        rows = int(group.labels.shape[1])
+        x = jax.tree.map(lambda a: a[0], group.x)
+        acc = self._zero_sums(
+            "fit", src.layout, state, x, group.labels[0], np.ones(rows, np.float32)
+        )
+        if restored:
+            acc = replicate(
+                {k: jnp.asarray(restored.get(k, 0.0), v.dtype) for k, v in acc.items()},
+                self.mesh,
+            )
+        return acc
 
     def _zero_sums(self, kind: str, layout: Layout | None, *args: Any) -> dict[str, jax.Array]:
         """Replicated zeros shaped like the step's sums (traced once per kind and layout)."""
@@ -404,11 +643,17 @@ class Trainer:
         for cb in cbs:
             cb.on_train_begin(state, ctx)
 
-        fit_step = self._fit_step(src.layout)
-        target: int | None = None
+        fit_step, fit_steps = self._fit_step(src.layout), self._fit_steps(src.layout)
+        step_cbs = [cb for cb in cbs if _overrides(cb, "on_step_end")]
+        exact_cbs = [cb for cb in cbs if _overrides(cb, "needs_exact_state")]
+
+        def plan(batch_rows: int) -> tuple[int, int]:
+            rows = self._target(batch_rows)
+            return rows, self._resolve_steps_per_execution(rows, src.length)
+
         stop = False
         epoch = start_epoch
-        next_it: Iterator[tuple[Any, np.ndarray]] | None = None
+        next_it: Iterator[HostGroup] | None = None
         try:
             while not stop:
                 if (epochs is not None and epoch >= epochs) or (
@@ -419,36 +664,43 @@ class Trainer:
                 ctx.epoch, ctx.epoch_start_step = epoch, step - skip
                 acc: Any = None
                 seen = 0
-                it = next_it if next_it is not None else src.epoch(epoch)
+                it = next_it if next_it is not None else src.groups(epoch, plan)
                 next_it = None
                 exhausted = False
                 try:
-                    for x, labels in it:
-                        seen += 1
-                        if seen <= skip:
-                            continue
-                        if target is None:
-                            target = self._target(src.batch_size or labels.shape[0])
-                        dx, dl, dw = self._to_device(x, labels, target)
-                        if acc is None:
-                            acc = self._zero_sums("fit", src.layout, state, dx, dl, dw)
-                            if restored_sums:
-                                acc = replicate(
-                                    {
-                                        k: jnp.asarray(restored_sums.get(k, 0.0), v.dtype)
-                                        for k, v in acc.items()
-                                    },
-                                    self.mesh,
-                                )
-                        state, acc, metrics = fit_step(state, acc, dx, dl, dw)
-                        acc_box["acc"] = acc
-                        step += 1
-                        ctx.step = step
-                        for cb in cbs:
-                            if cb.on_step_end(step, state, metrics):
+                    for group in it:
+                        size = len(group)
+                        lo, seen = max(skip - seen, 0), seen + size
+                        while lo < size and not stop:
+                            n = size - lo
+                            if steps is not None:
+                                n = min(n, steps - step)
+                            for j in range(1, n):  # end the call where a callback needs the state
+                                if any(cb.needs_exact_state(step + j) for cb in exact_cbs):
+                                    n = j
+                                    break
+                            if n != src.group_size:  # a partial group: power-of-two scans
+                                n = 1 << (n.bit_length() - 1)
+                            dx, dl, dw, stacked = self._group_to_device(group, lo, n)
+                            if acc is None:
+                                acc = self._first_sums(src, group, state, restored_sums)
+                            if stacked:
+                                state, acc, metrics = fit_steps(state, acc, dx, dl, dw)
+                                per_step: Any = _StackedMetrics(metrics)
+                            else:
+                                state, acc, metrics = fit_step(state, acc, dx, dl, dw)
+                            acc_box["acc"] = acc
+                            for i in range(n):
+                                step += 1
+                                ctx.step = step
+                                if step_cbs:
+                                    m = _StepMetrics(per_step, i) if stacked else metrics
+                                    for cb in step_cbs:
+                                        if cb.on_step_end(step, state, m):
+                                            stop = True
+                            lo += n
+                            if steps is not None and step >= steps:
                                 stop = True
-                        if steps is not None and step >= steps:
-                            stop = True
                         if stop:
                             break
                     else:
@@ -464,7 +716,7 @@ class Trainer:
                     )
                 more = (epochs is None or epoch + 1 < epochs) and (steps is None or step < steps)
                 if exhausted and more and src.layout is not None:
-                    next_it = src.epoch(epoch + 1)  # let its reader fill up during eval
+                    next_it = src.groups(epoch + 1, plan)  # let its reader fill up during eval
                 if acc is None:  # resumed exactly at the end of this epoch's data
                     acc = {k: jnp.asarray(v) for k, v in (restored_sums or {}).items()}
                 train_logs = {k: float(v) for k, v in _means(acc).items()} if acc else {}
