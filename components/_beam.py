@@ -10,11 +10,15 @@ the caller chooses another runner through standard Beam options, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-__all__ = ["DEFAULT_RUNNER", "BeamOptions", "pipeline_options"]
+__all__ = ["DEFAULT_RUNNER", "BeamOptions", "WriteJson", "pipeline_options"]
 
 DEFAULT_RUNNER = "FnApiRunner"
 
@@ -44,3 +48,20 @@ def pipeline_options(beam_options: BeamOptions = None) -> PipelineOptions:
     if not std.runner:
         std.runner = DEFAULT_RUNNER
     return opts
+
+
+class WriteJson(beam.DoFn):
+    """Write each element as strict JSON to ``path`` (any Beam filesystem).
+
+    How a combined result (statistics, fitted constants) leaves a pipeline on
+    any runner: the driver reads the file back after the run.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    def process(self, doc: dict[str, Any]) -> Iterator[str]:
+        with FileSystems.create(self._path) as f:
+            f.write(json.dumps(doc, allow_nan=False).encode("utf-8"))
+        yield self._path

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from jaxtx.components._beam import BeamOptions, pipeline_options
+from jaxtx.components._beam import BeamOptions, WriteJson, pipeline_options
 
 from ._transform_graph import NUMERIC, Analyzer, TransformError, TransformGraph
 from ._transform_trace import column_kind
@@ -444,17 +444,6 @@ def _batches(source: DataSource, columns: list[str], batch_size: int) -> Iterato
         yield from _read_task(task, columns, batch_size)
 
 
-class _WriteJson(beam.DoFn):
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self._path = path
-
-    def process(self, doc: dict[str, Any]) -> Iterator[str]:
-        with FileSystems.create(self._path) as f:
-            f.write(json.dumps(doc, allow_nan=False).encode("utf-8"))
-        yield self._path
-
-
 def _fit_stage_beam(
     graph: TransformGraph,
     stage: int,
@@ -481,7 +470,7 @@ def _fit_stage_beam(
             _ = (
                 batches
                 | "Analyze" >> beam.CombineGlobally(FitCombineFn(graph, stage, kll_k))
-                | "Write" >> beam.ParDo(_WriteJson(out))
+                | "Write" >> beam.ParDo(WriteJson(out))
             )
         with FileSystems.open(out) as f:
             return json.loads(f.read().decode("utf-8"))

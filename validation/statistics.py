@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from jaxtx.components._beam import BeamOptions, pipeline_options
+from jaxtx.components._beam import BeamOptions, WriteJson, pipeline_options
 
 __all__ = [
     "FORMAT",
@@ -972,19 +972,6 @@ class _ReadRowGroups(beam.DoFn):
             yield from pf.iter_batches(batch_size=self._batch_size, row_groups=groups)
 
 
-class _WriteJson(beam.DoFn):
-    """Write each element as JSON to ``path``."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self._path = path
-
-    def process(self, stats: dict[str, Any]) -> Iterator[str]:
-        with FileSystems.create(self._path) as f:
-            f.write(json.dumps(stats, allow_nan=False).encode("utf-8"))
-        yield self._path
-
-
 def compute_split_statistics(
     split_files: Mapping[str, Sequence[str]],
     *,
@@ -1027,7 +1014,7 @@ def compute_split_statistics(
                     )
                     | f"Read[{split}]" >> beam.ParDo(_ReadRowGroups(options.batch_size))
                     | f"Stats[{split}]" >> GenerateStatistics(options)
-                    | f"Write[{split}]" >> beam.ParDo(_WriteJson(outputs[split]))
+                    | f"Write[{split}]" >> beam.ParDo(WriteJson(outputs[split]))
                 )
         result: dict[str, dict[str, Any]] = {}
         for split, out in outputs.items():
