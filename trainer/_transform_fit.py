@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from jaxtx.components._beam import BeamOptions, WriteJson, pipeline_options
+from jaxtx.validation._format import merge_moments
 
 from ._transform_graph import NUMERIC, Analyzer, TransformError, TransformGraph
 from ._transform_trace import column_kind
@@ -72,15 +73,7 @@ class _MeanStd:
         self._combine(n, center + correction, m2)
 
     def _combine(self, n_b: int, mean_b: float, m2_b: float) -> None:
-        n_a = self.n
-        if n_a == 0:
-            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
-            return
-        n = n_a + n_b
-        delta = mean_b - self.mean
-        self.mean += delta * n_b / n
-        self.m2 += m2_b + delta * delta * (n_a * n_b / n)
-        self.n = n
+        self.n, self.mean, self.m2 = merge_moments(self.n, self.mean, self.m2, n_b, mean_b, m2_b)
 
     def merge(self, other: _MeanStd) -> None:
         if other.n:

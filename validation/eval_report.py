@@ -21,6 +21,8 @@ from typing import Any
 
 from jaxtx.validation.fairness import DISPARITY_METRICS, GROUP_METRICS
 
+from ._format import format_number as _num
+
 __all__ = [
     "plot_calibration",
     "plot_fairness",
@@ -75,22 +77,6 @@ def _e(value: Any) -> str:
 def _mpl(text: str) -> str:
     """Escape matplotlib's mathtext delimiter."""
     return text.replace("$", r"\$")
-
-
-def _num(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value == int(value) and abs(value) < 1e15:
-            return f"{int(value):,}"
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _ci(entry: Mapping[str, Any]) -> str:

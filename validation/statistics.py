@@ -38,6 +38,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from jaxtx.components._beam import BeamOptions, WriteJson, pipeline_options
 
+from ._format import merge_moments
+
 __all__ = [
     "FORMAT",
     "FEATURE_TYPES",
@@ -280,16 +282,9 @@ class _NumericAcc:
           m2_b: its sum of squared deviations from its mean.
         """
         n_a = self.n_finite
-        if n_b == 0:
-            return
-        if n_a == 0:
-            self.n_finite, self.mean, self.m2 = n_b, mean_b, m2_b
-            return
-        n = n_a + n_b
-        delta = mean_b - self.mean
-        self.mean += delta * n_b / n
-        self.m2 += m2_b + delta * delta * (n_a * n_b / n)
-        self.n_finite = n
+        self.n_finite, self.mean, self.m2 = merge_moments(
+            n_a, self.mean, self.m2, n_b, mean_b, m2_b
+        )
 
     def merge(self, other: _NumericAcc) -> None:
         """Merge ``other`` into this accumulator."""

@@ -17,6 +17,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ._format import format_number as _fmt
+
 __all__ = ["plot_feature_histograms_png", "render_statistics_html"]
 
 _NUMERIC = frozenset({"INT", "FLOAT", "BOOL"})
@@ -54,23 +56,6 @@ svg text { font: 10px system-ui, sans-serif; fill: var(--muted); }
 
 
 # ------------------------------------------------------------------------ formatting
-
-
-def _fmt(value: Any) -> str:
-    """Format a number for display (``-`` for missing)."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value == int(value) and abs(value) < 1e15:
-            return f"{int(value):,}"
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _pct(part: int, whole: int) -> str:
