@@ -81,6 +81,7 @@ def Trainer(
     gradient_clip_norm: float | None = None,
     mixed_precision: bool = False,
     early_stopping_patience: int | None = 3,
+    log_every_n_steps: int | None = None,
     seed: int = 0,
     name: str = "model",
 ) -> dict[str, float]:
@@ -104,6 +105,8 @@ def Trainer(
       mixed_precision: compute in bfloat16, keep float32 parameters.
       early_stopping_patience: epochs without eval-loss improvement before
         stopping; ``None`` trains all epochs.
+      log_every_n_steps: also log batch metrics to MLflow as ``step_<name>``
+        every N steps (epoch metrics are always logged).
       seed: the same seed gives bit-identical parameters on the same machine.
       name: the model's name in its signature.
     """
@@ -139,6 +142,15 @@ def Trainer(
         jt.MetricsCallback(lambda epoch, m: ctx.log_metrics(m, step=int(epoch))),
         jt.ProgressBar(),
     ]
+    if log_every_n_steps:
+        callbacks.append(
+            jt.MetricsCallback(
+                lambda step, m: ctx.log_metrics(
+                    {f"step_{k}": v for k, v in m.items()}, step=int(step)
+                ),
+                every=int(log_every_n_steps),
+            )
+        )
     if early_stopping_patience is not None:
         callbacks.append(jt.EarlyStopping("val_loss", patience=early_stopping_patience, mode="min"))
     if ctx.work_dir is not None:

@@ -48,6 +48,7 @@ def _pipeline(csv: Path, home: Path, serving: Path, *, auc_floor: float = 0.7) -
             learning_rate=3e-3,
             name="census",
             early_stopping_patience=None,
+            log_every_n_steps=5,
         )
         ev = Evaluator(
             model=model,
@@ -97,6 +98,8 @@ def test_train_evaluate_push_then_baseline_and_rollback(tmp_path: Path, capsys) 
     trainer_run = r1["Trainer"].mlflow_run_id
     assert len(client.get_metric_history(trainer_run, "loss")) == 3
     assert [m.value for m in client.get_metric_history(trainer_run, "learning_rate")] == [3e-3] * 3
+    step_losses = client.get_metric_history(trainer_run, "step_loss")
+    assert len(step_losses) >= 5 and all(m.step % 5 == 0 for m in step_losses)
     arts = [a.path for a in client.list_artifacts(trainer_run, "reports/model")]
     assert "reports/model/training_curves.png" in arts
     model = r1.output("Trainer", "model")
