@@ -18,7 +18,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-__all__ = ["DEFAULT_RUNNER", "BeamOptions", "WriteJson", "pipeline_options"]
+__all__ = ["DEFAULT_RUNNER", "BatchCombineFn", "BeamOptions", "WriteJson", "pipeline_options"]
 
 DEFAULT_RUNNER = "FnApiRunner"
 
@@ -65,3 +65,23 @@ class WriteJson(beam.DoFn):
         with FileSystems.create(self._path) as f:
             f.write(json.dumps(doc, allow_nan=False).encode("utf-8"))
         yield self._path
+
+
+class BatchCombineFn(beam.CombineFn):
+    """A ``CombineFn`` over record batches whose accumulator has
+    ``add_batch(batch) -> self`` and ``merge(other)``.
+
+    Subclasses give ``create_accumulator`` and ``extract_output``.
+    """
+
+    def add_input(self, accumulator: Any, element: Any) -> Any:
+        return accumulator.add_batch(element)
+
+    def merge_accumulators(self, accumulators: Any) -> Any:
+        it = iter(accumulators)
+        first = next(it, None)
+        if first is None:
+            return self.create_accumulator()
+        for acc in it:
+            first.merge(acc)
+        return first

@@ -18,7 +18,7 @@ import os
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from jaxtx.components._beam import BeamOptions, WriteJson, pipeline_options
+from jaxtx.components._beam import BatchCombineFn, BeamOptions, WriteJson, pipeline_options
 from jaxtx.validation._format import merge_moments
 
 from ._transform_graph import NUMERIC, Analyzer, TransformError, TransformGraph
@@ -246,7 +246,7 @@ class FitAccumulator:
         }
 
 
-class FitCombineFn(beam.CombineFn):
+class FitCombineFn(BatchCombineFn):
     """``CombineFn`` from record batches to the results of one stage's analyzers.
 
     Args:
@@ -263,20 +263,6 @@ class FitCombineFn(beam.CombineFn):
 
     def create_accumulator(self) -> FitAccumulator:
         return FitAccumulator(self._graph, self._stage, self._kll_k)
-
-    def add_input(
-        self, accumulator: FitAccumulator, element: pa.RecordBatch | pa.Table
-    ) -> FitAccumulator:
-        return accumulator.add_batch(element)
-
-    def merge_accumulators(self, accumulators: Iterable[FitAccumulator]) -> FitAccumulator:
-        it = iter(accumulators)
-        first = next(it, None)
-        if first is None:
-            return self.create_accumulator()
-        for acc in it:
-            first.merge(acc)
-        return first
 
     def extract_output(self, accumulator: FitAccumulator) -> dict[str, Any]:
         return accumulator.results()

@@ -24,7 +24,7 @@ import math
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from jaxtx.components._beam import BeamOptions, WriteJson, pipeline_options
+from jaxtx.components._beam import BatchCombineFn, BeamOptions, WriteJson, pipeline_options
 
 from ._format import merge_moments
 
@@ -863,7 +863,7 @@ def load_statistics(path: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- Beam
 
 
-class StatisticsCombineFn(beam.CombineFn):
+class StatisticsCombineFn(BatchCombineFn):
     """``CombineFn`` from record batches (or tables) to a statistics document.
 
     Args:
@@ -876,22 +876,6 @@ class StatisticsCombineFn(beam.CombineFn):
 
     def create_accumulator(self) -> StatisticsAccumulator:
         return StatisticsAccumulator(self._options)
-
-    def add_input(
-        self, accumulator: StatisticsAccumulator, element: pa.RecordBatch | pa.Table
-    ) -> StatisticsAccumulator:
-        return accumulator.add_batch(element)
-
-    def merge_accumulators(
-        self, accumulators: Iterable[StatisticsAccumulator]
-    ) -> StatisticsAccumulator:
-        it = iter(accumulators)
-        first = next(it, None)
-        if first is None:
-            return self.create_accumulator()
-        for acc in it:
-            first.merge(acc)
-        return first
 
     def extract_output(self, accumulator: StatisticsAccumulator) -> dict[str, Any]:
         return accumulator.to_statistics()
