@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -158,6 +159,30 @@ def test_no_wait_default_still_coalesces_concurrent_requests(model: LoadedModel)
     assert sequential_seconds < 1.0
 
 
+def _interleaved(
+    config: BatchingConfig,
+    metrics: ServingMetrics,
+    first: LoadedModel,
+    first_rows: list[dict[str, Any]],
+    second: LoadedModel,
+    second_rows: list[dict[str, Any]],
+) -> list[dict[str, np.ndarray]]:
+    """Send requests for two models alternately through one batcher; results in send order."""
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        batcher = Batcher(config, metrics)
+        try:
+            calls = []
+            for a, b in zip(first_rows, second_rows, strict=True):
+                calls.append(batcher.predict(first, first.prepare(a)))
+                calls.append(batcher.predict(second, second.prepare(b)))
+            return await asyncio.gather(*calls)
+        finally:
+            await batcher.close()
+
+    return asyncio.run(main())
+
+
 def test_requests_for_different_models_are_batched_apart(
     model: LoadedModel, model_cache: Path
 ) -> None:
@@ -166,18 +191,14 @@ def test_requests_for_different_models_are_batched_apart(
     vec_rows = [{"n": [i], "vec": [[1.0, 2.0, 3.0]], "flag": [i % 2 == 0]} for i in range(6)]
     log_rows = _rows(6)
 
-    async def main() -> list[dict[str, np.ndarray]]:
-        batcher = Batcher(BatchingConfig(max_batch_size=32, max_wait_ms=20), metrics)
-        try:
-            calls = []
-            for v, lg in zip(vec_rows, log_rows, strict=True):
-                calls.append(batcher.predict(vector, vector.prepare(v)))
-                calls.append(batcher.predict(model, model.prepare(lg)))
-            return await asyncio.gather(*calls)
-        finally:
-            await batcher.close()
-
-    results = asyncio.run(main())
+    results = _interleaved(
+        BatchingConfig(max_batch_size=32, max_wait_ms=20),
+        metrics,
+        vector,
+        vec_rows,
+        model,
+        log_rows,
+    )
     for i, (v, lg) in enumerate(zip(vec_rows, log_rows, strict=True)):
         assert set(results[2 * i]) == {"total"}
         np.testing.assert_allclose(results[2 * i]["total"], vector.predict(v)["total"])
@@ -212,18 +233,9 @@ def test_several_worker_threads_and_models(model: LoadedModel, model_cache: Path
     vec_rows = [{"n": [i], "vec": [[1.0, 2.0, 3.0]], "flag": [i % 2 == 0]} for i in range(50)]
     log_rows = _rows(50)
 
-    async def main() -> list[dict[str, np.ndarray]]:
-        batcher = Batcher(BatchingConfig(max_batch_size=8, num_threads=3), metrics)
-        try:
-            calls = []
-            for v, lg in zip(vec_rows, log_rows, strict=True):
-                calls.append(batcher.predict(vector, vector.prepare(v)))
-                calls.append(batcher.predict(model, model.prepare(lg)))
-            return await asyncio.gather(*calls)
-        finally:
-            await batcher.close()
-
-    results = asyncio.run(main())
+    results = _interleaved(
+        BatchingConfig(max_batch_size=8, num_threads=3), metrics, vector, vec_rows, model, log_rows
+    )
     for i, (v, lg) in enumerate(zip(vec_rows, log_rows, strict=True)):
         np.testing.assert_allclose(results[2 * i]["total"], vector.predict(v)["total"])
         np.testing.assert_allclose(results[2 * i + 1]["logits"], model.predict(lg)["logits"])
