@@ -38,6 +38,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import pyarrow.fs as pafs
 
+from jaxtx.core.settings import default_home
+
 __all__ = [
     "Anomalies",
     "Artifact",
@@ -339,11 +341,6 @@ class _OutputAlias:
 
     def __hash__(self) -> int:
         return hash(("Output", self.artifact_cls))
-
-
-def default_home() -> Path:
-    """The working folder for embedded defaults: ``$JAXTX_HOME`` or ``./.jaxtx``."""
-    return Path(os.environ.get("JAXTX_HOME") or Path.cwd() / ".jaxtx").resolve()
 
 
 class ArtifactStore:

@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jaxtx.core.beam import pipeline_options
+
 from ._artifacts import Examples, Model, Output
-from ._beam import pipeline_options
 from ._component import component
 
 __all__ = ["BulkInferrer", "InferenceResult"]

@@ -62,7 +62,7 @@ def resolve_baseline(
         return None, "no registered model name given"
     from mlflow import MlflowClient
 
-    from jaxtx.pipelines._tracking import default_tracking_uri
+    from jaxtx.core.settings import default_tracking_uri
 
     uri = (
         tracking_uri

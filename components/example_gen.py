@@ -9,54 +9,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from jaxtx.data import SplitConfig, ingest
+from jaxtx.data.spans import resolve_span
+
 from ._artifacts import Examples, Output
 from ._component import component
-from ._ingest import SplitConfig, ingest
-from ._spans import ResolvedInput, resolve_input
 
-__all__ = ["ExampleGen", "resolve_span"]
-
-
-def resolve_span(input_pattern: str, span: int | str | None) -> ResolvedInput:
-    """Resolve ``span``: ``"latest"`` (default), ``"latest-N"`` (N spans before
-    the latest), an integer span, or an inclusive range ``"A:B"``.
-    """
-    if span is None or span == "latest":
-        return resolve_input(input_pattern)
-    if isinstance(span, int):
-        return resolve_input(input_pattern, span=span)
-    text = str(span).strip()
-    if text.startswith("latest-"):
-        back = int(text.removeprefix("latest-"))
-        spans = available_spans(input_pattern)
-        if back >= len(spans):
-            raise ValueError(
-                f"span={span!r}: {input_pattern!r} has only {len(spans)} span(s) {spans}; "
-                f"there is no span {back} before the latest"
-            )
-        return resolve_input(input_pattern, span=spans[-1 - back])
-    if ":" in text:
-        a, b = text.split(":", 1)
-        return resolve_input(input_pattern, span_range=(int(a), int(b)))
-    if text.isdigit():
-        return resolve_input(input_pattern, span=int(text))
-    raise ValueError(
-        f"span={span!r}: expected 'latest', 'latest-N', an integer span or a range 'A:B'"
-    )
-
-
-def available_spans(input_pattern: str) -> list[int]:
-    """Every span the pattern matches, ascending (``[]`` for a pattern without spans)."""
-    import glob
-
-    from . import _spans
-
-    names = _spans._check_placeholders(input_pattern)
-    if not ({"SPAN", "YYYY"} & names):
-        return []
-    glob_pattern, regex = _spans._compile(_spans._absolute(input_pattern))
-    found = _spans._group_matches(input_pattern, glob.glob(glob_pattern, recursive=True), regex)
-    return sorted({s for s, _ in found if s is not None})
+__all__ = ["ExampleGen"]
 
 
 def _input_fingerprint(params: Mapping[str, Any]) -> str:

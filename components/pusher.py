@@ -29,7 +29,7 @@ class RollbackError(RuntimeError):
 def _client(tracking_uri: str | None) -> Any:
     from mlflow import MlflowClient
 
-    from jaxtx.pipelines._tracking import default_tracking_uri
+    from jaxtx.core.settings import default_tracking_uri
 
     uri = (
         tracking_uri

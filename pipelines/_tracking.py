@@ -16,16 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jaxtx.core.settings import default_tracking_uri
+
 __all__ = ["Tracker", "default_tracking_uri"]
 
 _log = logging.getLogger("jaxtx.tracking")
 _LOCK = threading.RLock()
 _MAX_PARAM = 6000
-
-
-def default_tracking_uri(home: Path) -> str:
-    """``sqlite:///<home>/mlflow.db``: the embedded store, no server needed."""
-    return f"sqlite:///{(home / 'mlflow.db').as_posix()}"
 
 
 class Tracker:

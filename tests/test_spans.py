@@ -1,4 +1,4 @@
-"""Tests for jaxtx.components._spans: input pattern, span and version resolution."""
+"""Tests for jaxtx.data.spans: input pattern, span and version resolution."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxtx.components._spans import (
+from jaxtx.data.spans import (
     InputNotFoundError,
     InputPatternError,
     ResolvedInput,

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that
 
-from jaxtx.components._beam import pipeline_options
+from jaxtx.core.beam import pipeline_options
 from jaxtx.validation.statistics import (
     FORMAT,
     GenerateStatistics,

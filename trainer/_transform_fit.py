@@ -31,8 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from jaxtx.components._beam import BatchCombineFn, BeamOptions, WriteJson, pipeline_options
-from jaxtx.validation._format import merge_moments
+from jaxtx.core.beam import BatchCombineFn, BeamOptions, WriteJson, pipeline_options
+from jaxtx.core.numerics import merge_moments
 
 from ._transform_graph import NUMERIC, Analyzer, TransformError, TransformGraph
 from ._transform_trace import column_kind

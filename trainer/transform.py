@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxtx.components._beam import BeamOptions
+from jaxtx.core.beam import BeamOptions
 
 from ._transform_fit import DataLike, DataSource, fit, open_source
 from ._transform_graph import (

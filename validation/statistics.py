@@ -36,9 +36,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from jaxtx.components._beam import BatchCombineFn, BeamOptions, WriteJson, pipeline_options
-
-from ._format import merge_moments
+from jaxtx.core.beam import BatchCombineFn, BeamOptions, WriteJson, pipeline_options
+from jaxtx.core.numerics import merge_moments
 
 __all__ = [
     "FORMAT",

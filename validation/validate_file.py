@@ -40,8 +40,8 @@ def validate_file(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jaxtx.components._ingest import SplitConfig, ingest
-    from jaxtx.components._spans import resolve_input
+    from jaxtx.data import SplitConfig, ingest
+    from jaxtx.data.spans import resolve_input
 
     schema = load_schema(schema_path)
     files = resolve_input(data).files

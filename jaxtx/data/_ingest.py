@@ -65,8 +65,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics, MetricsFilter
 
-from jaxtx.components._beam import BeamOptions, pipeline_options
-from jaxtx.components._spans import InputNotFoundError, list_data_files
+from jaxtx.core.beam import BeamOptions, pipeline_options
+
+from .spans import InputNotFoundError, list_data_files
 
 __all__ = [
     "BATCH_ROWS",
