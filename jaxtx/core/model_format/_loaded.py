@@ -27,6 +27,7 @@ from ._values import to_model_inputs
 
 __all__ = ["LoadedModel"]
 
+
 class LoadedModel:
     """A loaded, callable model version.
 
@@ -82,6 +83,11 @@ class LoadedModel:
             for spec in signature.inputs
         ]
         self._warm_sizes: set[int] = set()
+
+    @property
+    def exported(self) -> Any:
+        """The ``jax.export.Exported`` this model calls."""
+        return self._exported
 
     def __repr__(self) -> str:
         return f"LoadedModel(name={self.name!r}, version={self.version}, path='{self.path}')"
@@ -419,5 +425,3 @@ def _check_batch_dim(
             f"{EXPORT_FILE}: {kind} {name!r} has shape {shape} but {SIGNATURE_FILE} says "
             f"{[None, *row_shape]}"
         )
-
-

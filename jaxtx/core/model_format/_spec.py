@@ -371,7 +371,9 @@ class StringLookup:
             idx = index.get(v)
             if idx is None:
                 if buckets == 0:
-                    raise ValueError(f"{v!r} is outside the vocabulary and there are no OOV buckets")
+                    raise ValueError(
+                        f"{v!r} is outside the vocabulary and there are no OOV buckets"
+                    )
                 idx = size + zlib.crc32(v.encode("utf-8")) % buckets
             out.append(idx)
         return np.array(out, dtype=np.int64)
@@ -489,4 +491,3 @@ def read_lookups(model_dir: str | Path, signature: Signature) -> dict[str, Strin
             "every string input needs one to be mapped to ids"
         )
     return lookups
-
