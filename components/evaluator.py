@@ -65,12 +65,7 @@ def Evaluator(
     from jaxtx.validation.model_scoring import evaluate_predictions, score_table
 
     task = str(model.properties.get("task", "binary_classification"))
-    table = examples.read(split)
-    if table is None or table.num_rows == 0:
-        raise ValueError(f"Evaluator: split {split!r} of {examples.uri} is empty")
-    if label not in table.column_names:
-        raise ValueError(f"Evaluator: label {label!r} not in {examples.uri} ({table.column_names})")
-    labels = table[label].to_numpy(zero_copy_only=False).astype(np.float64)
+    table, labels = _read_split(examples, split, label)
     specs = [tuple(s) for s in (slicing_specs or [[]])]
     slice_cols = sorted({c for s in specs for c in s} | set(sensitive_features or []))
     feats = {c: np.array(table[c].to_pylist(), dtype=object) for c in slice_cols}
@@ -90,23 +85,15 @@ def Evaluator(
         )
 
     cand, fairness = run_eval(model)
-    baseline, why = (
-        (baseline_model, "given baseline_model")
-        if baseline_model
-        else resolve_baseline(registered_model_name, baseline_alias, ctx.tracking_uri)
-    )
+    baseline, why = (baseline_model, "given baseline_model")
+    if baseline is None:
+        baseline, why = resolve_baseline(registered_model_name, baseline_alias, ctx.tracking_uri)
     base_doc = run_eval(baseline)[0] if baseline is not None else None
     checks = [MetricThreshold.from_dict(t) for t in (thresholds or [])]
     verdict = bless(cand, checks, baseline_eval=base_doc)
     verdict["baseline"] = {"model": baseline.uri if baseline is not None else None, "why": why}
     _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict)
-    (blessing.path / "blessing.json").write_text(json.dumps(verdict, indent=2, default=_json))
-    blessing.properties.update(
-        blessed=bool(verdict["blessed"]),
-        model=model.uri,
-        baseline=verdict["baseline"]["model"],
-        failed=[c["reason"] for c in verdict["checks"] if not c["passed"]],
-    )
+    _write_blessing(blessing, model, verdict)
     overall = _overall(cand)
     evaluation.properties.update(
         task=task, split=split, num_examples=int(len(labels)), metrics=overall
@@ -114,6 +101,27 @@ def Evaluator(
     metrics = {k: v for k, v in overall.items() if v is not None and math.isfinite(v)}
     metrics["blessed"] = float(verdict["blessed"])
     return metrics
+
+
+def _read_split(examples: Examples, split: str, label: str) -> tuple[Any, np.ndarray]:
+    """The split as a pyarrow Table, and its labels as float64."""
+    table = examples.read(split)
+    if table is None or table.num_rows == 0:
+        raise ValueError(f"Evaluator: split {split!r} of {examples.uri} is empty")
+    if label not in table.column_names:
+        raise ValueError(f"Evaluator: label {label!r} not in {examples.uri} ({table.column_names})")
+    return table, table[label].to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _write_blessing(blessing: Output[ModelBlessing], model: Model, verdict: dict[str, Any]) -> None:
+    """blessing.json and the blessing's properties."""
+    (blessing.path / "blessing.json").write_text(json.dumps(verdict, indent=2, default=_json))
+    blessing.properties.update(
+        blessed=bool(verdict["blessed"]),
+        model=model.uri,
+        baseline=verdict["baseline"]["model"],
+        failed=[c["reason"] for c in verdict["checks"] if not c["passed"]],
+    )
 
 
 def _write_reports(

@@ -356,6 +356,15 @@ def _check_exported(
         _check_batch_dim(aval.shape, key, "input", spec.row_shape)
         dtypes[key] = dtype
 
+    outputs = _check_outputs(exported, signature)
+    order = sorted(positions, key=positions.__getitem__)
+    return _CallInfo(order=order, dtypes=dtypes, outputs=tuple(outputs), specs=call_specs)
+
+
+def _check_outputs(exported: Any, signature: Signature) -> list[TensorSpec]:
+    """The exported function's real output specs, checked against the signature."""
+    import jax
+
     n_out = len(exported.out_avals)
     out_tree = jax.tree_util.tree_unflatten(exported.out_tree, list(range(n_out)))
     if isinstance(out_tree, dict):
@@ -382,8 +391,7 @@ def _check_exported(
         outputs.append(
             TensorSpec(spec.name, str(np.dtype(aval.dtype)), (None, *map(int, aval.shape[1:])))
         )
-    order = sorted(positions, key=positions.__getitem__)
-    return _CallInfo(order=order, dtypes=dtypes, outputs=tuple(outputs), specs=call_specs)
+    return outputs
 
 
 def _backend() -> str:
