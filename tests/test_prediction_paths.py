@@ -310,3 +310,38 @@ def test_bulk_inferrer(fitted: Any, reference: Any, tmp_path: Path) -> None:
         "logits": out["prediction_logits"].to_numpy(),
     }
     _same(got, reference, "BulkInferrer")
+
+
+def test_bulk_predict_library_and_evaluator_scoring(
+    fitted: Any, reference: Any, tmp_path: Path
+) -> None:
+    """The libraries under BulkInferrer and the Evaluator, without the component machinery."""
+    from jaxtx.serving.bulk import bulk_predict
+    from jaxtx.validation.model_scoring import evaluate_predictions, score_table
+
+    table = pa.table({k: pa.array(v) for k, v in RAW.items()} | {LABEL: pa.array([1.0, 0.0] * 4)})
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    rows = bulk_predict(fitted[2], [tmp_path / "part-0.parquet"], tmp_path / "out", batch_rows=5)
+    assert rows == 8
+    out = pq.read_table(tmp_path / "out" / "part-0.parquet")
+    _same(
+        {"probabilities": out["prediction_probabilities"], "logits": out["prediction_logits"]},
+        reference,
+        "bulk_predict",
+    )
+    model = LoadedModel.load(fitted[2])
+    scores = score_table(model.predict, table, "binary_classification", chunk_rows=3)
+    np.testing.assert_allclose(scores, reference["probabilities"], rtol=2e-6, atol=2e-6)
+    sex = np.array(["a", "b"] * 4, dtype=object)
+    doc, fairness = evaluate_predictions(
+        table[LABEL].to_numpy(),
+        scores,
+        task="binary_classification",
+        features={"sex": sex},
+        slicing_specs=[(), ("sex",)],
+        min_slice_size=1,
+        sensitive_features=["sex"],
+        num_bootstrap=5,
+    )
+    assert fairness is not None and "fairness" in json.dumps(doc)
+    assert [s["spec"] for s in doc["slices"]][:1] == [[]]

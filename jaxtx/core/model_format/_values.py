@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import difflib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -383,27 +383,28 @@ def table_columns(data: Any, names: Sequence[str]) -> dict[str, Any]:
         InputError: A column is missing; the message names it and the
             closest existing column.
     """
-    kind = type(data).__module__.split(".")[0]
-    if kind == "pyarrow":
-        available = list(data.schema.names)
-        get = lambda n: _arrow_values(data.column(n))  # noqa: E731
-    elif kind == "pandas":
-        available = [str(c) for c in data.columns]
-        get = lambda n: _pandas_values(data[n])  # noqa: E731
-    elif isinstance(data, list) and all(isinstance(r, Mapping) for r in data):
-        available = sorted({str(k) for r in data for k in r})
-        get = lambda n: np.array([r.get(n) for r in data], dtype=object)  # noqa: E731
-    else:
-        raise InputError(
-            "inputs",
-            "a column dict, a pyarrow Table or RecordBatch, a pandas DataFrame or a list of "
-            "row dicts",
-            _type_name(data),
-        )
+    available, get = _column_reader(data)
     for name in names:
         if name not in available:
             raise missing_column(name, available)
     return {name: get(name) for name in names}
+
+
+def _column_reader(data: Any) -> tuple[list[str], Callable[[str], np.ndarray]]:
+    """(column names, read one column) for a table, a DataFrame or a list of row dicts."""
+    kind = type(data).__module__.split(".")[0]
+    if kind == "pyarrow" and hasattr(data, "schema"):
+        return list(data.schema.names), lambda n: _arrow_values(data.column(n))
+    if kind == "pandas" and hasattr(data, "columns"):
+        return [str(c) for c in data.columns], lambda n: _pandas_values(data[n])
+    if isinstance(data, list) and all(isinstance(r, Mapping) for r in data):
+        names = sorted({str(k) for r in data for k in r})
+        return names, lambda n: np.array([r.get(n) for r in data], dtype=object)
+    raise InputError(
+        "inputs",
+        "a column dict, a pyarrow Table or RecordBatch, a pandas DataFrame or a list of row dicts",
+        _type_name(data),
+    )
 
 
 def missing_column(name: str, available: Sequence[str]) -> InputError:
