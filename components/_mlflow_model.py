@@ -2,13 +2,14 @@
 
 ``mlflow.pyfunc.load_model(uri).predict(pandas_dataframe)`` then works with a
 signature and an input example. Loading needs ``jaxtx`` installed (for
-``jaxtx.serving.runtime``), not the training code or the user's module.
+``jaxtx.core.model_format``), not the training code or the user's module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,16 +25,18 @@ _LOCK = threading.Lock()
 
 
 class JaxtxPyfuncModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper over ``jaxtx.serving.runtime.LoadedModel``."""
+    """pyfunc wrapper over ``jaxtx.core.model_format.LoadedModel``.
+
+    ``predict`` takes a DataFrame holding the model's inputs as columns (other
+    columns are ignored) and converts it with
+    :func:`jaxtx.core.model_format.to_model_inputs`, like every other path.
+    """
 
     def load_context(self, context: Any) -> None:
-        from jaxtx.serving.runtime import LoadedModel
-
-        self._model = LoadedModel.load(context.artifacts["model_dir"])
+        self._model = _load(context.artifacts["model_dir"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        features = {c: _column(model_input[c]) for c in model_input.columns}
-        out = self._model.predict(features)
+        out = self._model.predict(model_input)
         cols = {}
         for name, value in out.items():
             arr = np.asarray(value)
@@ -45,10 +48,10 @@ class JaxtxPyfuncModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(cols, index=model_input.index)
 
 
-def _column(s: pd.Series) -> np.ndarray:
-    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
-        return np.array([None if pd.isna(v) else str(v) for v in s], dtype=object)
-    return s.to_numpy(dtype=np.float32, na_value=np.nan)
+def _load(model_dir: str | Path) -> Any:
+    from jaxtx.core.model_format import LoadedModel
+
+    return LoadedModel.load(str(model_dir), max_batch_size=sys.maxsize)
 
 
 def log_jaxtx_model(
@@ -63,9 +66,7 @@ def log_jaxtx_model(
     from mlflow.models import infer_signature
 
     output = JaxtxPyfuncModel()
-    from jaxtx.serving.runtime import LoadedModel
-
-    output._model = LoadedModel.load(str(model_dir))
+    output._model = _load(model_dir)
     example_out = output.predict(None, input_example)
     signature = infer_signature(input_example, example_out)
     with _LOCK, use_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):

@@ -16,27 +16,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ._artifacts import InfraBlessing, Model, ModelBlessing, Output, PushedModel, default_home
+from ._artifacts import InfraBlessing, Model, ModelBlessing, Output, PushedModel
 from ._component import RunContext, component
+from ._registry import registry_client as _client
 
 __all__ = ["Pusher", "RollbackError", "rollback"]
 
 
 class RollbackError(RuntimeError):
     """Nothing to roll back to, or the serving directory does not match the registry."""
-
-
-def _client(tracking_uri: str | None) -> Any:
-    from mlflow import MlflowClient
-
-    from jaxtx.core.settings import default_tracking_uri
-
-    uri = (
-        tracking_uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or default_tracking_uri(default_home())
-    )
-    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:

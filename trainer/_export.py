@@ -15,7 +15,6 @@ input of the signature has already been mapped to ``int32`` ids.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -24,56 +23,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtx.core.model_format import (
+    EXPORT_DTYPES,
+    MODEL_FORMAT,
+    export_function,
+    make_signature,
+    output_avals,
+    write_model,
+)
+
 from ._history import History
 from ._types import PyTree
 
 __all__ = ["FORMAT", "export_model", "make_signature"]
 
-FORMAT = "jaxtx.model/1"
-
-_EXPORT_DTYPES = {
-    "float32": jnp.float32,
-    "float64": jnp.float32,
-    "float16": jnp.float16,
-    "bfloat16": jnp.bfloat16,
-    "int32": jnp.int32,
-    "int64": jnp.int32,
-    "bool": jnp.bool_,
-    "string": jnp.int32,
-}
-
-
-def make_signature(
-    name: str,
-    task: str,
-    inputs: Mapping[str, str],
-    outputs: Mapping[str, str],
-) -> dict[str, Any]:
-    """Build a ``signature.json`` document for one-value-per-row inputs and outputs.
-
-    Args:
-      name: model name.
-      task: e.g. ``"binary_classification"``, ``"multiclass_classification"``,
-        ``"regression"``.
-      inputs: ``{feature: dtype}`` as clients send them (``"float32"``,
-        ``"int32"``, ``"string"``).
-      outputs: ``{output: dtype}``.
-
-    Returns:
-      The signature dict.
-
-    Example:
-      >>> sig = make_signature("census", "binary_classification",
-      ...                      {"age": "float32", "workclass": "string"},
-      ...                      {"probabilities": "float32", "logits": "float32"})
-    """
-    return {
-        "format": FORMAT,
-        "name": name,
-        "task": task,
-        "inputs": [{"name": k, "dtype": v, "shape": [None]} for k, v in inputs.items()],
-        "outputs": [{"name": k, "dtype": v, "shape": [None]} for k, v in outputs.items()],
-    }
+FORMAT = MODEL_FORMAT
 
 
 def _input_specs(
@@ -85,9 +49,9 @@ def _input_specs(
     specs = {}
     for item in inputs:
         name, dtype = item["name"], str(item.get("dtype", "float32"))
-        if dtype not in _EXPORT_DTYPES:
+        if dtype not in EXPORT_DTYPES:
             raise ValueError(
-                f"input {name!r} has dtype {dtype!r}; use one of {sorted(_EXPORT_DTYPES)}"
+                f"input {name!r} has dtype {dtype!r}; use one of {sorted(EXPORT_DTYPES)}"
             )
         if dtype == "string" and name not in preprocess:
             raise ValueError(
@@ -100,7 +64,7 @@ def _input_specs(
             raise ValueError(f"input {name!r}: shape must start with null (the batch), got {shape}")
         if any(s is None for s in shape[1:]):
             raise ValueError(f"input {name!r}: only the first dimension may be null, got {shape}")
-        specs[name] = jax.ShapeDtypeStruct((b, *shape[1:]), _EXPORT_DTYPES[dtype])
+        specs[name] = jax.ShapeDtypeStruct((b, *shape[1:]), jnp.dtype(EXPORT_DTYPES[dtype]))
     return specs
 
 
@@ -145,14 +109,8 @@ def export_model(
     def predict(features: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         return dict(predict_fn(host_params, features))
 
-    if platforms is None:
-        backend = jax.default_backend()
-        platforms = ("cpu",) if backend == "cpu" else (backend, "cpu")
-    exported = jax.export.export(jax.jit(predict), platforms=tuple(platforms))(specs)
-
-    out_avals = jax.tree.unflatten(exported.out_tree, exported.out_avals)
-    if not isinstance(out_avals, Mapping):
-        raise TypeError("predict_fn must return a dict {output name: array}")
+    exported = export_function(predict, specs, platforms)
+    out_avals = output_avals(exported)
     declared = [o["name"] for o in sig.get("outputs", [])]
     if declared:
         missing = [n for n in declared if n not in out_avals]
@@ -166,15 +124,7 @@ def export_model(
             {"name": k, "dtype": str(v.dtype), "shape": [None, *v.shape[1:]]}
             for k, v in out_avals.items()
         ]
-
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "predict.jaxexport"), "wb") as f:
-        f.write(exported.serialize())
-    with open(os.path.join(out, "signature.json"), "w", encoding="utf-8") as f:
-        json.dump(sig, f, indent=2)
-    if preprocess:
-        with open(os.path.join(out, "preprocess.json"), "w", encoding="utf-8") as f:
-            json.dump(preprocess, f, indent=2)
+    write_model(out, exported, sig, preprocess)
     if history is not None:
         history.save(os.path.join(out, "history.json"))
     return out

@@ -1,101 +1,68 @@
 """Load an exported model directory (``jaxtx.model/1``) and predict on numpy dicts.
 
-This module imports only the standard library, numpy and jax, so it can be
-copied next to a serving process that has none of the training code.
+Reading goes through :mod:`jaxtx.core.model_format`, the format's one owner,
+so this loader maps strings to ids exactly as the serving runtime does
+(vocabulary, hash and ``source`` entries of ``preprocess.json``).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import zlib
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
+from jaxtx.core.model_format import LoadedModel
+
 __all__ = ["ExportedModel", "load_exported"]
-
-_PREDICT = "predict.jaxexport"
-_SIGNATURE = "signature.json"
-_PREPROCESS = "preprocess.json"
-
-
-def _vocab_ids(values: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
-    vocab = list(spec.get("vocabulary", []))
-    index = {v: i for i, v in enumerate(vocab)}
-    buckets = int(spec.get("num_oov_buckets", 0))
-    default = spec.get("default", "")
-    out = np.empty(values.shape, np.int32)
-    for i, v in enumerate(values.reshape(-1)):
-        if v is None or (isinstance(v, float) and v != v):
-            v = default
-        if isinstance(v, bytes):
-            v = v.decode("utf-8")
-        v = str(v)
-        if v in index:
-            out.flat[i] = index[v]
-        elif buckets > 0:
-            out.flat[i] = len(vocab) + zlib.crc32(v.encode("utf-8")) % buckets
-        else:
-            out.flat[i] = len(vocab)
-    return out
 
 
 class ExportedModel:
     """A loaded export: call it with ``{name: array}`` and get ``{name: numpy array}``.
 
     Attributes:
-      signature: the parsed ``signature.json``.
-      preprocess: the parsed ``preprocess.json`` (``{}`` if absent).
+      signature: the parsed ``signature.json`` (a dict).
+      preprocess: the ``preprocess.json`` entries (``{}`` if absent).
       exported: the ``jax.export.Exported``.
+      model: the underlying :class:`jaxtx.core.model_format.LoadedModel`.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        d = os.fspath(directory)
-        with open(os.path.join(d, _SIGNATURE), encoding="utf-8") as f:
-            self.signature: dict[str, Any] = json.load(f)
-        pre_path = os.path.join(d, _PREPROCESS)
-        self.preprocess: dict[str, Any] = {}
-        if os.path.exists(pre_path):
-            with open(pre_path, encoding="utf-8") as f:
-                self.preprocess = json.load(f)
-        with open(os.path.join(d, _PREDICT), "rb") as f:
-            self.exported = jax.export.deserialize(bytearray(f.read()))
-        args, _ = jax.tree.unflatten(self.exported.in_tree, self.exported.in_avals)
-        self._avals: dict[str, Any] = dict(args[0])
-        self._call = jax.jit(self.exported.call)
+        self.model = LoadedModel.load(os.fspath(directory), max_batch_size=sys.maxsize)
+        self.signature: dict[str, Any] = self.model.signature.to_json()
+        self.preprocess: dict[str, Any] = {k: v.to_json() for k, v in self.model.lookups.items()}
+        self.exported = self.model.exported
 
     @property
     def input_names(self) -> list[str]:
         """Raw input names, as in the signature."""
-        return [i["name"] for i in self.signature.get("inputs", [])] or sorted(self._avals)
+        return self.model.signature.input_names
 
-    def __call__(self, features: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def __call__(self, features: Any) -> dict[str, np.ndarray]:
         """Predict on a batch.
 
         Args:
-          features: ``{name: array[b]}`` with every input of the signature;
-            string inputs are raw strings, mapped to ids as ``preprocess.json``
-            says.
+          features: ``{name: array[b]}`` with every input of the signature
+            (other keys are ignored); string inputs are raw strings, mapped to
+            ids as ``preprocess.json`` says. A pyarrow Table, a pandas
+            DataFrame or a list of row dicts works too.
 
         Returns:
           ``{output name: numpy array}``.
+
+        Raises:
+          KeyError: an input is missing from the dict.
+          jaxtx.core.model_format.InputError: a value does not fit the signature.
         """
-        missing = [n for n in self._avals if n not in features]
-        if missing:
-            raise KeyError(
-                f"missing input feature(s) {missing}; the model needs {sorted(self._avals)}"
-            )
-        args = {}
-        for name, aval in self._avals.items():
-            v = np.asarray(features[name])
-            if name in self.preprocess:
-                v = _vocab_ids(v.astype(object), self.preprocess[name])
-            args[name] = v.astype(aval.dtype, copy=False)
-        out = self._call(args)
-        return {k: np.asarray(v) for k, v in out.items()}
+        if isinstance(features, Mapping):
+            names = self.input_names
+            missing = [n for n in names if n not in features]
+            if missing:
+                raise KeyError(f"missing input feature(s) {missing}; the model needs {names}")
+            features = {n: features[n] for n in names}
+        return self.model.predict(features)
 
 
 def load_exported(directory: str | os.PathLike[str]) -> ExportedModel:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from jaxtx.core.model_format import StringLookup
 
 from . import _transform_math as tm
 
@@ -127,21 +128,13 @@ class Analyzer:
     result: Mapping[str, Any] | None = None
 
 
-def _crc_ids(values: list[str], index: Mapping[str, int], size: int, buckets: int) -> np.ndarray:
-    out = np.empty(len(values), dtype=np.int32)
-    for i, v in enumerate(values):
-        idx = index.get(v)
-        out[i] = idx if idx is not None else size + zlib.crc32(v.encode("utf-8")) % buckets
-    return out
-
-
-def _string_ids(arr: pa.Array, index: Mapping[str, int], size: int, buckets: int) -> np.ndarray:
+def _string_ids(arr: pa.Array, lookup: StringLookup) -> np.ndarray:
     """Ids of strings as ``preprocess.json`` defines them (nulls are looked up as "")."""
     arr = pc.fill_null(arr, "")
     if len(arr) == 0:
         return np.zeros(0, dtype=np.int32)
     encoded = arr.dictionary_encode()
-    table = _crc_ids(encoded.dictionary.to_pylist(), index, size, buckets)
+    table = lookup.ids(encoded.dictionary.to_pylist()).astype(np.int32)
     return table[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
@@ -349,10 +342,10 @@ class TransformGraph:
                 self._require_fitted()
             value = edges
         elif node.op == "vocabulary":
-            vocab = self._result(node)["vocabulary"]
-            value = ({v: i for i, v in enumerate(vocab)}, len(vocab), int(p["num_oov_buckets"]))
+            vocab = tuple(self._result(node)["vocabulary"])
+            value = StringLookup(vocab, num_oov_buckets=int(p["num_oov_buckets"]))
         elif node.op == "hash_strings":
-            value = ({}, 0, int(p["num_buckets"]))
+            value = StringLookup((), num_oov_buckets=int(p["num_buckets"]), kind="hash")
         else:
             value = None
         cache[nid] = value
@@ -445,8 +438,7 @@ class TransformGraph:
             ids = b.searchsorted(consts, x)
             return xp.where(xp.isnan(x), np.int32(len(consts) + 1), ids).astype(xp.int32)
         if op in ("vocabulary", "hash_strings"):
-            index, size, buckets = consts
-            return _string_ids(args[0], index, size, buckets)
+            return _string_ids(args[0], consts)
         raise TransformError(f"node {nid}: unknown op {op!r}")
 
     # --------------------------------------------------------------- serving

@@ -50,7 +50,6 @@ Semantics worth knowing:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -177,7 +176,7 @@ def export_transformed_model(
 ) -> str:
     """Export ``predict(raw) = predict_fn(params, graph.jax_fn(ids and numbers))``.
 
-    Writes a ``jaxtx.model/1`` directory that ``jaxtx.serving.runtime`` loads:
+    Writes a ``jaxtx.model/1`` directory (through ``jaxtx.core.model_format``):
     ``predict.jaxexport`` (symbolic batch ``b``; transform constants and
     parameters baked in), ``signature.json`` (the raw columns: float32 or
     string), ``preprocess.json`` (:meth:`TransformGraph.string_preprocess`)
@@ -205,7 +204,7 @@ def export_transformed_model(
     """
     import jax
 
-    from jaxtx.serving.runtime import EXPORT_FILE, MODEL_FORMAT, PREPROCESS_FILE, SIGNATURE_FILE
+    from jaxtx.core.model_format import export_function, output_avals, write_model
 
     out = os.fspath(out_dir)
     host_params = jax.tree.map(np.asarray, jax.device_get(params))
@@ -213,15 +212,11 @@ def export_transformed_model(
     def predict(inputs: Mapping[str, Any]) -> dict[str, Any]:
         return dict(predict_fn(host_params, graph.jax_fn(inputs)))
 
-    if platforms is None:
-        backend = jax.default_backend()
-        platforms = ("cpu",) if backend == "cpu" else (backend, "cpu")
-    exported = jax.export.export(jax.jit(predict), platforms=tuple(platforms))(
-        graph.jax_input_specs("b")
-    )
-    out_avals = jax.tree.unflatten(exported.out_tree, exported.out_avals)
-    if not isinstance(out_avals, Mapping):
-        raise TransformError("predict_fn must return a dict {output name: array}")
+    try:
+        exported = export_function(predict, graph.jax_input_specs("b"), platforms)
+    except TypeError as exc:
+        raise TransformError(str(exc)) from exc
+    out_avals = output_avals(exported)
     if outputs is None:
         outputs = {k: str(v.dtype) for k, v in out_avals.items()}
     missing = [k for k in outputs if k not in out_avals]
@@ -230,7 +225,6 @@ def export_transformed_model(
             f"outputs {missing} are not returned by predict_fn (it returns {sorted(out_avals)})"
         )
     signature = {
-        "format": MODEL_FORMAT,
         "name": name,
         "task": task,
         "inputs": [
@@ -241,14 +235,6 @@ def export_transformed_model(
             for k, v in outputs.items()
         ],
     }
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, EXPORT_FILE), "wb") as f:
-        f.write(exported.serialize())
-    with open(os.path.join(out, SIGNATURE_FILE), "w", encoding="utf-8") as f:
-        json.dump(signature, f, indent=2)
-    entries = graph.string_preprocess()
-    if entries:
-        with open(os.path.join(out, PREPROCESS_FILE), "w", encoding="utf-8") as f:
-            json.dump(entries, f, indent=2)
+    write_model(out, exported, signature, graph.string_preprocess())
     graph.save(out)
     return out
