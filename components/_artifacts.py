@@ -233,9 +233,16 @@ class Schema(Artifact):
 
     def load(self) -> Any:
         """Parse the schema into a ``jaxtx.validation.schema.Schema``."""
-        from jaxtx.validation.schema import load_schema
+        from jaxtx.validation.schema import load_schema, schema_from_dict
 
-        return load_schema(str(self.path / self.SCHEMA_FILE))
+        uri = self.file(self.SCHEMA_FILE)
+        fs, p = _resolve(uri)
+        if isinstance(fs, pafs.LocalFileSystem):
+            return load_schema(p)
+        import yaml  # an object store: parse the text, naming the remote file in errors
+
+        with fs.open_input_stream(p) as f:
+            return schema_from_dict(yaml.safe_load(f.read().decode("utf-8")), source=uri)
 
 
 class Anomalies(Artifact):

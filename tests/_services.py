@@ -20,6 +20,7 @@ so a CI machine that lost PostgreSQL does not pass silently.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pwd
 import shutil
@@ -293,6 +294,8 @@ def s3_server() -> Iterator[S3Server]:
         from moto.server import ThreadedMotoServer
     except ImportError as e:
         unavailable(f"moto[server] is not installed ({e}); pip install -e '.[test]'")
+    # werkzeug logs every request at INFO (it sets that level itself when unset).
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
