@@ -97,6 +97,22 @@ def _stop(proc: subprocess.Popen[bytes], sig: int, *, group: bool, timeout: floa
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def patient_prefect(seconds: int = 180) -> Iterator[None]:
+    """Give Prefect's ephemeral API server ``seconds`` to start (its default is 20 s).
+
+    The first flow run in a process starts that server (a uvicorn subprocess that
+    creates its SQLite database); on a loaded CI machine, with tests running in
+    parallel, this regularly took longer than 20 s and the run failed with "Timed out
+    while attempting to connect to ephemeral Prefect API server".
+    """
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as TIMEOUT
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={TIMEOUT: seconds}):
+        yield
+
+
 # -- PostgreSQL -------------------------------------------------------------------------------
 
 

@@ -12,9 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _services import MlflowServer, Postgres, mlflow_server, postgres
+from _services import MlflowServer, Postgres, mlflow_server, patient_prefect, postgres
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _patient_prefect() -> Iterator[None]:
+    with patient_prefect():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
-from _services import S3Server, s3_server
+from _services import S3Server, patient_prefect, s3_server
 
 from jaxtx.components import ArtifactCorruptError, ArtifactStore, Examples, Statistics
 
@@ -34,6 +34,12 @@ _AWS_VARS = (
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_CA_BUNDLE",
 )
+
+
+@pytest.fixture(autouse=True)
+def _patient_prefect() -> Iterator[None]:
+    with patient_prefect():
+        yield
 
 
 @pytest.fixture(scope="module")
