@@ -84,15 +84,16 @@ def test_demo_tracks_registers_pushes_and_rolls_back_through_the_server(
     mv = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert mv.version == "2" and mv.tags["jaxtx.previous_version"] == "1"
 
-    # jaxtx rollback, pointed at the server by MLFLOW_TRACKING_URI.
+    # jaxtx rollback through the server (--tracking-uri, then $MLFLOW_TRACKING_URI).
     capsys.readouterr()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.uri)
-    assert main(["rollback", MODEL_NAME, "--serving-dir", str(serving)]) == 0
+    rollback = ["rollback", MODEL_NAME, "--serving-dir", str(serving)]
+    assert main([*rollback, "--tracking-uri", tracking.uri]) == 0
     assert "moved from version 2 back to 1" in capsys.readouterr().out
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == "1"
     assert client.get_model_version(MODEL_NAME, "2").tags["jaxtx.rolled_back"] == "true"
     assert not (serving / MODEL_NAME / "2").exists()
     assert (serving / MODEL_NAME / ".rolled-back" / "2").is_dir()
     # Nothing left to roll back to: a clear error, exit code 1.
-    assert main(["rollback", MODEL_NAME, "--serving-dir", str(serving)]) == 1
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.uri)
+    assert main(rollback) == 1
     assert "first push" in capsys.readouterr().err
