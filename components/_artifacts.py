@@ -367,6 +367,12 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         root = str(root) if root is not None else str(default_home() / "artifacts")
+        if "://" in root and "?" in root:
+            raise ArtifactError(
+                f"artifact root {root!r}: options in the URI (?endpoint_override=...) would not "
+                "carry over to the artifacts' URIs nor to Beam; give the endpoint and credentials "
+                "in the environment instead (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)"
+            )
         self.fs, self._base = _resolve(root)
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         if self.is_local:
