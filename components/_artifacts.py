@@ -233,9 +233,16 @@ class Schema(Artifact):
 
     def load(self) -> Any:
         """Parse the schema into a ``jaxtx.validation.schema.Schema``."""
-        from jaxtx.validation.schema import load_schema
+        from jaxtx.validation.schema import load_schema, schema_from_dict
 
-        return load_schema(str(self.path / self.SCHEMA_FILE))
+        uri = self.file(self.SCHEMA_FILE)
+        fs, p = _resolve(uri)
+        if isinstance(fs, pafs.LocalFileSystem):
+            return load_schema(p)
+        import yaml  # an object store: parse the text, naming the remote file in errors
+
+        with fs.open_input_stream(p) as f:
+            return schema_from_dict(yaml.safe_load(f.read().decode("utf-8")), source=uri)
 
 
 class Anomalies(Artifact):
@@ -360,6 +367,12 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         root = str(root) if root is not None else str(default_home() / "artifacts")
+        if "://" in root and "?" in root:
+            raise ArtifactError(
+                f"artifact root {root!r}: options in the URI (?endpoint_override=...) would not "
+                "carry over to the artifacts' URIs nor to Beam; give the endpoint and credentials "
+                "in the environment instead (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)"
+            )
         self.fs, self._base = _resolve(root)
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         if self.is_local:

@@ -101,11 +101,15 @@ def _push(
     except Exception:
         client.create_registered_model(name, description="Pushed by jaxtx Pusher")
     run_id = ctx.mlflow_run_id
+    # A logged-model source (models:/m-<id>) must name its model_id: a tracking server
+    # refuses it otherwise (the embedded SQLite store does not check).
+    model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
     version = client.create_model_version(
         name,
         source,
         run_id=run_id,
         tags={"jaxtx.model_fingerprint": model.fingerprint, "jaxtx.model_uri": model.uri},
+        model_id=model_id,
     ).version
     target = Path(serving_dir).resolve() / name / str(version)
     _copy_atomic(model.model_dir, target)

@@ -269,7 +269,12 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     if args.home:
         os.environ["JAXTX_HOME"] = str(Path(args.home).resolve())
     try:
-        old, new = rollback(args.model, serving_dir=args.serving_dir, alias=args.alias)
+        old, new = rollback(
+            args.model,
+            serving_dir=args.serving_dir,
+            alias=args.alias,
+            tracking_uri=args.tracking_uri,
+        )
     except RollbackError as e:
         print(f"jaxtx: {e}", file=sys.stderr)
         return 1
@@ -338,6 +343,11 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--serving-dir", required=True, help="the base directory Pusher copies to")
     rb.add_argument("--alias", default="champion")
     rb.add_argument("--home", help="working folder (MLflow store), default $JAXTX_HOME or ./.jaxtx")
+    rb.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking/registry URI, e.g. http://mlflow:5000 "
+        "(default $MLFLOW_TRACKING_URI, else the SQLite store in the working folder)",
+    )
     rb.set_defaults(fn=_cmd_rollback)
 
     u = sub.add_parser("ui", help="open the MLflow UI on the local store")
