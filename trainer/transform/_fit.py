@@ -34,8 +34,8 @@ from apache_beam.io.filesystems import FileSystems
 from jaxtx.core.beam import BatchCombineFn, BeamOptions, WriteJson, pipeline_options
 from jaxtx.core.numerics import merge_moments
 
-from ._transform_graph import NUMERIC, Analyzer, TransformError, TransformGraph
-from ._transform_trace import column_kind
+from ._graph import NUMERIC, Analyzer, TransformError, TransformGraph
+from ._trace import column_kind
 
 __all__ = [
     "DataLike",

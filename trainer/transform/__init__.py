@@ -59,8 +59,8 @@ import numpy as np
 
 from jaxtx.core.beam import BeamOptions
 
-from ._transform_fit import DataLike, DataSource, fit, open_source
-from ._transform_graph import (
+from ._fit import DataLike, DataSource, fit, open_source
+from ._graph import (
     FORMAT,
     GRAPH_FILE,
     Analyzer,
@@ -70,7 +70,7 @@ from ._transform_graph import (
     TransformError,
     TransformGraph,
 )
-from ._transform_trace import (
+from ._trace import (
     Column,
     bucketize,
     clip,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ._transform_graph import (
+from ._graph import (
     IDS,
     NUMERIC,
     STRING,

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _transform_math as tm
+from . import _math as tm
 
 __all__ = [
     "FORMAT",
