@@ -609,3 +609,114 @@ def test_apply_errors(graph: tx.TransformGraph) -> None:
         graph.apply_numpy({**RAW, "age": [1.0, 2.0, 3.0]})
     with pytest.raises(tx.TransformError, match="jax_fn needs inputs"):
         graph.jax_fn({"age": np.zeros(1, np.float32)})
+
+
+# ------------------------------------------------------------ transform_parquet
+
+
+def _reference_apply(graph: tx.TransformGraph, path: Path, keep: list[str]) -> pa.Table:
+    """What the Transform component wrote before: apply_table per batch + passthrough."""
+    parts = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
+        out = graph.apply_table(batch)
+        cols = {n: out.column(n) for n in out.schema.names}
+        cols.update({c: batch.column(batch.schema.get_field_index(c)) for c in keep})
+        parts.append(pa.table(cols))
+    return pa.concat_tables(parts)
+
+
+@pytest.mark.parametrize("use_beam", [True, False])
+def test_transform_parquet_matches_apply_table(
+    graph: tx.TransformGraph, parquet_dir: Path, tmp_path: Path, use_beam: bool
+) -> None:
+    files = sorted(str(p) for p in parquet_dir.glob("*.parquet"))
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_schema(files[0]).empty_table(), empty)
+    splits = {"train": files[:2], "eval": [files[2], str(empty)]}
+    keep = ["unused", "occupation"]
+    # 7000-row files in 3000-row groups: shards of >= 6000 rows cut them in two
+    counts = tx.transform_parquet(
+        graph, splits, tmp_path / "out", passthrough=keep, use_beam=use_beam, rows_per_shard=6000
+    )
+    assert counts == {"train": 14000, "eval": 6000}
+    train = sorted(p.name for p in (tmp_path / "out" / "train").iterdir())
+    assert train == [f"part-0000{i}-0000{j}.parquet" for i in (0, 1) for j in (0, 1)]
+    evals = sorted(p.name for p in (tmp_path / "out" / "eval").iterdir())
+    assert evals == ["part-00000.parquet", "part-00001.parquet"]  # 6000 rows: one shard
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name not in ("train", "eval")]
+    for split, paths in splits.items():
+        got = pq.read_table(tmp_path / "out" / split)
+        want = pa.concat_tables([_reference_apply(graph, Path(p), keep) for p in paths[:1]])
+        got_first = pa.concat_tables(
+            pq.read_table(p) for p in sorted((tmp_path / "out" / split).glob("part-00000*"))
+        )
+        _assert_tables_equal(got_first, want)
+        assert got.num_rows == counts[split]
+    empty_out = pq.read_table(tmp_path / "out" / "eval" / "part-00001.parquet")
+    assert empty_out.num_rows == 0
+    assert empty_out.schema.names == [c.name for c in graph.output_columns] + keep
+
+
+def test_transform_parquet_one_shard_per_small_file(
+    graph: tx.TransformGraph, parquet_dir: Path, tmp_path: Path
+) -> None:
+    files = sorted(str(p) for p in parquet_dir.glob("*.parquet"))
+    counts = tx.transform_parquet(graph, {"train": files}, tmp_path / "out", passthrough=["unused"])
+    assert counts == {"train": N}
+    names = sorted(p.name for p in (tmp_path / "out" / "train").iterdir())
+    assert names == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    for i, f in enumerate(files):
+        got = pq.read_table(tmp_path / "out" / "train" / f"part-{i:05d}.parquet")
+        _assert_tables_equal(got, _reference_apply(graph, Path(f), ["unused"]))
+
+
+def test_transform_parquet_errors_leave_nothing(
+    graph: tx.TransformGraph, parquet_dir: Path, table: pa.Table, tmp_path: Path
+) -> None:
+    files = sorted(str(p) for p in parquet_dir.glob("*.parquet"))
+    out = tmp_path / "out"
+    with pytest.raises(tx.TransformError, match=r"passthrough columns \['label'\] are not in"):
+        tx.transform_parquet(graph, {"train": files}, out, passthrough=["label"])
+    with pytest.raises(tx.TransformError, match=r"have the names of outputs"):
+        tx.transform_parquet(graph, {"train": files}, out, passthrough=["edu"])
+    # A file whose column turns out to be unreadable mid-run (strings where numbers are
+    # expected): the pipeline fails and no split directory, shard or staging file remains.
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table.slice(0, 10).set_column(0, "age", pa.array(["x"] * 10)), bad)
+    with pytest.raises(Exception, match="'age' is numeric"):
+        tx.transform_parquet(graph, {"train": files, "eval": [str(bad)]}, out)
+    assert list(out.iterdir()) == []
+    (out / "train").mkdir()
+    (out / "train" / "old.parquet").write_bytes(b"")
+    with pytest.raises(tx.TransformError, match="is not empty"):
+        tx.transform_parquet(graph, {"train": files}, out)
+
+
+def _assert_tables_equal(got: pa.Table, want: pa.Table) -> None:
+    assert got.schema == want.schema
+    for name in want.column_names:
+        x, y = got[name].to_numpy(zero_copy_only=False), want[name].to_numpy(zero_copy_only=False)
+        np.testing.assert_array_equal(x, y, err_msg=name)  # NaN equals NaN
+
+
+def test_transform_batches_in_a_pipeline(graph: tx.TransformGraph, table: pa.Table) -> None:
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that
+
+    from jaxtx.core.beam import pipeline_options
+
+    raw = table.slice(0, 500).append_column("row", pa.array(np.arange(500)))
+    want = tx.apply_batch(graph, raw, ["row"])
+
+    def check(batches: list[pa.RecordBatch]) -> None:
+        assert all(isinstance(b, pa.RecordBatch) for b in batches)
+        got = pa.Table.from_batches(batches).sort_by("row")
+        _assert_tables_equal(got, want)
+
+    with beam.Pipeline(options=pipeline_options()) as p:
+        out = (
+            p
+            | beam.Create(raw.to_batches(max_chunksize=200))
+            | tx.TransformBatches(graph, passthrough=["row"])
+        )
+        assert_that(out, check)

@@ -53,12 +53,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaxtx.core.beam import BeamOptions
-
+from ._apply import apply_batch, transform_parquet
 from ._fit import DataLike, DataSource, fit, open_source
 from ._graph import (
     FORMAT,
@@ -83,6 +82,11 @@ from ._trace import (
     vocabulary,
 )
 
+if TYPE_CHECKING:
+    from jaxtx.core.beam import BeamOptions
+
+    from ._beam import TransformBatches
+
 __all__ = [
     "FORMAT",
     "GRAPH_FILE",
@@ -93,8 +97,10 @@ __all__ = [
     "Node",
     "OutputColumn",
     "TransformError",
+    "TransformBatches",
     "TransformGraph",
     "analyze",
+    "apply_batch",
     "bucketize",
     "clip",
     "export_transformed_model",
@@ -105,8 +111,18 @@ __all__ = [
     "scale_to_0_1",
     "scale_to_z_score",
     "trace",
+    "transform_parquet",
     "vocabulary",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Beam is loaded on first use, not by writing a preprocessing function.
+    if name == "TransformBatches":
+        from ._beam import TransformBatches
+
+        return TransformBatches
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 PreprocessingFn = Callable[[Mapping[str, Column]], Mapping[str, Column]]
 
