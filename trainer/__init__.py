@@ -70,23 +70,29 @@ from ._export import export_model, make_signature
 from ._history import History
 from ._loader import ExportedModel, load_exported
 from ._losses import (
+    TASKS,
     LossFn,
+    LossSpec,
     binary_accuracy,
     binary_cross_entropy,
     categorical_accuracy,
+    loss_for_task,
     mean_absolute_error,
     mean_squared_error,
     softmax_cross_entropy,
+    task_outputs,
 )
 from ._models import MLP, Model, ModelLike, WideAndDeep, as_model, from_nnx
 from ._parallel import make_mesh, replicate, shard_batch
 from ._state import TrainState, init_train_state
 from ._step import EvalStep, TrainStep, make_eval_step, make_train_step, with_gradient_clipping
+from ._tasks import TrainResult, check_label, train_transformed, transform_features
 from ._trainer import Trainer
 from ._types import Batch, Features
 
 __all__ = [
     "MLP",
+    "TASKS",
     "ArrayDataset",
     "Batch",
     "Callback",
@@ -100,12 +106,14 @@ __all__ = [
     "History",
     "LearningRateLogger",
     "LossFn",
+    "LossSpec",
     "MetricsCallback",
     "Model",
     "ModelLike",
     "ParquetDataset",
     "ProgressBar",
     "TrainState",
+    "TrainResult",
     "TrainStep",
     "Trainer",
     "WideAndDeep",
@@ -113,10 +121,12 @@ __all__ = [
     "binary_accuracy",
     "binary_cross_entropy",
     "categorical_accuracy",
+    "check_label",
     "export_model",
     "from_nnx",
     "init_train_state",
     "load_exported",
+    "loss_for_task",
     "make_eval_step",
     "make_mesh",
     "make_signature",
@@ -127,5 +137,8 @@ __all__ = [
     "replicate",
     "shard_batch",
     "softmax_cross_entropy",
+    "task_outputs",
+    "train_transformed",
+    "transform_features",
     "with_gradient_clipping",
 ]
