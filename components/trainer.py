@@ -79,7 +79,7 @@ def Trainer(
                 every=int(log_every_n_steps),
             )
         )
-    trainer, history, net, features = jt.train_transformed(
+    loop, history, net, features = jt.train_transformed(
         graph,
         examples.files("train"),
         examples.files("eval"),
@@ -104,8 +104,8 @@ def Trainer(
 
     export_transformed_model(
         graph,
-        trainer.predict_fn,
-        trainer.state.params,
+        loop.predict_fn,
+        loop.state.params,
         str(model.path / "model"),
         name=name,
         task=task,

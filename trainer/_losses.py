@@ -179,7 +179,7 @@ def loss_for_task(task: str) -> LossSpec:
       task: ``"binary_classification"``, ``"multiclass_classification"`` or ``"regression"``.
 
     Returns:
-      Its :class:`LossSpec` (``spec.name`` can be passed as ``Trainer(loss=...)``).
+      Its :class:`LossSpec` (``spec.name`` can be passed as ``TrainLoop(loss=...)``).
 
     Raises:
       ValueError: An unknown task, listing the known ones.

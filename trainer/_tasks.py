@@ -16,7 +16,7 @@ from ._history import History
 from ._losses import loss_for_task
 from ._models import MLP, WideAndDeep
 from ._step import with_gradient_clipping
-from ._trainer import Trainer
+from ._trainer import TrainLoop
 
 __all__ = ["TrainResult", "check_label", "train_transformed", "transform_features"]
 
@@ -86,13 +86,13 @@ class TrainResult(NamedTuple):
     """What :func:`train_transformed` trained.
 
     Attributes:
-      trainer: The trainer (``trainer.state.params``, ``trainer.predict_fn``).
+      loop: The training loop (``loop.state.params``, ``loop.predict_fn``).
       history: Per-epoch metrics.
       model_def: The model definition, with the transform's vocabulary sizes.
       features: The feature columns, in the transform's output order.
     """
 
-    trainer: Trainer
+    loop: TrainLoop
     history: History
     model_def: Any
     features: list[str]
@@ -164,7 +164,7 @@ def train_transformed(
         import jax.numpy as jnp
 
         compute_dtype = jnp.bfloat16
-    trainer = Trainer(net, tx, loss=loss, seed=seed, compute_dtype=compute_dtype)
+    trainer = TrainLoop(net, tx, loss=loss, seed=seed, compute_dtype=compute_dtype)
     train = ParquetDataset(list(train_files), features, label, batch_size, shuffle_seed=seed)
     evald = ParquetDataset(list(eval_files), features, label, batch_size)
     cbs: list[Callback] = [LearningRateLogger(learning_rate), *callbacks, ProgressBar()]

@@ -1,4 +1,4 @@
-"""The :class:`Trainer`: a Keras-like ``fit`` loop over the pure pieces."""
+"""The :class:`TrainLoop`: a Keras-like ``fit`` loop over the pure pieces."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ._callbacks import Callback, FitContext, Resume
 from ._data import DataError, HostGroup, Layout, _PackedDataset, stack_batches
 from ._history import History
 from ._losses import LossFn, resolve_loss
-from ._models import Model, as_model
+from ._models import ModelDef, as_model
 from ._parallel import (
     DATA_AXIS,
     batch_sharded,
@@ -35,7 +35,7 @@ from ._step import (
 )
 from ._types import Batch, PyTree
 
-__all__ = ["Trainer"]
+__all__ = ["TrainLoop"]
 
 _AUTO_ROWS_PER_EXECUTION = 8192
 """``steps_per_execution=None`` runs enough steps per call to cover this many rows..."""
@@ -228,11 +228,11 @@ def _pad_rows(tree: Any, target: int) -> Any:
     return jax.tree.map(pad, tree)
 
 
-class Trainer:
+class TrainLoop:
     """Fit a model with an optax optimizer, data parallel over the local devices.
 
     Args:
-      model: an :class:`MLP`, :class:`WideAndDeep`, :class:`Model` (``init`` /
+      model: an :class:`MLP`, :class:`WideAndDeep`, :class:`ModelDef` (``init`` /
         ``apply`` pair), object with ``init``/``apply``, or Flax ``nnx.Module``.
       optimizer: any optax ``GradientTransformation`` (see
         :func:`with_gradient_clipping`).
@@ -273,7 +273,7 @@ class Trainer:
       steps_per_execution: the setting above (read by each :meth:`fit`).
 
     Example:
-      >>> trainer = Trainer(MLP(hidden=(64, 64)), optax.adam(1e-3), loss="binary_crossentropy")
+      >>> trainer = TrainLoop(MLP(hidden=(64, 64)), optax.adam(1e-3), loss="binary_crossentropy")
       >>> history = trainer.fit(train_ds, eval_data=eval_ds, epochs=5,
       ...                       callbacks=[EarlyStopping("val_loss", patience=2)])
       >>> history.plot("curves.png")
@@ -300,11 +300,11 @@ class Trainer:
                 f"steps_per_execution must be a positive int or None, got {steps_per_execution!r}"
             )
         self.steps_per_execution = None if steps_per_execution is None else int(steps_per_execution)
-        self.model: Model = as_model(model)
+        self.model: ModelDef = as_model(model)
         self.optimizer = optimizer
         if loss is None and train_step is None:
             raise ValueError(
-                "Trainer needs a loss: pass loss='binary_crossentropy' | 'softmax_cross_entropy' | "
+                "TrainLoop needs a loss: pass loss='binary_crossentropy' | 'softmax_cross_entropy' | "
                 "'mse' | a function, or a whole train_step"
             )
         self.loss = loss
@@ -557,7 +557,7 @@ class Trainer:
           ``{"loss": ..., "accuracy": ...}``.
         """
         if self._eval_sums is None:
-            raise ValueError("evaluation needs a loss: pass loss=... to Trainer")
+            raise ValueError("evaluation needs a loss: pass loss=... to TrainLoop")
         state = state if state is not None else self.state
         if state is None:
             raise ValueError("no state to evaluate: call fit() first or pass state=")
@@ -613,7 +613,7 @@ class Trainer:
         src = _Source(train_data, "train_data")
         eval_src = _Source(eval_data, "eval_data") if eval_data is not None else None
         if eval_src is not None and self._eval_sums is None:
-            raise ValueError("eval_data needs a loss: pass loss=... to Trainer")
+            raise ValueError("eval_data needs a loss: pass loss=... to TrainLoop")
         cbs = sorted(callbacks, key=lambda c: getattr(c, "order", 0))
 
         if state is None:
@@ -708,7 +708,7 @@ class Trainer:
 
 
 class _FitRun:
-    """One :meth:`Trainer.fit` call: its loop state and its steps (epoch, group, call).
+    """One :meth:`TrainLoop.fit` call: its loop state and its steps (epoch, group, call).
 
     Args:
       trainer: The trainer (its compiled steps and device placement).
@@ -722,7 +722,7 @@ class _FitRun:
 
     def __init__(
         self,
-        trainer: Trainer,
+        trainer: TrainLoop,
         src: _Source,
         eval_src: _Source | None,
         cbs: Sequence[Callback],

@@ -31,7 +31,7 @@ def test_one_task_to_loss_mapping_agrees_with_loss_specs() -> None:
 )
 def test_task_outputs_are_what_predict_fn_returns(task: str, classes: int) -> None:
     model = jt.MLP(hidden=(4,), out=classes)
-    loop = jt.Trainer(model, optax.sgd(0.1), loss=jt.loss_for_task(task).name)
+    loop = jt.TrainLoop(model, optax.sgd(0.1), loss=jt.loss_for_task(task).name)
     feats = {"a": np.zeros(3, np.float32)}
     state = loop.init_state(feats)
     out = loop.predict(feats, state)
@@ -97,10 +97,21 @@ def test_train_transformed_is_deterministic(tmp_path: Path) -> None:
     assert a.model_def.vocab_sizes == {"c": graph.output_columns[1].cardinality}
     assert len(a.history.history["loss"]) == 2 and "val_accuracy" in a.history.history
     for p, q in zip(
-        jax.tree.leaves(a.trainer.state.params),
-        jax.tree.leaves(b.trainer.state.params),
+        jax.tree.leaves(a.loop.state.params),
+        jax.tree.leaves(b.loop.state.params),
         strict=True,
     ):
         np.testing.assert_array_equal(np.asarray(p), np.asarray(q))
     with pytest.raises(jt.DataError, match="label 'nope' is not in the training data"):
         jt.train_transformed(graph, files, files, label="nope", epochs=1)
+
+
+def test_old_names_are_deprecated_aliases() -> None:
+    with pytest.warns(DeprecationWarning, match="use TrainLoop"):
+        assert jt.Trainer is jt.TrainLoop
+    with pytest.warns(DeprecationWarning, match="use ModelDef"):
+        assert jt.Model is jt.ModelDef
+    with pytest.warns(DeprecationWarning, match="use FittedTransform"):
+        assert tx.TransformGraph is tx.FittedTransform
+    with pytest.warns(DeprecationWarning, match="use Op"):
+        assert tx.Node is tx.Op

@@ -31,13 +31,13 @@ a filled column sees the filled values); when its input depends on another
 analyzer's result it runs in a later pass (stage), so a graph takes
 ``graph.num_stages`` passes: one unless analyzers are stacked like that.
 
-Applying the graph: :meth:`TransformGraph.apply_numpy` and
-:meth:`TransformGraph.apply_table` run in NumPy; for serving, string columns
-become int32 ids before the model (:meth:`TransformGraph.string_preprocess`,
+Applying the graph: :meth:`FittedTransform.apply_numpy` and
+:meth:`FittedTransform.apply_table` run in NumPy; for serving, string columns
+become int32 ids before the model (:meth:`FittedTransform.string_preprocess`,
 the ``preprocess.json`` format of ``jaxtx.serving.runtime``) and the numeric
-rest runs in JAX (:meth:`TransformGraph.jax_fn`), inside the exported model
+rest runs in JAX (:meth:`FittedTransform.jax_fn`), inside the exported model
 (:func:`export_transformed_model`). The paths agree bit for bit: each float
-operation rounds to float32 on its own in both (see ``_transform_math``).
+operation rounds to float32 on its own in both (see ``_math``).
 
 Semantics worth knowing:
 
@@ -63,11 +63,11 @@ from ._graph import (
     FORMAT,
     GRAPH_FILE,
     Analyzer,
+    FittedTransform,
     InputColumn,
-    Node,
+    Op,
     OutputColumn,
     TransformError,
-    TransformGraph,
 )
 from ._trace import (
     Column,
@@ -94,11 +94,11 @@ __all__ = [
     "Column",
     "DataSource",
     "InputColumn",
-    "Node",
+    "Op",
     "OutputColumn",
     "TransformError",
     "TransformBatches",
-    "TransformGraph",
+    "FittedTransform",
     "analyze",
     "apply_batch",
     "bucketize",
@@ -116,13 +116,28 @@ __all__ = [
 ]
 
 
+_DEPRECATED = {"TransformGraph": "FittedTransform", "Node": "Op"}
+"""Old names kept for one release (they collided with ``jaxtx.components``' names)."""
+
+
 def __getattr__(name: str) -> Any:
     # Beam is loaded on first use, not by writing a preprocessing function.
     if name == "TransformBatches":
         from ._beam import TransformBatches
 
         return TransformBatches
+    if name in _DEPRECATED:
+        import warnings
+
+        new = _DEPRECATED[name]
+        warnings.warn(
+            f"jaxtx.trainer.transform.{name} is deprecated; use {new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 PreprocessingFn = Callable[[Mapping[str, Column]], Mapping[str, Column]]
 
@@ -136,7 +151,7 @@ def analyze(
     batch_size: int = 65536,
     kll_k: int = 200,
     temp_dir: str | None = None,
-) -> TransformGraph:
+) -> FittedTransform:
     """Trace ``preprocessing_fn`` and fit its analyzers over the training data.
 
     Args:
@@ -181,7 +196,7 @@ def analyze(
 
 
 def export_transformed_model(
-    graph: TransformGraph,
+    graph: FittedTransform,
     predict_fn: Callable[[Any, Mapping[str, Any]], Mapping[str, Any]],
     params: Any,
     out_dir: str | os.PathLike[str],

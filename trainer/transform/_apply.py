@@ -32,7 +32,7 @@ from jaxtx.core.parquet import (
     row_group_tasks,
 )
 
-from ._graph import TransformError, TransformGraph
+from ._graph import FittedTransform, TransformError
 
 if TYPE_CHECKING:
     from jaxtx.core.beam import BeamOptions
@@ -82,7 +82,7 @@ def plan_shards(
 
 
 def apply_batch(
-    graph: TransformGraph,
+    graph: FittedTransform,
     batch: pa.RecordBatch | pa.Table,
     passthrough: Sequence[str] = (),
     *,
@@ -118,7 +118,7 @@ def apply_batch(
 
 
 def write_shard(
-    graph: TransformGraph, spec: ShardSpec, passthrough: Sequence[str], batch_size: int
+    graph: FittedTransform, spec: ShardSpec, passthrough: Sequence[str], batch_size: int
 ) -> int:
     """Transform the rows of one shard and write them (to a temporary name, then renamed).
 
@@ -156,7 +156,7 @@ def write_shard(
 
 
 def check_inputs(
-    graph: TransformGraph, splits: Mapping[str, Sequence[str]], passthrough: Sequence[str]
+    graph: FittedTransform, splits: Mapping[str, Sequence[str]], passthrough: Sequence[str]
 ) -> None:
     """Check every file for the graph's inputs and the passthrough columns (footers only).
 
@@ -192,7 +192,7 @@ def check_inputs(
 
 
 def transform_parquet(
-    graph: TransformGraph,
+    graph: FittedTransform,
     splits: Mapping[str, Sequence[str]],
     output_dir: str | os.PathLike[str],
     *,

@@ -16,7 +16,7 @@ from jaxtx.core.parquet import iter_task_batches, row_group_tasks
 
 from ._apply import ShardSpec, apply_batch, plan_shards, write_shard
 from ._fit import DataSource, FitAccumulator
-from ._graph import TransformGraph
+from ._graph import FittedTransform
 
 __all__ = ["FitCombineFn", "TransformBatches", "fit_stage_beam", "run_transform_pipeline"]
 
@@ -30,7 +30,7 @@ class FitCombineFn(BatchCombineFn):
         kll_k: Size of the quantile sketches.
     """
 
-    def __init__(self, graph: TransformGraph, stage: int, kll_k: int = 200) -> None:
+    def __init__(self, graph: FittedTransform, stage: int, kll_k: int = 200) -> None:
         super().__init__()
         self._graph = graph
         self._stage = stage
@@ -44,7 +44,7 @@ class FitCombineFn(BatchCombineFn):
 
 
 def fit_stage_beam(
-    graph: TransformGraph,
+    graph: FittedTransform,
     stage: int,
     source: DataSource,
     beam_options: BeamOptions,
@@ -77,8 +77,7 @@ def fit_stage_beam(
                 p
                 | "Files" >> beam.Create(list(source.files or ()))
                 | "Plan" >> beam.FlatMap(row_group_tasks, rows_per_task=rows_per_task)
-                | "Read"
-                >> beam.FlatMap(iter_task_batches, batch_size=batch_size, columns=columns)
+                | "Read" >> beam.FlatMap(iter_task_batches, batch_size=batch_size, columns=columns)
                 | "Analyze" >> beam.CombineGlobally(FitCombineFn(graph, stage, kll_k))
             )
         }
@@ -91,7 +90,7 @@ def fit_stage_beam(
 class TransformBatches(beam.PTransform):
     """``PCollection[pa.RecordBatch]`` -> ``PCollection[pa.RecordBatch]`` of transformed rows.
 
-    Each batch goes through :meth:`TransformGraph.apply_table` (NumPy, the
+    Each batch goes through :meth:`FittedTransform.apply_table` (NumPy, the
     same code as every other apply path); ``passthrough`` columns are copied
     after the outputs.
 
@@ -100,7 +99,7 @@ class TransformBatches(beam.PTransform):
         passthrough: Raw columns copied unchanged.
     """
 
-    def __init__(self, graph: TransformGraph, passthrough: Sequence[str] = ()) -> None:
+    def __init__(self, graph: FittedTransform, passthrough: Sequence[str] = ()) -> None:
         super().__init__()
         self._graph = graph
         self._passthrough = tuple(passthrough)
@@ -115,7 +114,7 @@ class TransformBatches(beam.PTransform):
 class _WriteShard(beam.DoFn):
     """Write one output shard; yields ``(split, rows written)``."""
 
-    def __init__(self, graph: TransformGraph, passthrough: Sequence[str], batch_size: int) -> None:
+    def __init__(self, graph: FittedTransform, passthrough: Sequence[str], batch_size: int) -> None:
         super().__init__()
         self._graph = graph
         self._passthrough = tuple(passthrough)
@@ -126,7 +125,7 @@ class _WriteShard(beam.DoFn):
 
 
 def run_transform_pipeline(
-    graph: TransformGraph,
+    graph: FittedTransform,
     files: Sequence[tuple[str, int, str, str]],
     *,
     passthrough: Sequence[str],

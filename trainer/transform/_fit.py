@@ -37,7 +37,7 @@ from jaxtx.core.parquet import (
     row_group_tasks,
 )
 
-from ._graph import NUMERIC, Analyzer, TransformError, TransformGraph
+from ._graph import NUMERIC, Analyzer, FittedTransform, TransformError
 from ._trace import column_kind
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ class FitAccumulator:
         kll_k: Size of the quantile sketches.
     """
 
-    def __init__(self, graph: TransformGraph, stage: int, kll_k: int = 200) -> None:
+    def __init__(self, graph: FittedTransform, stage: int, kll_k: int = 200) -> None:
         self.graph = graph
         self.ids = [i for i, a in enumerate(graph.analyzers) if a.stage == stage]
         self.summaries = [_summary(graph.analyzers[i], kll_k) for i in self.ids]
@@ -336,7 +336,7 @@ def open_source(data: DataLike) -> DataSource:
     return DataSource(f"file {files[0]!r}{more}", schema, files=tuple(files), num_rows=rows)
 
 
-def check_columns(graph: TransformGraph, source: DataSource) -> None:
+def check_columns(graph: FittedTransform, source: DataSource) -> None:
     """Check that every file (or the table) has the graph's inputs with the right kinds.
 
     Args:
@@ -379,7 +379,7 @@ def _batches(source: DataSource, columns: list[str], batch_size: int) -> Iterato
 
 
 def _fit_stage_local(
-    graph: TransformGraph, stage: int, source: DataSource, batch_size: int, kll_k: int
+    graph: FittedTransform, stage: int, source: DataSource, batch_size: int, kll_k: int
 ) -> dict[str, Any]:
     acc = FitAccumulator(graph, stage, kll_k)
     for batch in _batches(source, [c.name for c in graph.inputs], batch_size):
@@ -387,7 +387,7 @@ def _fit_stage_local(
     return acc.results()
 
 
-def _check_result(graph: TransformGraph, aid: int, result: Mapping[str, Any]) -> None:
+def _check_result(graph: FittedTransform, aid: int, result: Mapping[str, Any]) -> None:
     if result.get("count", 0) > 0:
         return
     analyzer = graph.analyzers[aid]
@@ -405,7 +405,7 @@ def _check_result(graph: TransformGraph, aid: int, result: Mapping[str, Any]) ->
     )
 
 
-def _analyzers_under(graph: TransformGraph, nid: int) -> set[int]:
+def _analyzers_under(graph: FittedTransform, nid: int) -> set[int]:
     found: set[int] = set()
     stack = [nid]
     seen: set[int] = set()
@@ -424,7 +424,7 @@ def _analyzers_under(graph: TransformGraph, nid: int) -> set[int]:
 
 
 def fit(
-    graph: TransformGraph,
+    graph: FittedTransform,
     source: DataSource,
     *,
     beam_options: BeamOptions = None,
@@ -432,7 +432,7 @@ def fit(
     batch_size: int = 65536,
     kll_k: int = 200,
     temp_dir: str | None = None,
-) -> TransformGraph:
+) -> FittedTransform:
     """Fit every analyzer of a traced graph, one full pass over the data per stage.
 
     Args:
@@ -490,14 +490,14 @@ def _spill(
 
 
 def _fit_stages(
-    graph: TransformGraph,
+    graph: FittedTransform,
     source: DataSource,
     beam_options: BeamOptions,
     use_beam: bool,
     batch_size: int,
     kll_k: int,
     temp_dir: str | None,
-) -> TransformGraph:
+) -> FittedTransform:
     num_rows = source.num_rows
     for stage in range(1, graph.num_stages + 1):
         if use_beam:
