@@ -69,16 +69,6 @@ def Trainer(
                 f"{examples.split_names}); ExampleGen's split_names must include train and eval"
             )
     graph = transform_graph.load()
-    metrics: list[Any] = [jt.MetricsCallback(lambda epoch, m: ctx.log_metrics(m, step=int(epoch)))]
-    if log_every_n_steps:
-        metrics.append(
-            jt.MetricsCallback(
-                lambda step, m: ctx.log_metrics(
-                    {f"step_{k}": v for k, v in m.items()}, step=int(step)
-                ),
-                every=int(log_every_n_steps),
-            )
-        )
     loop, history, net, features = jt.train_transformed(
         graph,
         examples.files("train"),
@@ -94,7 +84,7 @@ def Trainer(
         mixed_precision=mixed_precision,
         early_stopping_patience=early_stopping_patience,
         seed=seed,
-        callbacks=metrics,
+        callbacks=_metric_callbacks(ctx, log_every_n_steps),
         checkpoint_dir=None if ctx.work_dir is None else str(ctx.work_dir / "checkpoints"),
     )
 
@@ -127,19 +117,40 @@ def Trainer(
         json.dumps({"model_def": repr(net), "batch_size": batch_size, "seed": seed}, indent=2)
     )
     if ctx.tracking_uri and ctx.mlflow_run_id:
-        from ._mlflow_model import log_jaxtx_model
-
-        raw_uri = examples.properties.get("raw_examples")
-        source = load_artifact(raw_uri, Examples, verify=False) if raw_uri else examples
-        raw_example = _raw_example(graph, source.read("eval").slice(0, 5))
-        uri = log_jaxtx_model(
-            tracking_uri=ctx.tracking_uri,
-            run_id=ctx.mlflow_run_id,
-            model_dir=model.path / "model",
-            input_example=raw_example,
-        )
-        model.properties["mlflow_model_uri"] = uri
+        model.properties["mlflow_model_uri"] = _log_mlflow_model(ctx, examples, graph, model)
     return {f"final_{k}": v for k, v in final.items() if np.isfinite(v)}
+
+
+def _metric_callbacks(ctx: RunContext, log_every_n_steps: int | None) -> list[Any]:
+    """Callbacks logging epoch metrics (and every N steps' batch metrics) to the run."""
+    from jaxtx import trainer as jt
+
+    cbs: list[Any] = [jt.MetricsCallback(lambda epoch, m: ctx.log_metrics(m, step=int(epoch)))]
+    if log_every_n_steps:
+        cbs.append(
+            jt.MetricsCallback(
+                lambda step, m: ctx.log_metrics(
+                    {f"step_{k}": v for k, v in m.items()}, step=int(step)
+                ),
+                every=int(log_every_n_steps),
+            )
+        )
+    return cbs
+
+
+def _log_mlflow_model(ctx: RunContext, examples: Examples, graph: Any, model: Model) -> str:
+    """Log the exported model as an MLflow pyfunc model with a raw input example; its URI."""
+    from ._mlflow_model import log_jaxtx_model
+
+    raw_uri = examples.properties.get("raw_examples")
+    source = load_artifact(raw_uri, Examples, verify=False) if raw_uri else examples
+    assert ctx.tracking_uri and ctx.mlflow_run_id
+    return log_jaxtx_model(
+        tracking_uri=ctx.tracking_uri,
+        run_id=ctx.mlflow_run_id,
+        model_dir=model.path / "model",
+        input_example=_raw_example(graph, source.read("eval").slice(0, 5)),
+    )
 
 
 def _raw_example(graph: Any, table: Any) -> Any:

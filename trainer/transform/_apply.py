@@ -248,24 +248,9 @@ def transform_parquet(
         for split, paths in splits.items():
             os.makedirs(os.path.join(staging, split))
             files.extend((split, i, p, os.path.join(staging, split)) for i, p in enumerate(paths))
-        if use_beam:
-            from ._beam import run_transform_pipeline
-
-            counts = run_transform_pipeline(
-                graph,
-                files,
-                passthrough=passthrough,
-                batch_size=batch_size,
-                rows_per_shard=rows_per_shard,
-                beam_options=beam_options,
-                temp_dir=temp_dir,
-            )
-        else:
-            counts = {}
-            for f in files:
-                for spec in plan_shards(*f, rows_per_shard=rows_per_shard):
-                    rows = write_shard(graph, spec, passthrough, batch_size)
-                    counts[spec.split] = counts.get(spec.split, 0) + rows
+        counts = _write_shards(
+            graph, files, passthrough, beam_options, use_beam, batch_size, rows_per_shard, temp_dir
+        )
         for split in splits:
             dest = os.path.join(out, split)
             if os.path.isdir(dest):
@@ -274,6 +259,37 @@ def transform_parquet(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {split: counts.get(split, 0) for split in splits}
+
+
+def _write_shards(
+    graph: FittedTransform,
+    files: list[tuple[str, int, str, str]],
+    passthrough: Sequence[str],
+    beam_options: BeamOptions,
+    use_beam: bool,
+    batch_size: int,
+    rows_per_shard: int,
+    temp_dir: str | None,
+) -> dict[str, int]:
+    """Write the shards of ``(split, index, path, out_dir)`` files; rows per split."""
+    if use_beam:
+        from ._beam import run_transform_pipeline
+
+        return run_transform_pipeline(
+            graph,
+            files,
+            passthrough=passthrough,
+            batch_size=batch_size,
+            rows_per_shard=rows_per_shard,
+            beam_options=beam_options,
+            temp_dir=temp_dir,
+        )
+    counts: dict[str, int] = {}
+    for f in files:
+        for spec in plan_shards(*f, rows_per_shard=rows_per_shard):
+            rows = write_shard(graph, spec, passthrough, batch_size)
+            counts[spec.split] = counts.get(spec.split, 0) + rows
+    return counts
 
 
 # ------------------------------------------------------------------ files
