@@ -17,15 +17,18 @@ A preprocessing function maps named raw columns to model features::
 
     graph = tx.analyze(preprocess, "data/train")       # Beam, one pass per stage
     graph.save("transform")                            # transform/transform_graph.json
+    tx.transform_parquet(graph, {"train": files}, "out", passthrough=["label"])  # Beam
     features = graph.apply_numpy({"age": ..., ...})    # training data
-    table = graph.apply_table(record_batch)            # in a Beam pipeline
+    table = graph.apply_table(record_batch)            # one Arrow batch
+    pcoll | tx.TransformBatches(graph)                 # in your own Beam pipeline
     ids = graph.string_preprocess()                    # preprocess.json entries
     out = jax.jit(graph.jax_fn)(numbers_and_ids)       # inside the exported model
 
 :func:`analyze` runs the function once on symbolic :class:`Column` objects to
 record a small graph of operations, then fits its analyzers (mean/std,
 min/max, quantiles, vocabularies, most frequent values) in one full pass over
-the training data, as a Beam ``CombineGlobally`` over record batches. An
+the training data, as a Beam ``CombineGlobally`` over record batches
+(``import jaxtx.trainer.transform`` does not load Beam; running does). An
 analyzer reads the *derived* values it is applied to (``scale_to_z_score`` of
 a filled column sees the filled values); when its input depends on another
 analyzer's result it runs in a later pass (stage), so a graph takes

@@ -209,8 +209,9 @@ def transform_parquet(
         graph: The fitted graph.
         splits: Split name -> Parquet files (local paths or Beam filesystem
             URLs), in the order their shards are numbered.
-        output_dir: Local directory receiving one directory per split (each
-            must not exist yet, or be empty).
+        output_dir: Directory receiving one directory per split (each must
+            not exist yet, or be empty); a local path, which the workers must
+            also reach when the runner is not in-process (a shared disk).
         passthrough: Raw columns copied unchanged after the outputs (the
             label, columns to slice on).
         beam_options: Beam flags or mapping; the in-process ``FnApiRunner`` by default.
