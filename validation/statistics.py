@@ -917,7 +917,7 @@ def compute_split_statistics(
     Args:
       split_files: split name -> Parquet files (local paths or any Beam filesystem URL).
       options: statistics options.
-      beam_options: Beam flags or mapping (see ``jaxtx.components._beam``).
+      beam_options: Beam flags or mapping (see ``jaxtx.core.beam.pipeline_options``).
       temp_dir: where the pipeline writes its results; must be reachable by the
         workers and this process (a local temporary directory by default).
 
