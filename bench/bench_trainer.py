@@ -5,7 +5,7 @@ cross-entropy, batch 1024, per-epoch shuffle, last partial batch dropped) on the
 same 1M generated rows for two epochs; the second epoch's examples/s is
 reported (the first includes compilation).
 
-* jaxtx: ``Trainer.fit`` over a ``ParquetDataset`` reading one Parquet file
+* jaxtx: ``TrainLoop.fit`` over a ``ParquetDataset`` reading one Parquet file
   written to a temporary directory (reading, shuffling, batching and
   prefetching are part of the measured time). With its defaults the 84 MB of
   decoded rows are kept in memory after the first epoch; the same run with
@@ -72,7 +72,7 @@ def bench_jaxtx(
     in_memory: bool | None = None,
     steps_per_execution: int | None = None,
 ) -> float:
-    """Examples/s of the second epoch of ``Trainer.fit`` over a ``ParquetDataset``.
+    """Examples/s of the second epoch of ``TrainLoop.fit`` over a ``ParquetDataset``.
 
     ``in_memory=None`` is the default (here: decoded once, then served from
     memory); ``False`` forces streaming through the shuffle buffer.
@@ -89,7 +89,7 @@ def bench_jaxtx(
         drop_remainder=True,
         in_memory=in_memory,
     )
-    trainer = jt.Trainer(
+    trainer = jt.TrainLoop(
         jt.MLP(hidden=HIDDEN, out=1),
         optax.adam(LR),
         loss="binary_crossentropy",

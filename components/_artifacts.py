@@ -256,8 +256,8 @@ class TransformGraph(Artifact):
     """Fitted preprocessing: ``transform_graph.json`` (constants + op graph)."""
 
     def load(self) -> Any:
-        """The ``jaxtx.trainer.transform.TransformGraph``."""
-        from jaxtx.trainer.transform import TransformGraph as Graph
+        """The ``jaxtx.trainer.transform.FittedTransform``."""
+        from jaxtx.trainer.transform import FittedTransform as Graph
 
         return Graph.load(str(self.path))
 

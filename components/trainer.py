@@ -12,57 +12,6 @@ from ._component import RunContext, component
 
 __all__ = ["Trainer"]
 
-_TASK_LOSS = {
-    "binary_classification": "binary_cross_entropy",
-    "multiclass_classification": "softmax_cross_entropy",
-    "regression": "mean_squared_error",
-}
-
-
-def _column_info(graph: Any) -> tuple[list[str], dict[str, int]]:
-    names, vocab = [], {}
-    for col in graph.output_columns:
-        names.append(col.name)
-        if getattr(col, "dtype", "float32") == "int32" and getattr(col, "cardinality", None):
-            vocab[col.name] = int(col.cardinality)
-    return names, vocab
-
-
-def _check_label(examples: Examples, label: str) -> None:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    for split in ("train", "eval"):
-        if split not in examples.split_names:
-            raise ValueError(
-                f"Trainer: examples {examples.uri} have no {split!r} split (splits: "
-                f"{examples.split_names}); ExampleGen's split_names must include train and eval"
-            )
-        files = examples.files(split)
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        if rows == 0:
-            raise ValueError(f"Trainer: the {split!r} split of {examples.uri} is empty")
-        names = pq.ParquetFile(files[0]).schema_arrow.names
-        if label not in names:
-            raise ValueError(
-                f"Trainer: label {label!r} is not in the {split!r} split of {examples.uri}; "
-                f"columns are {names}. Pass it through Transform (passthrough=[{label!r}])."
-            )
-        for f in files:
-            col = pq.read_table(f, columns=[label])[label]
-            if col.null_count:
-                raise ValueError(
-                    f"Trainer: label {label!r} has {col.null_count} missing values in {f}; "
-                    "drop or fix those rows before training"
-                )
-            if str(col.type) in ("float", "double", "halffloat"):
-                nans = pc.sum(pc.is_nan(col)).as_py() or 0
-                if nans:
-                    raise ValueError(
-                        f"Trainer: label {label!r} has {nans} NaN values in {f}; "
-                        "drop or fix those rows before training"
-                    )
-
 
 @component
 def Trainer(
@@ -110,70 +59,47 @@ def Trainer(
       seed: the same seed gives bit-identical parameters on the same machine.
       name: the model's name in its signature.
     """
-    import dataclasses
-
-    import optax
-
     from jaxtx import trainer as jt
 
-    if task not in _TASK_LOSS:
-        raise ValueError(f"Trainer: task must be one of {sorted(_TASK_LOSS)}, got {task!r}")
-    _check_label(examples, label)
-    graph = transform_graph.load()
-    features, vocab = _column_info(graph)
-    net = model_def if model_def is not None else jt.MLP(hidden=(64, 32))
-    if isinstance(net, jt.MLP | jt.WideAndDeep) and net.vocab_sizes is None and vocab:
-        net = dataclasses.replace(net, vocab_sizes=vocab)
-    tx = optimizer if optimizer is not None else optax.adam(learning_rate)
-    if gradient_clip_norm is not None:
-        tx = jt.with_gradient_clipping(tx, gradient_clip_norm)
-    compute_dtype = None
-    if mixed_precision:
-        import jax.numpy as jnp
-
-        compute_dtype = jnp.bfloat16
-    trainer = jt.Trainer(net, tx, loss=_TASK_LOSS[task], seed=seed, compute_dtype=compute_dtype)
-    train = jt.ParquetDataset(
-        examples.files("train"), features, label, batch_size, shuffle_seed=seed
-    )
-    evald = jt.ParquetDataset(examples.files("eval"), features, label, batch_size)
-    callbacks: list[Any] = [
-        jt.LearningRateLogger(learning_rate),
-        jt.MetricsCallback(lambda epoch, m: ctx.log_metrics(m, step=int(epoch))),
-        jt.ProgressBar(),
-    ]
-    if log_every_n_steps:
-        callbacks.append(
-            jt.MetricsCallback(
-                lambda step, m: ctx.log_metrics(
-                    {f"step_{k}": v for k, v in m.items()}, step=int(step)
-                ),
-                every=int(log_every_n_steps),
+    jt.loss_for_task(task)  # an unknown task fails before any work
+    for split in ("train", "eval"):
+        if split not in examples.split_names:
+            raise ValueError(
+                f"Trainer: examples {examples.uri} have no {split!r} split (splits: "
+                f"{examples.split_names}); ExampleGen's split_names must include train and eval"
             )
-        )
-    if early_stopping_patience is not None:
-        callbacks.append(jt.EarlyStopping("val_loss", patience=early_stopping_patience, mode="min"))
-    if ctx.work_dir is not None:
-        callbacks.append(jt.Checkpoint(str(ctx.work_dir / "checkpoints"), every_n_epochs=1))
-    history = trainer.fit(train, evald, epochs=epochs, callbacks=callbacks)
+    graph = transform_graph.load()
+    loop, history, net, features = jt.train_transformed(
+        graph,
+        examples.files("train"),
+        examples.files("eval"),
+        label=label,
+        model_def=model_def,
+        task=task,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        gradient_clip_norm=gradient_clip_norm,
+        mixed_precision=mixed_precision,
+        early_stopping_patience=early_stopping_patience,
+        seed=seed,
+        callbacks=_metric_callbacks(ctx, log_every_n_steps),
+        checkpoint_dir=None if ctx.work_dir is None else str(ctx.work_dir / "checkpoints"),
+    )
 
     # Export predict(raw) = model(transform(raw)); strings are mapped to ids first
     # (preprocess.json), the numeric transform runs inside the exported program.
     from jaxtx.trainer.transform import export_transformed_model
 
-    outputs = {
-        "binary_classification": {"probabilities": "float32", "logits": "float32"},
-        "multiclass_classification": {"probabilities": "float32", "logits": "float32"},
-        "regression": {"predictions": "float32"},
-    }[task]
     export_transformed_model(
         graph,
-        trainer.predict_fn,
-        trainer.state.params,
+        loop.predict_fn,
+        loop.state.params,
         str(model.path / "model"),
         name=name,
         task=task,
-        outputs=outputs,
+        outputs=jt.task_outputs(task),
     )
     history.save(str(model.path / "model" / "history.json"))
     history.plot(str(model.reports_dir / "training_curves.png"))
@@ -191,19 +117,40 @@ def Trainer(
         json.dumps({"model_def": repr(net), "batch_size": batch_size, "seed": seed}, indent=2)
     )
     if ctx.tracking_uri and ctx.mlflow_run_id:
-        from ._mlflow_model import log_jaxtx_model
-
-        raw_uri = examples.properties.get("raw_examples")
-        source = load_artifact(raw_uri, Examples, verify=False) if raw_uri else examples
-        raw_example = _raw_example(graph, source.read("eval").slice(0, 5))
-        uri = log_jaxtx_model(
-            tracking_uri=ctx.tracking_uri,
-            run_id=ctx.mlflow_run_id,
-            model_dir=model.path / "model",
-            input_example=raw_example,
-        )
-        model.properties["mlflow_model_uri"] = uri
+        model.properties["mlflow_model_uri"] = _log_mlflow_model(ctx, examples, graph, model)
     return {f"final_{k}": v for k, v in final.items() if np.isfinite(v)}
+
+
+def _metric_callbacks(ctx: RunContext, log_every_n_steps: int | None) -> list[Any]:
+    """Callbacks logging epoch metrics (and every N steps' batch metrics) to the run."""
+    from jaxtx import trainer as jt
+
+    cbs: list[Any] = [jt.MetricsCallback(lambda epoch, m: ctx.log_metrics(m, step=int(epoch)))]
+    if log_every_n_steps:
+        cbs.append(
+            jt.MetricsCallback(
+                lambda step, m: ctx.log_metrics(
+                    {f"step_{k}": v for k, v in m.items()}, step=int(step)
+                ),
+                every=int(log_every_n_steps),
+            )
+        )
+    return cbs
+
+
+def _log_mlflow_model(ctx: RunContext, examples: Examples, graph: Any, model: Model) -> str:
+    """Log the exported model as an MLflow pyfunc model with a raw input example; its URI."""
+    from ._mlflow_model import log_jaxtx_model
+
+    raw_uri = examples.properties.get("raw_examples")
+    source = load_artifact(raw_uri, Examples, verify=False) if raw_uri else examples
+    assert ctx.tracking_uri and ctx.mlflow_run_id
+    return log_jaxtx_model(
+        tracking_uri=ctx.tracking_uri,
+        run_id=ctx.mlflow_run_id,
+        model_dir=model.path / "model",
+        input_example=_raw_example(graph, source.read("eval").slice(0, 5)),
+    )
 
 
 def _raw_example(graph: Any, table: Any) -> Any:

@@ -124,11 +124,11 @@ def parquet_dir(table: pa.Table, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="module")
-def graph(parquet_dir: Path) -> tx.TransformGraph:
+def graph(parquet_dir: Path) -> tx.FittedTransform:
     return tx.analyze(preprocess, parquet_dir)  # Beam, FnApiRunner
 
 
-def _result(graph: tx.TransformGraph, output: str, kind: str) -> Mapping[str, Any]:
+def _result(graph: tx.FittedTransform, output: str, kind: str) -> Mapping[str, Any]:
     nid = dict(graph.outputs)[output]
     node = graph.nodes[nid]
     while "analyzer" not in node.params or graph.analyzers[node.params["analyzer"]].kind != kind:
@@ -141,7 +141,7 @@ def _result(graph: tx.TransformGraph, output: str, kind: str) -> Mapping[str, An
 # ------------------------------------------------------------------ the graph
 
 
-def test_columns_and_stages(graph: tx.TransformGraph, table: pa.Table) -> None:
+def test_columns_and_stages(graph: tx.FittedTransform, table: pa.Table) -> None:
     assert graph.is_fitted
     assert graph.num_rows == N
     assert {c.name: c.kind for c in graph.input_columns} == {
@@ -188,7 +188,7 @@ def test_columns_and_stages(graph: tx.TransformGraph, table: pa.Table) -> None:
 # ------------------------------------------------------------------ analyzers
 
 
-def test_z_score_sees_filled_values(graph: tx.TransformGraph, table: pa.Table) -> None:
+def test_z_score_sees_filled_values(graph: tx.FittedTransform, table: pa.Table) -> None:
     age = _float32(table["age"])
     z_node = graph.nodes[dict(graph.outputs)["age"]]
     fill_node = graph.nodes[z_node.args[0]]
@@ -212,7 +212,7 @@ def _other_columns(table: pa.Table) -> dict[str, pa.ChunkedArray]:
     return {name: table[name] for name in table.column_names}
 
 
-def test_min_max_exact(graph: tx.TransformGraph, table: pa.Table) -> None:
+def test_min_max_exact(graph: tx.FittedTransform, table: pa.Table) -> None:
     hours = _float32(table["hours_per_week"])
     r = _result(graph, "hours", "min_max")
     assert (r["min"], r["max"]) == (float(hours.min()), float(hours.max()))
@@ -228,7 +228,7 @@ def test_min_max_exact(graph: tx.TransformGraph, table: pa.Table) -> None:
     [("age_bucket", "age", 10), ("hours_bucket", "hours_per_week", 8)],
 )
 def test_quantile_edges_within_rank_error(
-    graph: tx.TransformGraph, table: pa.Table, output: str, column: str, buckets: int
+    graph: tx.FittedTransform, table: pa.Table, output: str, column: str, buckets: int
 ) -> None:
     values = _float32(table[column])
     finite = np.sort(values[np.isfinite(values)])
@@ -255,7 +255,7 @@ def _expected_vocab(values: list[str | None], top_k: int | None, threshold: int)
     return frame["value"].tolist()[:top_k]
 
 
-def test_vocabulary_on_census(graph: tx.TransformGraph, table: pa.Table) -> None:
+def test_vocabulary_on_census(graph: tx.FittedTransform, table: pa.Table) -> None:
     r = _result(graph, "workclass", "vocabulary")
     values = table["workclass"].to_pylist()
     assert r["vocabulary"] == _expected_vocab(values, 20, 5)
@@ -328,7 +328,7 @@ def test_fill_missing_strategies() -> None:
     np.testing.assert_array_equal(out["s_const"], want)
 
 
-def test_beam_and_in_process_fit_agree(graph: tx.TransformGraph, parquet_dir: Path) -> None:
+def test_beam_and_in_process_fit_agree(graph: tx.FittedTransform, parquet_dir: Path) -> None:
     local = tx.analyze(preprocess, parquet_dir, use_beam=False)
     for a, b in zip(graph.analyzers, local.analyzers, strict=True):
         assert a.kind == b.kind
@@ -367,7 +367,7 @@ RAW: dict[str, list[Any]] = {
 }
 
 
-def test_apply_numpy_and_apply_table_agree(graph: tx.TransformGraph, table: pa.Table) -> None:
+def test_apply_numpy_and_apply_table_agree(graph: tx.FittedTransform, table: pa.Table) -> None:
     raw_table = pa.table({k: pa.array(v) for k, v in RAW.items()})
     out = graph.apply_numpy(RAW)
     t = graph.apply_table(raw_table)
@@ -403,7 +403,7 @@ def _linear(params: Mapping[str, Any], f: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def exported(graph: tx.TransformGraph, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def exported(graph: tx.FittedTransform, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cards = {c.name: c.cardinality for c in graph.output_columns}
     params = {
         "w": np.array([0.5, -2.0], np.float32),
@@ -417,7 +417,7 @@ def exported(graph: tx.TransformGraph, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
-def test_no_training_serving_skew(graph: tx.TransformGraph, exported: Path) -> None:
+def test_no_training_serving_skew(graph: tx.FittedTransform, exported: Path) -> None:
     model = LoadedModel.load(exported)
     assert json.loads((exported / "preprocess.json").read_text()) == graph.string_preprocess()
     # the serving runtime maps strings to ids exactly as preprocess.json says...
@@ -433,7 +433,7 @@ def test_no_training_serving_skew(graph: tx.TransformGraph, exported: Path) -> N
     assert_same(graph.apply_numpy(RAW), {k: np.asarray(v) for k, v in served.items()})
 
 
-def test_exported_model_matches_numpy(graph: tx.TransformGraph, exported: Path) -> None:
+def test_exported_model_matches_numpy(graph: tx.FittedTransform, exported: Path) -> None:
     model = LoadedModel.load(exported)
     model.warmup([1, 16])
     assert [s.dtype for s in model.signature.inputs] == [
@@ -479,21 +479,21 @@ def test_hash_entry_of_the_runtime() -> None:
     assert lookup.num_ids == 16 and lookup.kind == "hash"
 
 
-def test_save_load_round_trip(graph: tx.TransformGraph, tmp_path: Path) -> None:
+def test_save_load_round_trip(graph: tx.FittedTransform, tmp_path: Path) -> None:
     path = Path(graph.save(tmp_path / "transform"))
     assert path.name == "transform_graph.json"
     doc = json.loads(path.read_text())  # plain JSON
     assert doc["format"] == "jaxtx.transform/1"
     assert [o["name"] for o in doc["outputs"]] == [n for n, _ in graph.outputs]
     assert doc["outputs"][0]["expression"] == "scale_to_z_score(fill_missing(age, 'mean'))"
-    loaded = tx.TransformGraph.load(tmp_path / "transform")
+    loaded = tx.FittedTransform.load(tmp_path / "transform")
     assert loaded == graph
     assert loaded.output_columns == graph.output_columns
     assert loaded.string_preprocess() == graph.string_preprocess()
     assert_same(loaded.apply_numpy(RAW), graph.apply_numpy(RAW))
     (tmp_path / "bad.json").write_text('{"format": "other/1"}')
     with pytest.raises(tx.TransformError, match="is not 'jaxtx.transform/1'"):
-        tx.TransformGraph.load(tmp_path / "bad.json")
+        tx.FittedTransform.load(tmp_path / "bad.json")
 
 
 def test_trace_without_data_and_fixed_boundaries() -> None:
@@ -599,7 +599,7 @@ def test_analyzer_without_values() -> None:
         tx.analyze(lambda i: {"z": tx.scale_to_z_score(i["x"]), "y": i["y"]}, t, use_beam=False)
 
 
-def test_apply_errors(graph: tx.TransformGraph) -> None:
+def test_apply_errors(graph: tx.FittedTransform) -> None:
     raw = {k: v for k, v in RAW.items() if k != "occupation"}
     with pytest.raises(tx.TransformError, match="'occupation' is missing"):
         graph.apply_numpy(raw)
@@ -609,3 +609,114 @@ def test_apply_errors(graph: tx.TransformGraph) -> None:
         graph.apply_numpy({**RAW, "age": [1.0, 2.0, 3.0]})
     with pytest.raises(tx.TransformError, match="jax_fn needs inputs"):
         graph.jax_fn({"age": np.zeros(1, np.float32)})
+
+
+# ------------------------------------------------------------ transform_parquet
+
+
+def _reference_apply(graph: tx.FittedTransform, path: Path, keep: list[str]) -> pa.Table:
+    """What the Transform component wrote before: apply_table per batch + passthrough."""
+    parts = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
+        out = graph.apply_table(batch)
+        cols = {n: out.column(n) for n in out.schema.names}
+        cols.update({c: batch.column(batch.schema.get_field_index(c)) for c in keep})
+        parts.append(pa.table(cols))
+    return pa.concat_tables(parts)
+
+
+@pytest.mark.parametrize("use_beam", [True, False])
+def test_transform_parquet_matches_apply_table(
+    graph: tx.FittedTransform, parquet_dir: Path, tmp_path: Path, use_beam: bool
+) -> None:
+    files = sorted(str(p) for p in parquet_dir.glob("*.parquet"))
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_schema(files[0]).empty_table(), empty)
+    splits = {"train": files[:2], "eval": [files[2], str(empty)]}
+    keep = ["unused", "occupation"]
+    # 7000-row files in 3000-row groups: shards of >= 6000 rows cut them in two
+    counts = tx.transform_parquet(
+        graph, splits, tmp_path / "out", passthrough=keep, use_beam=use_beam, rows_per_shard=6000
+    )
+    assert counts == {"train": 14000, "eval": 6000}
+    train = sorted(p.name for p in (tmp_path / "out" / "train").iterdir())
+    assert train == [f"part-0000{i}-0000{j}.parquet" for i in (0, 1) for j in (0, 1)]
+    evals = sorted(p.name for p in (tmp_path / "out" / "eval").iterdir())
+    assert evals == ["part-00000.parquet", "part-00001.parquet"]  # 6000 rows: one shard
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name not in ("train", "eval")]
+    for split, paths in splits.items():
+        got = pq.read_table(tmp_path / "out" / split)
+        want = pa.concat_tables([_reference_apply(graph, Path(p), keep) for p in paths[:1]])
+        got_first = pa.concat_tables(
+            pq.read_table(p) for p in sorted((tmp_path / "out" / split).glob("part-00000*"))
+        )
+        _assert_tables_equal(got_first, want)
+        assert got.num_rows == counts[split]
+    empty_out = pq.read_table(tmp_path / "out" / "eval" / "part-00001.parquet")
+    assert empty_out.num_rows == 0
+    assert empty_out.schema.names == [c.name for c in graph.output_columns] + keep
+
+
+def test_transform_parquet_one_shard_per_small_file(
+    graph: tx.FittedTransform, parquet_dir: Path, tmp_path: Path
+) -> None:
+    files = sorted(str(p) for p in parquet_dir.glob("*.parquet"))
+    counts = tx.transform_parquet(graph, {"train": files}, tmp_path / "out", passthrough=["unused"])
+    assert counts == {"train": N}
+    names = sorted(p.name for p in (tmp_path / "out" / "train").iterdir())
+    assert names == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    for i, f in enumerate(files):
+        got = pq.read_table(tmp_path / "out" / "train" / f"part-{i:05d}.parquet")
+        _assert_tables_equal(got, _reference_apply(graph, Path(f), ["unused"]))
+
+
+def test_transform_parquet_errors_leave_nothing(
+    graph: tx.FittedTransform, parquet_dir: Path, table: pa.Table, tmp_path: Path
+) -> None:
+    files = sorted(str(p) for p in parquet_dir.glob("*.parquet"))
+    out = tmp_path / "out"
+    with pytest.raises(tx.TransformError, match=r"passthrough columns \['label'\] are not in"):
+        tx.transform_parquet(graph, {"train": files}, out, passthrough=["label"])
+    with pytest.raises(tx.TransformError, match=r"have the names of outputs"):
+        tx.transform_parquet(graph, {"train": files}, out, passthrough=["edu"])
+    # A file whose column turns out to be unreadable mid-run (strings where numbers are
+    # expected): the pipeline fails and no split directory, shard or staging file remains.
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table.slice(0, 10).set_column(0, "age", pa.array(["x"] * 10)), bad)
+    with pytest.raises(Exception, match="'age' is numeric"):
+        tx.transform_parquet(graph, {"train": files, "eval": [str(bad)]}, out)
+    assert list(out.iterdir()) == []
+    (out / "train").mkdir()
+    (out / "train" / "old.parquet").write_bytes(b"")
+    with pytest.raises(tx.TransformError, match="is not empty"):
+        tx.transform_parquet(graph, {"train": files}, out)
+
+
+def _assert_tables_equal(got: pa.Table, want: pa.Table) -> None:
+    assert got.schema == want.schema
+    for name in want.column_names:
+        x, y = got[name].to_numpy(zero_copy_only=False), want[name].to_numpy(zero_copy_only=False)
+        np.testing.assert_array_equal(x, y, err_msg=name)  # NaN equals NaN
+
+
+def test_transform_batches_in_a_pipeline(graph: tx.FittedTransform, table: pa.Table) -> None:
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that
+
+    from jaxtx.core.beam import pipeline_options
+
+    raw = table.slice(0, 500).append_column("row", pa.array(np.arange(500)))
+    want = tx.apply_batch(graph, raw, ["row"])
+
+    def check(batches: list[pa.RecordBatch]) -> None:
+        assert all(isinstance(b, pa.RecordBatch) for b in batches)
+        got = pa.Table.from_batches(batches).sort_by("row")
+        _assert_tables_equal(got, want)
+
+    with beam.Pipeline(options=pipeline_options()) as p:
+        out = (
+            p
+            | beam.Create(raw.to_batches(max_chunksize=200))
+            | tx.TransformBatches(graph, passthrough=["row"])
+        )
+        assert_that(out, check)

@@ -3,12 +3,12 @@
 Small pieces that compose:
 
 * models: :class:`MLP`, :class:`WideAndDeep`, any ``(init, apply)`` pair as a
-  :class:`Model`, or a Flax NNX module (:func:`from_nnx`);
+  :class:`ModelDef`, or a Flax NNX module (:func:`from_nnx`);
 * state and steps: :class:`TrainState`, :func:`make_train_step`,
   :func:`make_eval_step`, losses, :func:`with_gradient_clipping`;
 * input: :class:`ParquetDataset` and :class:`ArrayDataset` (shuffled numpy
   batches, prefetched in a background thread);
-* the loop: :class:`Trainer` with callbacks (:class:`EarlyStopping`,
+* the loop: :class:`TrainLoop` with callbacks (:class:`EarlyStopping`,
   :class:`Checkpoint`, :class:`ProgressBar`, :class:`LearningRateLogger`,
   :class:`MetricsCallback`) returning a :class:`History`;
 * export: :func:`export_model` (``jax.export`` with a symbolic batch) and
@@ -24,7 +24,7 @@ Example::
     evald = jt.ParquetDataset("data/eval", ["age", "hours", "workclass"], "label",
                               batch_size=2048)
     model = jt.MLP(hidden=(64, 64), vocab_sizes={"workclass": 10})
-    t = jt.Trainer(model, optax.adam(1e-3), loss="binary_crossentropy")
+    t = jt.TrainLoop(model, optax.adam(1e-3), loss="binary_crossentropy")
     history = t.fit(train, evald, epochs=10, callbacks=[
         jt.EarlyStopping("val_loss", patience=2),
         jt.Checkpoint("ckpt", every_n_steps=1000),
@@ -36,7 +36,7 @@ Example::
              preprocess={"workclass": {"kind": "vocabulary", "vocabulary": [...],
                                        "num_oov_buckets": 1}})
 
-Devices: the :class:`Trainer` splits each batch over all devices with a
+Devices: the :class:`TrainLoop` splits each batch over all devices with a
 ``jax.sharding.Mesh`` (axis ``"data"``) and replicates the parameters; one
 device works the same way. Reproducibility: the same ``seed`` gives
 bit-identical parameters on the same machine (initialisation from
@@ -70,23 +70,29 @@ from ._export import export_model, make_signature
 from ._history import History
 from ._loader import ExportedModel, load_exported
 from ._losses import (
+    TASKS,
     LossFn,
+    LossSpec,
     binary_accuracy,
     binary_cross_entropy,
     categorical_accuracy,
+    loss_for_task,
     mean_absolute_error,
     mean_squared_error,
     softmax_cross_entropy,
+    task_outputs,
 )
-from ._models import MLP, Model, ModelLike, WideAndDeep, as_model, from_nnx
+from ._models import MLP, ModelDef, ModelLike, WideAndDeep, as_model, from_nnx
 from ._parallel import make_mesh, replicate, shard_batch
 from ._state import TrainState, init_train_state
 from ._step import EvalStep, TrainStep, make_eval_step, make_train_step, with_gradient_clipping
-from ._trainer import Trainer
+from ._tasks import TrainResult, check_label, train_transformed, transform_features
+from ._trainer import TrainLoop
 from ._types import Batch, Features
 
 __all__ = [
     "MLP",
+    "TASKS",
     "ArrayDataset",
     "Batch",
     "Callback",
@@ -100,23 +106,27 @@ __all__ = [
     "History",
     "LearningRateLogger",
     "LossFn",
+    "LossSpec",
     "MetricsCallback",
-    "Model",
+    "ModelDef",
     "ModelLike",
     "ParquetDataset",
     "ProgressBar",
     "TrainState",
+    "TrainResult",
     "TrainStep",
-    "Trainer",
+    "TrainLoop",
     "WideAndDeep",
     "as_model",
     "binary_accuracy",
     "binary_cross_entropy",
     "categorical_accuracy",
+    "check_label",
     "export_model",
     "from_nnx",
     "init_train_state",
     "load_exported",
+    "loss_for_task",
     "make_eval_step",
     "make_mesh",
     "make_signature",
@@ -127,5 +137,24 @@ __all__ = [
     "replicate",
     "shard_batch",
     "softmax_cross_entropy",
+    "task_outputs",
+    "train_transformed",
+    "transform_features",
     "with_gradient_clipping",
 ]
+
+
+_DEPRECATED = {"Trainer": "TrainLoop", "Model": "ModelDef"}
+"""Old names kept for one release (they collided with ``jaxtx.components``' names)."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _DEPRECATED:
+        import warnings
+
+        new = _DEPRECATED[name]
+        warnings.warn(
+            f"jaxtx.trainer.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2
+        )
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ next batches in a background thread (a bounded queue of ``prefetch`` batches),
 so the accelerator does not wait for input.
 
 Internally each batch is kept *packed*: one ``float32[b, n_float]`` matrix, one
-``int32[b, n_int]`` matrix and the labels. :class:`~jaxtx.trainer.Trainer`
+``int32[b, n_int]`` matrix and the labels. :class:`~jaxtx.trainer.TrainLoop`
 sends the packed arrays to the device as they are (two or three transfers a
 step, however many features there are) and unpacks them inside the compiled
 step. To run several steps per compiled call it asks for *groups*

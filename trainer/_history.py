@@ -15,7 +15,7 @@ _NON_METRICS = ("epoch", "step", "time", "train_time")
 
 @dataclasses.dataclass
 class History:
-    """What :meth:`Trainer.fit` returns: one record per epoch.
+    """What :meth:`TrainLoop.fit` returns: one record per epoch.
 
     Each record holds ``epoch``, ``step`` (optimizer steps so far), the train
     metrics (``loss``, ``accuracy``, ...), the eval metrics prefixed with

@@ -160,3 +160,44 @@ def resolve_loss(loss: str | LossFn) -> LossSpec:
             f"unknown loss {loss!r}; use one of {sorted(_LOSSES)} or pass a function "
             "loss(outputs, labels) -> per-example losses [b]"
         ) from None
+
+
+TASKS: dict[str, LossSpec] = {spec.task: spec for spec in (_BCE, _SCE, _MSE)}
+"""The one task -> loss mapping: each built-in task and the loss that trains it."""
+
+_TASK_OUTPUTS: dict[str, dict[str, str]] = {
+    "binary_classification": {"probabilities": "float32", "logits": "float32"},
+    "multiclass_classification": {"probabilities": "float32", "logits": "float32"},
+    "regression": {"predictions": "float32"},
+}
+
+
+def loss_for_task(task: str) -> LossSpec:
+    """The loss that trains a task.
+
+    Args:
+      task: ``"binary_classification"``, ``"multiclass_classification"`` or ``"regression"``.
+
+    Returns:
+      Its :class:`LossSpec` (``spec.name`` can be passed as ``TrainLoop(loss=...)``).
+
+    Raises:
+      ValueError: An unknown task, listing the known ones.
+    """
+    try:
+        return TASKS[task]
+    except KeyError:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}") from None
+
+
+def task_outputs(task: str) -> dict[str, str]:
+    """The outputs (name -> dtype) that a trainer's ``predict_fn`` gives for a task.
+
+    Args:
+      task: A task of :data:`TASKS`.
+
+    Returns:
+      E.g. ``{"probabilities": "float32", "logits": "float32"}``.
+    """
+    loss_for_task(task)
+    return dict(_TASK_OUTPUTS[task])

@@ -5,7 +5,7 @@ A model is anything with
 * ``init(key, example_features) -> params`` and
 * ``apply(params, features, *, train: bool, key) -> outputs``,
 
-both pure. :class:`Model` bundles two such functions; :class:`MLP` and
+both pure. :class:`ModelDef` bundles two such functions; :class:`MLP` and
 :class:`WideAndDeep` are ready-made tabular models; :func:`from_nnx` adapts a
 Flax NNX module.
 
@@ -37,7 +37,7 @@ __all__ = [
     "MLP",
     "ApplyFn",
     "InitFn",
-    "Model",
+    "ModelDef",
     "ModelLike",
     "WideAndDeep",
     "as_model",
@@ -67,7 +67,7 @@ class ModelLike(Protocol):
     ) -> Any: ...
 
 
-class Model(NamedTuple):
+class ModelDef(NamedTuple):
     """A model given as two pure functions.
 
     Attributes:
@@ -80,7 +80,7 @@ class Model(NamedTuple):
       >>> def apply(params, feats, *, train=False, key=None):
       ...     x = jnp.stack([feats[k] for k in sorted(feats)], axis=1)
       ...     return x @ params["w"] + params["b"]
-      >>> model = Model(init, apply)
+      >>> model = ModelDef(init, apply)
     """
 
     init: InitFn
@@ -362,8 +362,8 @@ class WideAndDeep:
         return wide + deep
 
 
-def from_nnx(module: Any) -> Model:
-    """Adapt a Flax NNX module to a :class:`Model`.
+def from_nnx(module: Any) -> ModelDef:
+    """Adapt a Flax NNX module to a :class:`ModelDef`.
 
     The module is called as ``module(features)`` with the feature dict. Its
     ``nnx.Param`` variables become the trainable params (a plain nested dict);
@@ -378,7 +378,7 @@ def from_nnx(module: Any) -> Model:
       module: an ``nnx.Module``.
 
     Returns:
-      A :class:`Model`.
+      A :class:`ModelDef`.
 
     Example:
       >>> class Net(nnx.Module):
@@ -415,21 +415,21 @@ def from_nnx(module: Any) -> Model:
             nnx.reseed(m, dropout=key)
         return m(dict(features))
 
-    return Model(init, apply)
+    return ModelDef(init, apply)
 
 
-def as_model(model: Any) -> Model:
-    """Coerce a model given in any supported form into a :class:`Model`.
+def as_model(model: Any) -> ModelDef:
+    """Coerce a model given in any supported form into a :class:`ModelDef`.
 
     Args:
-      model: a :class:`Model`, an object with ``init``/``apply`` methods
+      model: a :class:`ModelDef`, an object with ``init``/``apply`` methods
         (:class:`MLP`, :class:`WideAndDeep`, your own), a tuple
         ``(init, apply)``, or a Flax ``nnx.Module``.
 
     Returns:
-      A :class:`Model`.
+      A :class:`ModelDef`.
     """
-    if isinstance(model, Model):
+    if isinstance(model, ModelDef):
         return model
     try:
         from flax import nnx
@@ -439,9 +439,9 @@ def as_model(model: Any) -> Model:
     except ImportError:  # pragma: no cover - flax is a dependency
         pass
     if isinstance(model, tuple) and len(model) == 2 and all(callable(f) for f in model):
-        return Model(*model)
+        return ModelDef(*model)
     if callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None)):
-        return Model(model.init, model.apply)
+        return ModelDef(model.init, model.apply)
     raise TypeError(
         f"cannot use {type(model).__name__} as a model: pass an object with init(key, features) "
         "and apply(params, features, *, train, key), a tuple (init, apply), or an nnx.Module"

@@ -1,4 +1,4 @@
-"""The :class:`Trainer`: a Keras-like ``fit`` loop over the pure pieces."""
+"""The :class:`TrainLoop`: a Keras-like ``fit`` loop over the pure pieces."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ._callbacks import Callback, FitContext, Resume
 from ._data import DataError, HostGroup, Layout, _PackedDataset, stack_batches
 from ._history import History
 from ._losses import LossFn, resolve_loss
-from ._models import Model, as_model
+from ._models import ModelDef, as_model
 from ._parallel import (
     DATA_AXIS,
     batch_sharded,
@@ -35,7 +35,7 @@ from ._step import (
 )
 from ._types import Batch, PyTree
 
-__all__ = ["Trainer"]
+__all__ = ["TrainLoop"]
 
 _AUTO_ROWS_PER_EXECUTION = 8192
 """``steps_per_execution=None`` runs enough steps per call to cover this many rows..."""
@@ -228,11 +228,11 @@ def _pad_rows(tree: Any, target: int) -> Any:
     return jax.tree.map(pad, tree)
 
 
-class Trainer:
+class TrainLoop:
     """Fit a model with an optax optimizer, data parallel over the local devices.
 
     Args:
-      model: an :class:`MLP`, :class:`WideAndDeep`, :class:`Model` (``init`` /
+      model: an :class:`MLP`, :class:`WideAndDeep`, :class:`ModelDef` (``init`` /
         ``apply`` pair), object with ``init``/``apply``, or Flax ``nnx.Module``.
       optimizer: any optax ``GradientTransformation`` (see
         :func:`with_gradient_clipping`).
@@ -273,7 +273,7 @@ class Trainer:
       steps_per_execution: the setting above (read by each :meth:`fit`).
 
     Example:
-      >>> trainer = Trainer(MLP(hidden=(64, 64)), optax.adam(1e-3), loss="binary_crossentropy")
+      >>> trainer = TrainLoop(MLP(hidden=(64, 64)), optax.adam(1e-3), loss="binary_crossentropy")
       >>> history = trainer.fit(train_ds, eval_data=eval_ds, epochs=5,
       ...                       callbacks=[EarlyStopping("val_loss", patience=2)])
       >>> history.plot("curves.png")
@@ -300,11 +300,11 @@ class Trainer:
                 f"steps_per_execution must be a positive int or None, got {steps_per_execution!r}"
             )
         self.steps_per_execution = None if steps_per_execution is None else int(steps_per_execution)
-        self.model: Model = as_model(model)
+        self.model: ModelDef = as_model(model)
         self.optimizer = optimizer
         if loss is None and train_step is None:
             raise ValueError(
-                "Trainer needs a loss: pass loss='binary_crossentropy' | 'softmax_cross_entropy' | "
+                "TrainLoop needs a loss: pass loss='binary_crossentropy' | 'softmax_cross_entropy' | "
                 "'mse' | a function, or a whole train_step"
             )
         self.loss = loss
@@ -557,7 +557,7 @@ class Trainer:
           ``{"loss": ..., "accuracy": ...}``.
         """
         if self._eval_sums is None:
-            raise ValueError("evaluation needs a loss: pass loss=... to Trainer")
+            raise ValueError("evaluation needs a loss: pass loss=... to TrainLoop")
         state = state if state is not None else self.state
         if state is None:
             raise ValueError("no state to evaluate: call fit() first or pass state=")
@@ -613,132 +613,24 @@ class Trainer:
         src = _Source(train_data, "train_data")
         eval_src = _Source(eval_data, "eval_data") if eval_data is not None else None
         if eval_src is not None and self._eval_sums is None:
-            raise ValueError("eval_data needs a loss: pass loss=... to Trainer")
+            raise ValueError("eval_data needs a loss: pass loss=... to TrainLoop")
         cbs = sorted(callbacks, key=lambda c: getattr(c, "order", 0))
 
         if state is None:
             state = self.init_state(src.example_features())
         else:
             state = replicate(state, self.mesh)
-        history = History()
-        start_epoch, skip, restored_sums = 0, 0, None
+        run = _FitRun(self, src, eval_src, cbs, state, epochs=epochs, steps=steps)
         for cb in cbs:
-            restore = getattr(cb, "restore", None)
-            resume: Resume | None = restore(state) if callable(restore) else None
-            if resume is not None:
-                state, history = replicate(resume.state, self.mesh), resume.history
-                if resume.epoch_done:
-                    start_epoch = resume.epoch + 1
-                else:
-                    start_epoch = resume.epoch
-                    skip = int(resume.state.step) - resume.epoch_start_step
-                    restored_sums = resume.sums
-                break
-        step = int(state.step)
-        history.initial_step = step
-        ctx = FitContext(epochs, steps, src.length, src.batch_size, history, step=step)
-        ctx.initial_step = step
-        acc_box: dict[str, Any] = {}
-        ctx.running_sums = lambda: {k: float(v) for k, v in acc_box.get("acc", {}).items()}
-        for cb in cbs:
-            cb.on_train_begin(state, ctx)
-
-        fit_step, fit_steps = self._fit_step(src.layout), self._fit_steps(src.layout)
-        step_cbs = [cb for cb in cbs if _overrides(cb, "on_step_end")]
-        exact_cbs = [cb for cb in cbs if _overrides(cb, "needs_exact_state")]
-
-        def plan(batch_rows: int) -> tuple[int, int]:
-            rows = self._target(batch_rows)
-            return rows, self._resolve_steps_per_execution(rows, src.length)
-
-        stop = False
-        epoch = start_epoch
-        next_it: Iterator[HostGroup] | None = None
+            cb.on_train_begin(run.state, run.ctx)
         try:
-            while not stop:
-                if (epochs is not None and epoch >= epochs) or (
-                    steps is not None and step >= steps
-                ):
-                    break
-                t0 = time.perf_counter()
-                ctx.epoch, ctx.epoch_start_step = epoch, step - skip
-                acc: Any = None
-                seen = 0
-                it = next_it if next_it is not None else src.groups(epoch, plan)
-                next_it = None
-                exhausted = False
-                try:
-                    for group in it:
-                        size = len(group)
-                        lo, seen = max(skip - seen, 0), seen + size
-                        while lo < size and not stop:
-                            n = size - lo
-                            if steps is not None:
-                                n = min(n, steps - step)
-                            for j in range(1, n):  # end the call where a callback needs the state
-                                if any(cb.needs_exact_state(step + j) for cb in exact_cbs):
-                                    n = j
-                                    break
-                            if n != src.group_size:  # a partial group: power-of-two scans
-                                n = 1 << (n.bit_length() - 1)
-                            dx, dl, dw, stacked = self._group_to_device(group, lo, n)
-                            if acc is None:
-                                acc = self._first_sums(src, group, state, restored_sums)
-                            if stacked:
-                                state, acc, metrics = fit_steps(state, acc, dx, dl, dw)
-                                per_step: Any = _StackedMetrics(metrics)
-                            else:
-                                state, acc, metrics = fit_step(state, acc, dx, dl, dw)
-                            acc_box["acc"] = acc
-                            for i in range(n):
-                                step += 1
-                                ctx.step = step
-                                if step_cbs:
-                                    m = _StepMetrics(per_step, i) if stacked else metrics
-                                    for cb in step_cbs:
-                                        if cb.on_step_end(step, state, m):
-                                            stop = True
-                            lo += n
-                            if steps is not None and step >= steps:
-                                stop = True
-                        if stop:
-                            break
-                    else:
-                        exhausted = True
-                finally:
-                    close = getattr(it, "close", None)
-                    if close is not None:
-                        close()
-                if seen == 0:
-                    raise DataError(
-                        f"train_data yielded no batches in epoch {epoch}; check that it is not "
-                        "empty (and re-iterable)"
-                    )
-                more = (epochs is None or epoch + 1 < epochs) and (steps is None or step < steps)
-                if exhausted and more and src.layout is not None:
-                    next_it = src.groups(epoch + 1, plan)  # let its reader fill up during eval
-                if acc is None:  # resumed exactly at the end of this epoch's data
-                    acc = {k: jnp.asarray(v) for k, v in (restored_sums or {}).items()}
-                train_logs = {k: float(v) for k, v in _means(acc).items()} if acc else {}
-                train_time = time.perf_counter() - t0
-                record: dict[str, Any] = {"epoch": epoch, "step": step}
-                record.update(sorted(train_logs.items(), key=lambda kv: (kv[0] != "loss", kv[0])))
-                if eval_src is not None:
-                    val = self.evaluate(eval_src, state)
-                    record.update({f"val_{k}": v for k, v in val.items()})
-                record["train_time"] = train_time
-                record["time"] = time.perf_counter() - t0
-                history.append(record)
-                acc_box.clear()
-                for cb in cbs:
-                    if cb.on_epoch_end(epoch, state, record):
-                        stop = True
-                epoch, skip, restored_sums = epoch + 1, 0, None
+            while not run.done():
+                run.run_epoch()
         finally:
-            self.state = state
+            self.state = run.state
         for cb in cbs:
-            cb.on_train_end(state, history)
-        return history
+            cb.on_train_end(run.state, run.history)
+        return run.history
 
     # ----------------------------------------------------------------- inference and export
 
@@ -813,3 +705,184 @@ class Trainer:
             preprocess=preprocess,
             history=history,
         )
+
+
+class _FitRun:
+    """One :meth:`TrainLoop.fit` call: its loop state and its steps (epoch, group, call).
+
+    Args:
+      trainer: The trainer (its compiled steps and device placement).
+      src: The training data.
+      eval_src: The evaluation data, or ``None``.
+      cbs: The callbacks, in call order.
+      state: The starting state (a callback's ``restore`` may replace it).
+      epochs: Epoch limit, or ``None``.
+      steps: Step limit, or ``None``.
+    """
+
+    def __init__(
+        self,
+        trainer: TrainLoop,
+        src: _Source,
+        eval_src: _Source | None,
+        cbs: Sequence[Callback],
+        state: TrainState,
+        *,
+        epochs: int | None,
+        steps: int | None,
+    ) -> None:
+        self.trainer, self.src, self.eval_src, self.cbs = trainer, src, eval_src, cbs
+        self.epochs, self.steps = epochs, steps
+        self.state, self.history = state, History()
+        self.epoch, self.skip = 0, 0
+        self.restored_sums: Mapping[str, float] | None = None
+        self._resume()
+        self.step = int(self.state.step)
+        self.history.initial_step = self.step
+        self.ctx = FitContext(
+            epochs, steps, src.length, src.batch_size, self.history, step=self.step
+        )
+        self.ctx.initial_step = self.step
+        self.acc_box: dict[str, Any] = {}
+        self.ctx.running_sums = lambda: {
+            k: float(v) for k, v in self.acc_box.get("acc", {}).items()
+        }
+        self.fit_step = trainer._fit_step(src.layout)
+        self.fit_steps = trainer._fit_steps(src.layout)
+        self.step_cbs = [cb for cb in cbs if _overrides(cb, "on_step_end")]
+        self.exact_cbs = [cb for cb in cbs if _overrides(cb, "needs_exact_state")]
+        self.stop = False
+        self.next_it: Iterator[HostGroup] | None = None
+
+    def _resume(self) -> None:
+        """Take the state, history and position of the first callback that restores one."""
+        for cb in self.cbs:
+            restore = getattr(cb, "restore", None)
+            resume: Resume | None = restore(self.state) if callable(restore) else None
+            if resume is None:
+                continue
+            self.state = replicate(resume.state, self.trainer.mesh)
+            self.history = resume.history
+            if resume.epoch_done:
+                self.epoch = resume.epoch + 1
+            else:
+                self.epoch = resume.epoch
+                self.skip = int(resume.state.step) - resume.epoch_start_step
+                self.restored_sums = resume.sums
+            return
+
+    def plan(self, batch_rows: int) -> tuple[int, int]:
+        """Rows per device batch and steps per call for batches of ``batch_rows`` rows."""
+        rows = self.trainer._target(batch_rows)
+        return rows, self.trainer._resolve_steps_per_execution(rows, self.src.length)
+
+    def done(self) -> bool:
+        """Whether training ends here (stop requested, or the epoch or step limit reached)."""
+        return (
+            self.stop
+            or (self.epochs is not None and self.epoch >= self.epochs)
+            or (self.steps is not None and self.step >= self.steps)
+        )
+
+    def run_epoch(self) -> None:
+        """Train one epoch, evaluate, record it in the history and call ``on_epoch_end``."""
+        t0 = time.perf_counter()
+        self.ctx.epoch, self.ctx.epoch_start_step = self.epoch, self.step - self.skip
+        acc, seen, exhausted = self._train_epoch()
+        if seen == 0:
+            raise DataError(
+                f"train_data yielded no batches in epoch {self.epoch}; check that it is not "
+                "empty (and re-iterable)"
+            )
+        more = (self.epochs is None or self.epoch + 1 < self.epochs) and (
+            self.steps is None or self.step < self.steps
+        )
+        if exhausted and more and self.src.layout is not None:
+            # let the next epoch's reader fill up during evaluation
+            self.next_it = self.src.groups(self.epoch + 1, self.plan)
+        record = self._epoch_record(acc, t0)
+        self.history.append(record)
+        self.acc_box.clear()
+        for cb in self.cbs:
+            if cb.on_epoch_end(self.epoch, self.state, record):
+                self.stop = True
+        self.epoch, self.skip, self.restored_sums = self.epoch + 1, 0, None
+
+    def _train_epoch(self) -> tuple[Any, int, bool]:
+        """The optimizer steps of one epoch: ``(running sums, batches seen, data exhausted)``."""
+        acc: Any = None
+        seen = 0
+        it = self.next_it if self.next_it is not None else self.src.groups(self.epoch, self.plan)
+        self.next_it = None
+        exhausted = False
+        try:
+            for group in it:
+                lo, seen = max(self.skip - seen, 0), seen + len(group)
+                acc = self._train_group(group, lo, acc)
+                if self.stop:
+                    break
+            else:
+                exhausted = True
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        return acc, seen, exhausted
+
+    def _train_group(self, group: HostGroup, lo: int, acc: Any) -> Any:
+        """Run batches ``lo..`` of a stacked group, in as few compiled calls as allowed."""
+        size = len(group)
+        while lo < size and not self.stop:
+            n = self._call_size(size - lo)
+            dx, dl, dw, stacked = self.trainer._group_to_device(group, lo, n)
+            if acc is None:
+                acc = self.trainer._first_sums(self.src, group, self.state, self.restored_sums)
+            if stacked:
+                self.state, acc, metrics = self.fit_steps(self.state, acc, dx, dl, dw)
+                per_step: Any = _StackedMetrics(metrics)
+            else:
+                self.state, acc, per_step = self.fit_step(self.state, acc, dx, dl, dw)
+            self.acc_box["acc"] = acc
+            self._after_call(n, per_step, stacked)
+            lo += n
+            if self.steps is not None and self.step >= self.steps:
+                self.stop = True
+        return acc
+
+    def _call_size(self, n: int) -> int:
+        """Steps for the next call out of ``n`` pending ones."""
+        if self.steps is not None:
+            n = min(n, self.steps - self.step)
+        for j in range(1, n):  # end the call where a callback needs the state
+            if any(cb.needs_exact_state(self.step + j) for cb in self.exact_cbs):
+                n = j
+                break
+        if n != self.src.group_size:  # a partial group: power-of-two scans
+            n = 1 << (n.bit_length() - 1)
+        return n
+
+    def _after_call(self, n: int, metrics: Any, stacked: bool) -> None:
+        """Count the ``n`` steps of a call and give each its ``on_step_end``."""
+        for i in range(n):
+            self.step += 1
+            self.ctx.step = self.step
+            if self.step_cbs:
+                m = _StepMetrics(metrics, i) if stacked else metrics
+                for cb in self.step_cbs:
+                    if cb.on_step_end(self.step, self.state, m):
+                        self.stop = True
+
+    def _epoch_record(self, acc: Any, t0: float) -> dict[str, Any]:
+        """The history record of the epoch: train means, ``val_`` metrics and timings."""
+        if acc is None:  # resumed exactly at the end of this epoch's data
+            acc = {k: jnp.asarray(v) for k, v in (self.restored_sums or {}).items()}
+        train_logs = {k: float(v) for k, v in _means(acc).items()} if acc else {}
+        train_time = time.perf_counter() - t0
+        record: dict[str, Any] = {"epoch": self.epoch, "step": self.step}
+        record.update(sorted(train_logs.items(), key=lambda kv: (kv[0] != "loss", kv[0])))
+        if self.eval_src is not None:
+            val = self.trainer.evaluate(self.eval_src, self.state)
+            record.update({f"val_{k}": v for k, v in val.items()})
+        record["train_time"] = train_time
+        record["time"] = time.perf_counter() - t0
+        return record

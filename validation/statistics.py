@@ -18,11 +18,9 @@ computed separately (shards, workers, spans).
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import math
 import os
-import tempfile
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,11 +31,10 @@ import datasketches as ds
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
-from jaxtx.core.beam import BatchCombineFn, BeamOptions, WriteJson, pipeline_options
+from jaxtx.core.beam import BatchCombineFn, BeamOptions, run_and_read_json
 from jaxtx.core.numerics import merge_moments
+from jaxtx.core.parquet import ReadTask, iter_task_batches, row_group_tasks
 
 __all__ = [
     "FORMAT",
@@ -897,44 +894,6 @@ class GenerateStatistics(beam.PTransform):
         )
 
 
-def _row_group_tasks(path: str, rows_per_task: int) -> Iterator[tuple[str, list[int]]]:
-    """Split a Parquet file into groups of row groups of about ``rows_per_task`` rows."""
-    with _open_parquet(path) as pf:
-        meta = pf.metadata
-        group: list[int] = []
-        rows = 0
-        for i in range(meta.num_row_groups):
-            group.append(i)
-            rows += meta.row_group(i).num_rows
-            if rows >= rows_per_task:
-                yield path, group
-                group, rows = [], 0
-        if group or meta.num_row_groups == 0:
-            yield path, group
-
-
-class _ParquetHandle:
-    """Context manager yielding a ``pq.ParquetFile`` for a local or Beam filesystem path."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._stream: Any = None
-
-    def __enter__(self) -> pq.ParquetFile:
-        if "://" in self._path:
-            self._stream = FileSystems.open(self._path)
-            return pq.ParquetFile(self._stream)
-        return pq.ParquetFile(self._path, memory_map=True)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stream is not None:
-            self._stream.close()
-
-
-def _open_parquet(path: str) -> _ParquetHandle:
-    return _ParquetHandle(path)
-
-
 class _ReadRowGroups(beam.DoFn):
     """Read ``(path, row_groups)`` tasks as record batches."""
 
@@ -942,12 +901,8 @@ class _ReadRowGroups(beam.DoFn):
         super().__init__()
         self._batch_size = batch_size
 
-    def process(self, task: tuple[str, list[int]]) -> Iterator[pa.RecordBatch]:
-        path, groups = task
-        if not groups:
-            return
-        with _open_parquet(path) as pf:
-            yield from pf.iter_batches(batch_size=self._batch_size, row_groups=groups)
+    def process(self, task: ReadTask) -> Iterator[pa.RecordBatch]:
+        yield from iter_task_batches(task, batch_size=self._batch_size)
 
 
 def compute_split_statistics(
@@ -962,7 +917,7 @@ def compute_split_statistics(
     Args:
       split_files: split name -> Parquet files (local paths or any Beam filesystem URL).
       options: statistics options.
-      beam_options: Beam flags or mapping (see ``jaxtx.components._beam``).
+      beam_options: Beam flags or mapping (see ``jaxtx.core.beam.pipeline_options``).
       temp_dir: where the pipeline writes its results; must be reachable by the
         workers and this process (a local temporary directory by default).
 
@@ -971,38 +926,20 @@ def compute_split_statistics(
     """
     if not split_files:
         return {}
-    own_tmp = temp_dir is None
-    tmp = tempfile.mkdtemp(prefix="jaxtx-stats-") if own_tmp else temp_dir
-    assert tmp is not None
-    run_id = uuid.uuid4().hex
-    outputs = {
-        split: FileSystems.join(tmp, f"stats-{run_id}-{i}.json")
-        for i, split in enumerate(split_files)
-    }
     rows_per_task = max(options.batch_size, 1 << 20)
-    try:
-        with beam.Pipeline(options=pipeline_options(beam_options)) as p:
-            for split, files in split_files.items():
-                _ = (
-                    p
-                    | f"Files[{split}]" >> beam.Create(sorted(files) or [""])
-                    | f"Plan[{split}]"
-                    >> beam.FlatMap(
-                        lambda f, n=rows_per_task: _row_group_tasks(f, n) if f else iter(())
-                    )
-                    | f"Read[{split}]" >> beam.ParDo(_ReadRowGroups(options.batch_size))
-                    | f"Stats[{split}]" >> GenerateStatistics(options)
-                    | f"Write[{split}]" >> beam.ParDo(WriteJson(outputs[split]))
-                )
-        result: dict[str, dict[str, Any]] = {}
-        for split, out in outputs.items():
-            with FileSystems.open(out) as f:
-                result[split] = json.loads(f.read().decode("utf-8"))
-        return result
-    finally:
-        for out in outputs.values():
-            if FileSystems.exists(out):
-                FileSystems.delete([out])
-        if own_tmp:
-            with contextlib.suppress(OSError):
-                os.rmdir(tmp)
+
+    def build(p: beam.Pipeline) -> dict[str, beam.PCollection]:
+        return {
+            split: (
+                p
+                | f"Files[{split}]" >> beam.Create(sorted(files))
+                | f"Plan[{split}]" >> beam.FlatMap(row_group_tasks, rows_per_task=rows_per_task)
+                | f"Read[{split}]" >> beam.ParDo(_ReadRowGroups(options.batch_size))
+                | f"Stats[{split}]" >> GenerateStatistics(options)
+            )
+            for split, files in split_files.items()
+        }
+
+    return run_and_read_json(
+        build, beam_options=beam_options, temp_dir=temp_dir, prefix="jaxtx-stats"
+    )

@@ -10,15 +10,26 @@ the caller chooses another runner through standard Beam options, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-__all__ = ["DEFAULT_RUNNER", "BatchCombineFn", "BeamOptions", "WriteJson", "pipeline_options"]
+__all__ = [
+    "DEFAULT_RUNNER",
+    "BatchCombineFn",
+    "BeamOptions",
+    "WriteJson",
+    "pipeline_options",
+    "run_and_read_json",
+]
 
 DEFAULT_RUNNER = "FnApiRunner"
 
@@ -85,3 +96,54 @@ class BatchCombineFn(beam.CombineFn):
         for acc in it:
             first.merge(acc)
         return first
+
+
+def run_and_read_json(
+    build: Callable[[beam.Pipeline], Mapping[str, beam.PCollection]],
+    *,
+    beam_options: BeamOptions = None,
+    temp_dir: str | None = None,
+    prefix: str = "jaxtx",
+) -> dict[str, Any]:
+    """Run a pipeline whose results are single JSON documents and return them.
+
+    ``build(p)`` adds the transforms to the pipeline ``p`` and returns
+    ``{key: PCollection}``, each holding exactly one JSON-serializable dict
+    (typically the output of a ``CombineGlobally``). Each is written with
+    :class:`WriteJson` to a file under ``temp_dir``, read back here after the
+    run and deleted (also when the run fails).
+
+    Args:
+        build: Adds the transforms; returns the result collections by key.
+        beam_options: Beam flags or mapping (see :func:`pipeline_options`).
+        temp_dir: Where the results are written; must be reachable by the
+            workers and this process (a local temporary directory by default,
+            removed afterwards).
+        prefix: Start of the temporary file and directory names.
+
+    Returns:
+        ``{key: document}``.
+    """
+    own_tmp = temp_dir is None
+    tmp = tempfile.mkdtemp(prefix=f"{prefix}-") if own_tmp else temp_dir
+    assert tmp is not None
+    run_id = uuid.uuid4().hex
+    outputs: dict[str, str] = {}
+    try:
+        with beam.Pipeline(options=pipeline_options(beam_options)) as p:
+            for i, (key, pcoll) in enumerate(build(p).items()):
+                out = FileSystems.join(tmp, f"{prefix}-{run_id}-{i}.json")
+                outputs[key] = out
+                _ = pcoll | f"WriteJson[{key}]" >> beam.ParDo(WriteJson(out))
+        result: dict[str, Any] = {}
+        for key, out in outputs.items():
+            with FileSystems.open(out) as f:
+                result[key] = json.loads(f.read().decode("utf-8"))
+        return result
+    finally:
+        for out in outputs.values():
+            if FileSystems.exists(out):
+                FileSystems.delete([out])
+        if own_tmp:
+            with contextlib.suppress(OSError):
+                os.rmdir(tmp)

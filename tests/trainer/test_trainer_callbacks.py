@@ -39,7 +39,7 @@ def test_parquet_fit_with_callbacks(binary_data, write_parquet):
     sched = optax.exponential_decay(0.02, transition_steps=10, decay_rate=0.5)
     rec, per_epoch, per_step = _Recorder(), [], []
     out = io.StringIO()
-    t = jt.Trainer(jt.MLP(hidden=(16,), vocab_sizes={"cat": 6}), optax.adam(sched), loss="bce")
+    t = jt.TrainLoop(jt.MLP(hidden=(16,), vocab_sizes={"cat": 6}), optax.adam(sched), loss="bce")
     h = t.fit(
         train,
         ev,
@@ -77,7 +77,7 @@ def test_early_stopping(binary_data):
     noise = np.random.default_rng(0).integers(0, 2, 200).astype(np.float32)
     ev = jt.ArrayDataset(ev_feats, noise, batch_size=200)
     stopper = jt.EarlyStopping("val_loss", patience=2)
-    t = jt.Trainer(jt.MLP(hidden=(32,), vocab_sizes={"cat": 6}), optax.adam(5e-2), loss="bce")
+    t = jt.TrainLoop(jt.MLP(hidden=(32,), vocab_sizes={"cat": 6}), optax.adam(5e-2), loss="bce")
     h = t.fit(train, ev, epochs=50, callbacks=[stopper])
     assert len(h.epochs) < 50
     assert stopper.stopped_epoch == len(h.epochs) - 1
@@ -90,7 +90,7 @@ def test_early_stopping(binary_data):
 
 def test_fit_argument_errors(binary_data):
     feats, labels = binary_data(50)
-    t = jt.Trainer(jt.MLP(hidden=(4,)), optax.sgd(0.1), loss="bce")
+    t = jt.TrainLoop(jt.MLP(hidden=(4,)), optax.sgd(0.1), loss="bce")
     ds = jt.ArrayDataset(feats, labels, batch_size=10)
     with pytest.raises(ValueError, match="pass epochs=N or steps=N"):
         t.fit(ds)
@@ -102,5 +102,5 @@ def test_fit_argument_errors(binary_data):
 
 
 def test_mesh_uses_every_device():
-    t = jt.Trainer(jt.MLP(hidden=(4,)), optax.sgd(0.1), loss="bce")
+    t = jt.TrainLoop(jt.MLP(hidden=(4,)), optax.sgd(0.1), loss="bce")
     assert t.mesh.shape["data"] == jax.device_count()

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
         def on_step_end(self, step, state, metrics):
             time.sleep(float(os.environ.get("PACE", "0")))
 
-    trainer = jt.Trainer(jt.MLP(hidden=(16,), dropout=0.1), optax.adam(1e-2), loss="bce", seed=1)
+    trainer = jt.TrainLoop(jt.MLP(hidden=(16,), dropout=0.1), optax.adam(1e-2), loss="bce", seed=1)
     history = trainer.fit(
         train, ev, epochs=3,
         callbacks=[Pace(), jt.Checkpoint(ckpt_dir, every_n_steps=7, max_to_keep=2)],

@@ -150,7 +150,7 @@ def test_prefetch_reraises_producer_errors():
 
 def test_trainer_reports_bad_batches_before_jax(binary_data):
     feats, labels = binary_data(64)
-    t = jt.Trainer(jt.MLP(hidden=(4,)), optax.sgd(0.1), loss="bce")
+    t = jt.TrainLoop(jt.MLP(hidden=(4,)), optax.sgd(0.1), loss="bce")
     bad = labels.copy()
     bad[3] = np.nan
     with pytest.raises(jt.DataError, match="NaN labels"):

@@ -76,7 +76,7 @@ def trained(tmp_path_factory):
     y = ((age > 40) ^ (colors == "red")).astype(np.float32)
     feats = {"age": (age - 45) / 15, "color": _color_ids(colors)}
     model = jt.MLP(hidden=(16,), vocab_sizes={"color": len(VOCAB) + 2})
-    t = jt.Trainer(model, optax.adam(2e-2), loss="binary_crossentropy")
+    t = jt.TrainLoop(model, optax.adam(2e-2), loss="binary_crossentropy")
     h = t.fit(jt.ArrayDataset(feats, y, batch_size=50, shuffle_seed=0), epochs=3)
     sig = jt.make_signature(
         "toy",

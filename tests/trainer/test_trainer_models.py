@@ -42,7 +42,7 @@ def test_same_seed_gives_bit_identical_params(binary_data):
     def run(seed):
         train, _ = _datasets(binary_data, n=600)
         model = jt.MLP(hidden=(16, 16), dropout=0.2, vocab_sizes={"cat": 6})
-        t = jt.Trainer(model, optax.adam(1e-2), loss="bce", seed=seed)
+        t = jt.TrainLoop(model, optax.adam(1e-2), loss="bce", seed=seed)
         t.fit(train, epochs=2)
         return _leaves(t.state.params)
 
@@ -57,7 +57,7 @@ def test_same_seed_gives_bit_identical_params(binary_data):
 
 def test_loss_decreases_and_accuracy_is_reported(binary_data, tmp_path):
     train, ev = _datasets(binary_data)
-    t = jt.Trainer(jt.MLP(hidden=(32, 32), vocab_sizes={"cat": 6}), optax.adam(1e-2), loss="bce")
+    t = jt.TrainLoop(jt.MLP(hidden=(32, 32), vocab_sizes={"cat": 6}), optax.adam(1e-2), loss="bce")
     h = t.fit(train, ev, epochs=4)
     losses, val = h.history["loss"], h.history["val_accuracy"]
     assert losses[-1] < 0.6 * losses[0]
@@ -72,7 +72,7 @@ def test_loss_decreases_and_accuracy_is_reported(binary_data, tmp_path):
 
 def test_padded_last_batch_is_weighted_out(binary_data):
     train, ev = _datasets(binary_data, n=300)
-    t = jt.Trainer(jt.MLP(hidden=(8,)), optax.sgd(0.1), loss="bce")
+    t = jt.TrainLoop(jt.MLP(hidden=(8,)), optax.sgd(0.1), loss="bce")
     t.fit(train, epochs=1)
     f, y = binary_data(400, seed=1)
     whole = t.evaluate(jt.ArrayDataset(f, y, batch_size=400))
@@ -94,8 +94,8 @@ def test_user_init_apply_model_and_custom_loss(binary_data):
         return jnp.maximum(0.0, 1.0 - (2.0 * labels - 1.0) * out)
 
     train, ev = _datasets(binary_data)
-    t = jt.Trainer(
-        jt.Model(init, apply), optax.adam(5e-2), loss=hinge, metrics={"acc": jt.binary_accuracy}
+    t = jt.TrainLoop(
+        jt.ModelDef(init, apply), optax.adam(5e-2), loss=hinge, metrics={"acc": jt.binary_accuracy}
     )
     h = t.fit(train, ev, epochs=3)
     assert h.history["loss"][-1] < h.history["loss"][0]
@@ -106,7 +106,7 @@ def test_user_init_apply_model_and_custom_loss(binary_data):
 
 def test_scalar_loss_is_rejected_with_a_hint(binary_data):
     train, _ = _datasets(binary_data, n=200)
-    t = jt.Trainer(jt.MLP(hidden=(4,)), optax.sgd(0.1), loss=lambda o, y: jnp.mean(o))
+    t = jt.TrainLoop(jt.MLP(hidden=(4,)), optax.sgd(0.1), loss=lambda o, y: jnp.mean(o))
     with pytest.raises(ValueError, match="returned a scalar; .* drop the final mean"):
         t.fit(train, epochs=1)
 
@@ -124,7 +124,7 @@ class _NnxNet(nnx.Module):
 
 def test_nnx_module_trains(binary_data):
     train, ev = _datasets(binary_data)
-    t = jt.Trainer(_NnxNet(nnx.Rngs(0, dropout=1)), optax.adam(1e-2), loss="bce")
+    t = jt.TrainLoop(_NnxNet(nnx.Rngs(0, dropout=1)), optax.adam(1e-2), loss="bce")
     h = t.fit(train, ev, epochs=3)
     assert h.history["loss"][-1] < 0.7 * h.history["loss"][0]
     assert h.history["val_accuracy"][-1] > 0.85
@@ -172,7 +172,7 @@ def test_user_train_step(binary_data):
         return state, {**metrics, "twice": 2 * metrics["loss"]}
 
     train, ev = _datasets(binary_data, n=400)
-    t = jt.Trainer(model, tx, loss="mse", train_step=my_step)
+    t = jt.TrainLoop(model, tx, loss="mse", train_step=my_step)
     h = t.fit(train, ev, epochs=2)
     assert h.epochs[-1]["twice"] == pytest.approx(2 * h.epochs[-1]["loss"], rel=1e-5)
     assert "val_mae" in h.epochs[-1] and len(calls) <= 2
@@ -187,6 +187,6 @@ def test_softmax_and_mse_losses():
     mse = jt.mean_squared_error(jnp.array([[1.0], [3.0]]), jnp.array([1.0, 1.0]))
     np.testing.assert_allclose(mse, [0.0, 4.0])
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
-        jt.Trainer(jt.MLP(), optax.sgd(0.1), loss="hinge")
+        jt.TrainLoop(jt.MLP(), optax.sgd(0.1), loss="hinge")
     with pytest.raises(ValueError, match="needs a loss"):
-        jt.Trainer(jt.MLP(), optax.sgd(0.1))
+        jt.TrainLoop(jt.MLP(), optax.sgd(0.1))

@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent(
             train = jt.ArrayDataset(feats, y, batch_size=batch_size, shuffle_seed=0)
             ev = jt.ArrayDataset(feats, y, batch_size=100) if batch_size == 64 else None
             model = jt.MLP(hidden=(16, 8), vocab_sizes={"id": 4}, dropout=0.1)
-            t = jt.Trainer(model, optax.adam(1e-2), loss="bce", devices=jax.devices()[:ndev])
+            t = jt.TrainLoop(model, optax.adam(1e-2), loss="bce", devices=jax.devices()[:ndev])
             h = t.fit(train, ev, epochs=2)
             leaf = jax.tree.leaves(t.state.params)[-1]
             assert len(leaf.sharding.device_set) == ndev

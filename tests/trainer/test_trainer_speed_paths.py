@@ -29,9 +29,9 @@ def _assert_bit_identical(a: jt.TrainState, b: jt.TrainState) -> None:
         np.testing.assert_array_equal(x, y)
 
 
-def _trainer(spe: int | None) -> jt.Trainer:
+def _trainer(spe: int | None) -> jt.TrainLoop:
     model = jt.MLP(hidden=(16, 8), vocab_sizes={"cat": 6}, dropout=0.2)
-    return jt.Trainer(model, optax.adam(1e-2), loss="bce", seed=3, steps_per_execution=spe)
+    return jt.TrainLoop(model, optax.adam(1e-2), loss="bce", seed=3, steps_per_execution=spe)
 
 
 class _Steps(jt.Callback):
@@ -231,7 +231,7 @@ SCRIPT = textwrap.dedent(
     for spe in (1, 4):  # batch 45 is padded to 46 rows; the last batch holds 35
         train = jt.ArrayDataset(feats, y, batch_size=45, shuffle_seed=0)
         model = jt.MLP(hidden=(16,), dropout=0.1)
-        t = jt.Trainer(model, optax.adam(1e-2), loss="bce", steps_per_execution=spe)
+        t = jt.TrainLoop(model, optax.adam(1e-2), loss="bce", steps_per_execution=spe)
         h = t.fit(train, epochs=2)
         assert len(jax.tree.leaves(t.state.params)[0].sharding.device_set) == 2
         out[spe] = {

@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ._transform_graph import (
+from ._graph import (
     IDS,
     NUMERIC,
     STRING,
     Analyzer,
+    FittedTransform,
     InputColumn,
-    Node,
+    Op,
     TransformError,
-    TransformGraph,
     _describe,
 )
 
@@ -98,7 +98,7 @@ class _Trace:
         self.kinds = dict(kinds)
         self.types = dict(types)
         self.source = source
-        self.nodes: list[Node] = []
+        self.nodes: list[Op] = []
         self.stages: list[int] = []
         self.index: dict[str, int] = {}
         self.analyzers: list[Analyzer] = []
@@ -114,7 +114,7 @@ class _Trace:
             stage = max((self.stages[a] for a in args), default=0)
             if "analyzer" in params:
                 stage = max(stage, self.analyzers[params["analyzer"]].stage)
-            self.nodes.append(Node(op, kind, tuple(args), dict(params)))
+            self.nodes.append(Op(op, kind, tuple(args), dict(params)))
             self.stages.append(stage)
             self.index[key] = nid
         return Column(self, nid, kind)
@@ -625,7 +625,7 @@ def trace(
     schema: pa.Schema | Mapping[str, str],
     *,
     source: str = "the data",
-) -> TransformGraph:
+) -> FittedTransform:
     """Run ``preprocessing_fn`` once on symbolic columns and record its graph (not fitted).
 
     Args:
@@ -682,7 +682,7 @@ def trace(
     return _finish(t, outputs)
 
 
-def _finish(t: _Trace, outputs: list[tuple[str, Column]]) -> TransformGraph:
+def _finish(t: _Trace, outputs: list[tuple[str, Column]]) -> FittedTransform:
     """Prune to the nodes the outputs need, renumber, and name the serving inputs."""
     keep: set[int] = set()
     stack = [col._node for _, col in outputs]
@@ -706,20 +706,20 @@ def _finish(t: _Trace, outputs: list[tuple[str, Column]]) -> TransformGraph:
         for a in (t.analyzers[i] for i in used_analyzers)
     )
     out_ids = [(name, new_id[col._node]) for name, col in outputs]
-    nodes: list[Node] = []
+    nodes: list[Op] = []
     for old in order:
         node = t.nodes[old]
         params = dict(node.params)
         if "analyzer" in params:
             params["analyzer"] = new_aid[params["analyzer"]]
-        nodes.append(Node(node.op, node.kind, tuple(new_id[a] for a in node.args), params))
+        nodes.append(Op(node.op, node.kind, tuple(new_id[a] for a in node.args), params))
     inputs = tuple(InputColumn(n.params["name"], n.kind) for n in nodes if n.op == "input")
     _assign_keys(nodes, inputs, out_ids)
-    return TransformGraph(inputs, tuple(nodes), analyzers, tuple(out_ids))
+    return FittedTransform(inputs, tuple(nodes), analyzers, tuple(out_ids))
 
 
 def _assign_keys(
-    nodes: list[Node], inputs: tuple[InputColumn, ...], outputs: list[tuple[str, int]]
+    nodes: list[Op], inputs: tuple[InputColumn, ...], outputs: list[tuple[str, int]]
 ) -> None:
     """Name the ``jax_fn`` argument (``preprocess.json`` key) of each string-to-ids node.
 
@@ -752,4 +752,4 @@ def _assign_keys(
                 taken.add(key)
             params = dict(nodes[nid].params)
             params["key"] = key
-            nodes[nid] = Node(nodes[nid].op, nodes[nid].kind, nodes[nid].args, params)
+            nodes[nid] = Op(nodes[nid].op, nodes[nid].kind, nodes[nid].args, params)

@@ -17,17 +17,17 @@ import pyarrow.compute as pc
 
 from jaxtx.core.model_format import StringLookup
 
-from . import _transform_math as tm
+from . import _math as tm
 
 __all__ = [
     "FORMAT",
     "GRAPH_FILE",
     "Analyzer",
     "InputColumn",
-    "Node",
+    "Op",
     "OutputColumn",
     "TransformError",
-    "TransformGraph",
+    "FittedTransform",
 ]
 
 FORMAT = "jaxtx.transform/1"
@@ -90,8 +90,8 @@ class OutputColumn:
 
 
 @dataclass(frozen=True)
-class Node:
-    """One operation of the graph; its id is its position in `TransformGraph.nodes`.
+class Op:
+    """One operation of the graph; its id is its position in `FittedTransform.nodes`.
 
     Attributes:
         op: Operation name (``input``, ``add``, ``log1p``, ``vocabulary``, ...).
@@ -139,10 +139,11 @@ def _string_ids(arr: pa.Array, lookup: StringLookup) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class TransformGraph:
+class FittedTransform:
     """A traced preprocessing function and its fitted constants.
 
-    Build one with :func:`jaxtx.trainer.transform.analyze`; apply it with
+    Build one with :func:`jaxtx.trainer.transform.analyze` (:func:`trace`
+    alone gives one whose :attr:`is_fitted` is false); apply it with
     :meth:`apply_numpy`, :meth:`apply_table` or, for serving,
     :meth:`string_preprocess` + :meth:`jax_fn`. All three give the same values
     (float32 bits and int32 ids).
@@ -161,7 +162,7 @@ class TransformGraph:
     """
 
     inputs: tuple[InputColumn, ...]
-    nodes: tuple[Node, ...]
+    nodes: tuple[Op, ...]
     analyzers: tuple[Analyzer, ...]
     outputs: tuple[tuple[str, int], ...]
     num_rows: int | None = None
@@ -172,12 +173,12 @@ class TransformGraph:
         names = [name for name, _ in self.outputs]
         state = "fitted" if self.is_fitted else "not fitted"
         return (
-            f"TransformGraph(inputs={[c.name for c in self.inputs]}, outputs={names}, "
+            f"FittedTransform(inputs={[c.name for c in self.inputs]}, outputs={names}, "
             f"{len(self.nodes)} nodes, {len(self.analyzers)} analyzers, {state})"
         )
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TransformGraph):
+        if not isinstance(other, FittedTransform):
             return NotImplemented
         return self._canonical == other._canonical
 
@@ -259,7 +260,7 @@ class TransformGraph:
                 "build it with analyze(preprocessing_fn, data)"
             )
 
-    def _result(self, node: Node) -> Mapping[str, Any]:
+    def _result(self, node: Op) -> Mapping[str, Any]:
         result = self.analyzers[node.params["analyzer"]].result
         if result is None:
             raise TransformError(
@@ -381,11 +382,11 @@ class TransformGraph:
                 string columns as ``pa.Array``. For JAX: numeric columns as
                 float32 arrays and, under their serving keys, the int32 ids of
                 every ``vocabulary``/``hash_strings`` node.
-            wanted: Node ids to compute.
+            wanted: Op ids to compute.
             backend: `tm.NUMPY` or `tm.JAX`.
 
         Returns:
-            Node id -> values, for the wanted nodes and everything they read.
+            Op id -> values, for the wanted nodes and everything they read.
         """
         is_jax = backend.name == "jax"
         values: dict[int, Any] = {}
@@ -400,7 +401,7 @@ class TransformGraph:
         return values
 
     def _eval_node(
-        self, nid: int, node: Node, args: list[Any], columns: Mapping[str, Any], b: tm.Backend
+        self, nid: int, node: Op, args: list[Any], columns: Mapping[str, Any], b: tm.Backend
     ) -> Any:
         op, p, xp = node.op, node.params, b.xp
         if op == "input":
@@ -652,7 +653,7 @@ class TransformGraph:
 
     def with_results(
         self, results: Mapping[int, Mapping[str, Any]], num_rows: int | None
-    ) -> TransformGraph:
+    ) -> FittedTransform:
         """Copy of the graph with analyzer results filled in.
 
         Args:
@@ -712,7 +713,7 @@ class TransformGraph:
         }
 
     @classmethod
-    def from_json(cls, doc: Any, source: str = GRAPH_FILE) -> TransformGraph:
+    def from_json(cls, doc: Any, source: str = GRAPH_FILE) -> FittedTransform:
         """Parse a ``transform_graph.json`` document.
 
         Args:
@@ -730,7 +731,7 @@ class TransformGraph:
             raise TransformError(f"{source}: format {found!r} is not {FORMAT!r}")
         try:
             nodes = tuple(
-                Node(d["op"], d["kind"], tuple(int(a) for a in d["args"]), dict(d["params"]))
+                Op(d["op"], d["kind"], tuple(int(a) for a in d["args"]), dict(d["params"]))
                 for d in doc["nodes"]
             )
             analyzers = tuple(
@@ -774,7 +775,7 @@ class TransformGraph:
         return str(target)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> TransformGraph:
+    def load(cls, directory: str | os.PathLike[str]) -> FittedTransform:
         """Read a graph written by :meth:`save`.
 
         Args:
@@ -895,7 +896,7 @@ def _fmt(value: Any) -> str:
     return repr(value)
 
 
-def _describe(nodes: tuple[Node, ...], analyzers: tuple[Analyzer, ...], nid: int) -> str:
+def _describe(nodes: tuple[Op, ...], analyzers: tuple[Analyzer, ...], nid: int) -> str:
     node = nodes[nid]
     p = node.params
     sub = [_describe(nodes, analyzers, a) for a in node.args]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import math
 import os
 import tempfile
@@ -21,27 +20,33 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import apache_beam as beam
 import datasketches as ds
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
-from jaxtx.core.beam import BatchCombineFn, BeamOptions, WriteJson, pipeline_options
 from jaxtx.core.numerics import merge_moments
+from jaxtx.core.parquet import (
+    is_remote,
+    iter_task_batches,
+    parquet_num_rows,
+    parquet_schema,
+    row_group_tasks,
+)
 
-from ._transform_graph import NUMERIC, Analyzer, TransformError, TransformGraph
-from ._transform_trace import column_kind
+from ._graph import NUMERIC, Analyzer, FittedTransform, TransformError
+from ._trace import column_kind
+
+if TYPE_CHECKING:
+    from jaxtx.core.beam import BeamOptions
 
 __all__ = [
     "DataLike",
     "DataSource",
     "FitAccumulator",
-    "FitCombineFn",
     "check_columns",
     "fit",
     "open_source",
@@ -200,7 +205,7 @@ class FitAccumulator:
         kll_k: Size of the quantile sketches.
     """
 
-    def __init__(self, graph: TransformGraph, stage: int, kll_k: int = 200) -> None:
+    def __init__(self, graph: FittedTransform, stage: int, kll_k: int = 200) -> None:
         self.graph = graph
         self.ids = [i for i, a in enumerate(graph.analyzers) if a.stage == stage]
         self.summaries = [_summary(graph.analyzers[i], kll_k) for i in self.ids]
@@ -246,28 +251,6 @@ class FitAccumulator:
         }
 
 
-class FitCombineFn(BatchCombineFn):
-    """``CombineFn`` from record batches to the results of one stage's analyzers.
-
-    Args:
-        graph: The graph, with the results of earlier stages filled in.
-        stage: The stage to fit.
-        kll_k: Size of the quantile sketches.
-    """
-
-    def __init__(self, graph: TransformGraph, stage: int, kll_k: int = 200) -> None:
-        super().__init__()
-        self._graph = graph
-        self._stage = stage
-        self._kll_k = kll_k
-
-    def create_accumulator(self) -> FitAccumulator:
-        return FitAccumulator(self._graph, self._stage, self._kll_k)
-
-    def extract_output(self, accumulator: FitAccumulator) -> dict[str, Any]:
-        return accumulator.results()
-
-
 # --------------------------------------------------------------------- data
 
 
@@ -295,7 +278,9 @@ def _expand(data: Any) -> list[str]:
     files: list[str] = []
     for item in items:
         path = os.fspath(item)
-        if "://" in path:
+        if is_remote(path):
+            from apache_beam.io.filesystems import FileSystems
+
             files.extend(m.path for r in FileSystems.match([path]) for m in r.metadata_list)
         elif any(ch in path for ch in "*?["):
             files.extend(sorted(glob.glob(path, recursive=True)))
@@ -306,12 +291,6 @@ def _expand(data: Any) -> list[str]:
         else:
             raise TransformError(f"training data {path!r} does not exist; pass Parquet files")
     return files
-
-
-def _parquet_file(path: str) -> pq.ParquetFile:
-    if "://" in path:
-        return pq.ParquetFile(FileSystems.open(path))
-    return pq.ParquetFile(path)
 
 
 def open_source(data: DataLike) -> DataSource:
@@ -344,7 +323,7 @@ def open_source(data: DataLike) -> DataSource:
     rows = 0
     for path in files:
         try:
-            rows += _parquet_file(path).metadata.num_rows
+            rows += parquet_num_rows(path)
         except (OSError, pa.ArrowException) as exc:
             raise TransformError(f"{path}: not a readable Parquet file ({exc})") from exc
     if rows == 0:
@@ -352,12 +331,12 @@ def open_source(data: DataLike) -> DataSource:
             f"the training data ({len(files)} file(s), first {files[0]!r}) has no rows; "
             "the analyzers need data: check the split"
         )
-    schema = _parquet_file(files[0]).schema_arrow
+    schema = parquet_schema(files[0])
     more = f" (and {len(files) - 1} more files)" if len(files) > 1 else ""
     return DataSource(f"file {files[0]!r}{more}", schema, files=tuple(files), num_rows=rows)
 
 
-def check_columns(graph: TransformGraph, source: DataSource) -> None:
+def check_columns(graph: FittedTransform, source: DataSource) -> None:
     """Check that every file (or the table) has the graph's inputs with the right kinds.
 
     Args:
@@ -370,7 +349,7 @@ def check_columns(graph: TransformGraph, source: DataSource) -> None:
     schemas = (
         [(source.description, source.schema)]
         if source.files is None
-        else [(f"file {f!r}", _parquet_file(f).schema_arrow) for f in source.files]
+        else [(f"file {f!r}", parquet_schema(f)) for f in source.files]
     )
     for where, schema in schemas:
         for col in graph.inputs:
@@ -389,80 +368,18 @@ def check_columns(graph: TransformGraph, source: DataSource) -> None:
                 )
 
 
-def _read_task(task: tuple[str, list[int]], columns: list[str], batch_size: int) -> Iterator:
-    path, groups = task
-    if not groups:
-        return
-    pf = _parquet_file(path)
-    yield from pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=columns)
-
-
-def _tasks(files: Sequence[str], rows_per_task: int) -> list[tuple[str, list[int]]]:
-    tasks: list[tuple[str, list[int]]] = []
-    for path in files:
-        meta = _parquet_file(path).metadata
-        group: list[int] = []
-        rows = 0
-        for i in range(meta.num_row_groups):
-            group.append(i)
-            rows += meta.row_group(i).num_rows
-            if rows >= rows_per_task:
-                tasks.append((path, group))
-                group, rows = [], 0
-        if group:
-            tasks.append((path, group))
-    return tasks
-
-
 def _batches(source: DataSource, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
     if source.table is not None:
         yield from source.table.select(columns).to_batches(max_chunksize=batch_size)
         return
     assert source.files is not None
-    for task in _tasks(source.files, 1):
-        yield from _read_task(task, columns, batch_size)
-
-
-def _fit_stage_beam(
-    graph: TransformGraph,
-    stage: int,
-    source: DataSource,
-    beam_options: BeamOptions,
-    batch_size: int,
-    kll_k: int,
-    temp_dir: str | None,
-) -> dict[str, Any]:
-    columns = [c.name for c in graph.inputs]
-    own_tmp = temp_dir is None
-    tmp = tempfile.mkdtemp(prefix="jaxtx-transform-") if own_tmp else temp_dir
-    assert tmp is not None
-    out = FileSystems.join(tmp, f"transform-{uuid.uuid4().hex}-stage{stage}.json")
-    try:
-        with beam.Pipeline(options=pipeline_options(beam_options)) as p:
-            assert source.files is not None
-            rows_per_task = max(batch_size, 1 << 20)
-            batches = (
-                p
-                | "Tasks" >> beam.Create(_tasks(source.files, rows_per_task))
-                | "Read" >> beam.FlatMap(_read_task, columns=columns, batch_size=batch_size)
-            )
-            _ = (
-                batches
-                | "Analyze" >> beam.CombineGlobally(FitCombineFn(graph, stage, kll_k))
-                | "Write" >> beam.ParDo(WriteJson(out))
-            )
-        with FileSystems.open(out) as f:
-            return json.loads(f.read().decode("utf-8"))
-    finally:
-        if FileSystems.exists(out):
-            FileSystems.delete([out])
-        if own_tmp:
-            with contextlib.suppress(OSError):
-                os.rmdir(tmp)
+    for path in source.files:
+        for task in row_group_tasks(path, 1):
+            yield from iter_task_batches(task, batch_size=batch_size, columns=columns)
 
 
 def _fit_stage_local(
-    graph: TransformGraph, stage: int, source: DataSource, batch_size: int, kll_k: int
+    graph: FittedTransform, stage: int, source: DataSource, batch_size: int, kll_k: int
 ) -> dict[str, Any]:
     acc = FitAccumulator(graph, stage, kll_k)
     for batch in _batches(source, [c.name for c in graph.inputs], batch_size):
@@ -470,7 +387,7 @@ def _fit_stage_local(
     return acc.results()
 
 
-def _check_result(graph: TransformGraph, aid: int, result: Mapping[str, Any]) -> None:
+def _check_result(graph: FittedTransform, aid: int, result: Mapping[str, Any]) -> None:
     if result.get("count", 0) > 0:
         return
     analyzer = graph.analyzers[aid]
@@ -488,7 +405,7 @@ def _check_result(graph: TransformGraph, aid: int, result: Mapping[str, Any]) ->
     )
 
 
-def _analyzers_under(graph: TransformGraph, nid: int) -> set[int]:
+def _analyzers_under(graph: FittedTransform, nid: int) -> set[int]:
     found: set[int] = set()
     stack = [nid]
     seen: set[int] = set()
@@ -507,7 +424,7 @@ def _analyzers_under(graph: TransformGraph, nid: int) -> set[int]:
 
 
 def fit(
-    graph: TransformGraph,
+    graph: FittedTransform,
     source: DataSource,
     *,
     beam_options: BeamOptions = None,
@@ -515,13 +432,13 @@ def fit(
     batch_size: int = 65536,
     kll_k: int = 200,
     temp_dir: str | None = None,
-) -> TransformGraph:
+) -> FittedTransform:
     """Fit every analyzer of a traced graph, one full pass over the data per stage.
 
     Args:
         graph: The traced graph.
         source: The data (see :func:`open_source`).
-        beam_options: Beam flags or mapping (see ``jaxtx.components._beam``).
+        beam_options: Beam flags or mapping (see ``jaxtx.core.beam.pipeline_options``).
         use_beam: Run each pass as a Beam pipeline (else in this process).
         batch_size: Rows per record batch.
         kll_k: Size of the quantile sketches (rank error about ``2.3 / k**0.97``).
@@ -559,10 +476,12 @@ def _spill(
         tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="jaxtx-transform-"))
         path = os.path.join(tmp, "table.parquet")
     else:
+        from apache_beam.io.filesystems import FileSystems
+
         path = FileSystems.join(temp_dir, f"table-{uuid.uuid4().hex}.parquet")
         cleanup.callback(lambda: FileSystems.delete([path]) if FileSystems.exists(path) else None)
     table = source.table.select(columns)
-    if "://" in path:
+    if is_remote(path):
         with FileSystems.create(path) as f:
             pq.write_table(table, f, row_group_size=batch_size)
     else:
@@ -571,18 +490,20 @@ def _spill(
 
 
 def _fit_stages(
-    graph: TransformGraph,
+    graph: FittedTransform,
     source: DataSource,
     beam_options: BeamOptions,
     use_beam: bool,
     batch_size: int,
     kll_k: int,
     temp_dir: str | None,
-) -> TransformGraph:
+) -> FittedTransform:
     num_rows = source.num_rows
     for stage in range(1, graph.num_stages + 1):
         if use_beam:
-            doc = _fit_stage_beam(graph, stage, source, beam_options, batch_size, kll_k, temp_dir)
+            from ._beam import fit_stage_beam
+
+            doc = fit_stage_beam(graph, stage, source, beam_options, batch_size, kll_k, temp_dir)
         else:
             doc = _fit_stage_local(graph, stage, source, batch_size, kll_k)
         num_rows = int(doc["num_rows"])

@@ -17,27 +17,30 @@ A preprocessing function maps named raw columns to model features::
 
     graph = tx.analyze(preprocess, "data/train")       # Beam, one pass per stage
     graph.save("transform")                            # transform/transform_graph.json
+    tx.transform_parquet(graph, {"train": files}, "out", passthrough=["label"])  # Beam
     features = graph.apply_numpy({"age": ..., ...})    # training data
-    table = graph.apply_table(record_batch)            # in a Beam pipeline
+    table = graph.apply_table(record_batch)            # one Arrow batch
+    pcoll | tx.TransformBatches(graph)                 # in your own Beam pipeline
     ids = graph.string_preprocess()                    # preprocess.json entries
     out = jax.jit(graph.jax_fn)(numbers_and_ids)       # inside the exported model
 
 :func:`analyze` runs the function once on symbolic :class:`Column` objects to
 record a small graph of operations, then fits its analyzers (mean/std,
 min/max, quantiles, vocabularies, most frequent values) in one full pass over
-the training data, as a Beam ``CombineGlobally`` over record batches. An
+the training data, as a Beam ``CombineGlobally`` over record batches
+(``import jaxtx.trainer.transform`` does not load Beam; running does). An
 analyzer reads the *derived* values it is applied to (``scale_to_z_score`` of
 a filled column sees the filled values); when its input depends on another
 analyzer's result it runs in a later pass (stage), so a graph takes
 ``graph.num_stages`` passes: one unless analyzers are stacked like that.
 
-Applying the graph: :meth:`TransformGraph.apply_numpy` and
-:meth:`TransformGraph.apply_table` run in NumPy; for serving, string columns
-become int32 ids before the model (:meth:`TransformGraph.string_preprocess`,
-the ``preprocess.json`` format of ``jaxtx.serving.runtime``) and the numeric
-rest runs in JAX (:meth:`TransformGraph.jax_fn`), inside the exported model
+Applying the graph: :meth:`FittedTransform.apply_numpy` and
+:meth:`FittedTransform.apply_table` run in NumPy; for serving, string columns
+become int32 ids before the model (:meth:`FittedTransform.string_preprocess`,
+the ``preprocess.json`` format of ``jaxtx.core.model_format``) and the numeric
+rest runs in JAX (:meth:`FittedTransform.jax_fn`), inside the exported model
 (:func:`export_transformed_model`). The paths agree bit for bit: each float
-operation rounds to float32 on its own in both (see ``_transform_math``).
+operation rounds to float32 on its own in both (see ``_math``).
 
 Semantics worth knowing:
 
@@ -52,24 +55,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jaxtx.core.beam import BeamOptions
-
-from ._transform_fit import DataLike, DataSource, fit, open_source
-from ._transform_graph import (
+from ._apply import apply_batch, transform_parquet
+from ._fit import DataLike, DataSource, fit, open_source
+from ._graph import (
     FORMAT,
     GRAPH_FILE,
     Analyzer,
+    FittedTransform,
     InputColumn,
-    Node,
+    Op,
     OutputColumn,
     TransformError,
-    TransformGraph,
 )
-from ._transform_trace import (
+from ._trace import (
     Column,
     bucketize,
     clip,
@@ -82,6 +84,11 @@ from ._transform_trace import (
     vocabulary,
 )
 
+if TYPE_CHECKING:
+    from jaxtx.core.beam import BeamOptions
+
+    from ._beam import TransformBatches
+
 __all__ = [
     "FORMAT",
     "GRAPH_FILE",
@@ -89,11 +96,13 @@ __all__ = [
     "Column",
     "DataSource",
     "InputColumn",
-    "Node",
+    "Op",
     "OutputColumn",
     "TransformError",
-    "TransformGraph",
+    "TransformBatches",
+    "FittedTransform",
     "analyze",
+    "apply_batch",
     "bucketize",
     "clip",
     "export_transformed_model",
@@ -104,8 +113,33 @@ __all__ = [
     "scale_to_0_1",
     "scale_to_z_score",
     "trace",
+    "transform_parquet",
     "vocabulary",
 ]
+
+
+_DEPRECATED = {"TransformGraph": "FittedTransform", "Node": "Op"}
+"""Old names kept for one release (they collided with ``jaxtx.components``' names)."""
+
+
+def __getattr__(name: str) -> Any:
+    # Beam is loaded on first use, not by writing a preprocessing function.
+    if name == "TransformBatches":
+        from ._beam import TransformBatches
+
+        return TransformBatches
+    if name in _DEPRECATED:
+        import warnings
+
+        new = _DEPRECATED[name]
+        warnings.warn(
+            f"jaxtx.trainer.transform.{name} is deprecated; use {new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 PreprocessingFn = Callable[[Mapping[str, Column]], Mapping[str, Column]]
 
@@ -119,7 +153,7 @@ def analyze(
     batch_size: int = 65536,
     kll_k: int = 200,
     temp_dir: str | None = None,
-) -> TransformGraph:
+) -> FittedTransform:
     """Trace ``preprocessing_fn`` and fit its analyzers over the training data.
 
     Args:
@@ -164,7 +198,7 @@ def analyze(
 
 
 def export_transformed_model(
-    graph: TransformGraph,
+    graph: FittedTransform,
     predict_fn: Callable[[Any, Mapping[str, Any]], Mapping[str, Any]],
     params: Any,
     out_dir: str | os.PathLike[str],
