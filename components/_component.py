@@ -35,11 +35,14 @@ import json
 import time
 import types
 import typing
+import uuid
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from jaxtx.core.settings import Settings
 
 from ._artifacts import Artifact, ArtifactStore, _OutputAlias
 
@@ -47,6 +50,8 @@ __all__ = [
     "Component",
     "ComponentError",
     "ExecutionResult",
+    "begin_building",
+    "end_building",
     "Node",
     "OutputRef",
     "PipelineStopped",
@@ -81,18 +86,42 @@ class RunContext:
     Annotate a parameter ``ctx: RunContext`` to receive it. Eagerly (outside a
     pipeline) metrics are kept in :attr:`metrics_log` only; inside a pipeline
     the runner sends them to the component's MLflow run as well.
+
+    Args:
+      node_id: the node's id (the component's name when run eagerly).
+      pipeline: the pipeline run's tag, ``None`` when run eagerly.
+      settings: home, tracking URI and artifact root of the run (default:
+        :meth:`Settings.resolve` with nothing given).
+      mlflow_run_id: the node's MLflow run, when the run is tracked.
+      metric_sinks: called with ``(metrics, step)`` for every
+        :meth:`log_metrics` call (the runner's MLflow logging).
+      work_dir: see :attr:`work_dir`.
     """
 
-    def __init__(self, *, node_id: str, pipeline: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        pipeline: str | None = None,
+        settings: Settings | None = None,
+        mlflow_run_id: str | None = None,
+        metric_sinks: Sequence[Callable[[Mapping[str, float], int], None]] = (),
+        work_dir: Path | None = None,
+    ) -> None:
         self.node_id = node_id
         self.pipeline = pipeline
+        self.settings = settings if settings is not None else Settings.resolve()
         self.metrics_log: list[tuple[int, dict[str, float]]] = []
-        self.tracking_uri: str | None = None
-        self.mlflow_run_id: str | None = None
+        self.mlflow_run_id = mlflow_run_id
         #: A folder that survives a crash and is the same for the same inputs,
         #: parameters and code (checkpoints for resuming); ``None`` if unavailable.
-        self.work_dir: Path | None = None
-        self._sinks: list[Callable[[Mapping[str, float], int], None]] = []
+        self.work_dir = work_dir
+        self._sinks = tuple(metric_sinks)
+
+    @property
+    def tracking_uri(self) -> str | None:
+        """The MLflow tracking URI when this run is tracked (has an MLflow run), else ``None``."""
+        return self.settings.tracking_uri if self.mlflow_run_id else None
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log metrics at a step (e.g. per epoch); MLflow charts them over steps."""
@@ -125,6 +154,21 @@ class ParamSpec:
 
 # Set while a ``with Pipeline(...)`` block is open.
 _BUILDING: contextvars.ContextVar[Any] = contextvars.ContextVar("jaxtx_building", default=None)
+
+
+def begin_building(pipeline: Any) -> contextvars.Token[Any]:
+    """Make component calls in this context add nodes to ``pipeline`` (what
+    ``with Pipeline(...)`` does); returns a token for :func:`end_building`.
+
+    ``pipeline`` needs ``add(node) -> node``, ``has_key(key) -> bool`` and
+    ``put(node) -> node`` (see :class:`jaxtx.pipelines.Pipeline`).
+    """
+    return _BUILDING.set(pipeline)
+
+
+def end_building(token: contextvars.Token[Any]) -> None:
+    """Close the block opened by :func:`begin_building`."""
+    _BUILDING.reset(token)
 
 
 @dataclass(frozen=True)
@@ -160,7 +204,15 @@ class _Outputs:
 
 
 class Node:
-    """A component call placed in a pipeline, to be run later."""
+    """A component call placed in a pipeline, to be run later.
+
+    A node is a value: :meth:`with_id`, :meth:`with_options`, :meth:`connect`
+    and :meth:`after` return a changed copy and leave the node alone. A copy
+    keeps the node's :attr:`key`, so nodes wired to the original read from the
+    copy once it takes the original's place in a pipeline. Inside an open
+    ``with Pipeline(...)`` block the copy takes that place at once; for a
+    built pipeline use :meth:`Pipeline.with_node` (which returns a new pipeline).
+    """
 
     def __init__(
         self,
@@ -169,42 +221,76 @@ class Node:
         params: Mapping[str, Any],
         *,
         id: str | None = None,
+        retries: int | None = None,
+        retry_delay_seconds: float | None = None,
+        cache: bool | None = None,
+        after: tuple[Node, ...] = (),
+        key: str | None = None,
     ) -> None:
         self.component = component
         self.inputs: dict[str, OutputRef | Artifact | None] = dict(inputs)
         self.params: dict[str, Any] = dict(params)
         self.id = id or component.name
-        self.retries = component.retries
-        self.retry_delay_seconds = component.retry_delay_seconds
-        self.cache = component.cache
+        self.retries = component.retries if retries is None else retries
+        self.retry_delay_seconds = (
+            component.retry_delay_seconds if retry_delay_seconds is None else retry_delay_seconds
+        )
+        self.cache = component.cache if cache is None else cache
+        #: Identity of the logical node: kept by copies, so wiring follows them.
+        self.key = key or uuid.uuid4().hex
+        self.run_after: tuple[Node, ...] = tuple(after)
         self.outputs = _Outputs(
             {o.name: OutputRef(self, o.name, o.type) for o in component.outputs}
         )
-        self.pipeline: Any = None
-        self._after: list[Node] = []
 
     def __repr__(self) -> str:
         return f"<Node {self.id} ({self.component.name})>"
 
+    def replace(self, **changes: Any) -> Node:
+        """A copy with some of ``id, inputs, params, retries, retry_delay_seconds,
+        cache, after`` changed; it keeps :attr:`key`. Inside an open
+        ``with Pipeline`` block the copy takes this node's place there."""
+        fields = {
+            "inputs": self.inputs,
+            "params": self.params,
+            "id": self.id,
+            "retries": self.retries,
+            "retry_delay_seconds": self.retry_delay_seconds,
+            "cache": self.cache,
+            "after": self.run_after,
+        }
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise ComponentError(f"{self.id}: cannot change {unknown[0]!r} of a node")
+        fields.update(changes)
+        new = Node(self.component, key=self.key, **fields)
+        return _place(new)
+
+    def _copy(self, **changes: Any) -> Node:
+        """A copy that keeps :attr:`key`, without placing it in an open pipeline block."""
+        builder = _BUILDING.set(None)
+        try:
+            return self.replace(**changes)
+        finally:
+            _BUILDING.reset(builder)
+
     def after(self, *nodes: Node) -> Node:
-        """Run only after ``nodes`` succeeded, without reading their outputs
-        (e.g. train only once the data passed validation)."""
+        """A copy that runs only after ``nodes`` succeeded, without reading their
+        outputs (e.g. train only once the data passed validation)."""
         for n in nodes:
             if not isinstance(n, Node):
                 raise ComponentError(f"{self.id}.after() takes nodes, got {type(n).__name__}")
-            if n not in self._after:
-                self._after.append(n)
-        if self.pipeline is not None:
-            for n in nodes:
-                self.pipeline.add(n)
-        return self
+        keys = {n.key for n in self.run_after}
+        extra = tuple(n for n in nodes if n.key not in keys)
+        builder = _BUILDING.get()
+        if builder is not None:
+            for n in extra:
+                builder.add(n)
+        return self.replace(after=self.run_after + extra)
 
     def with_id(self, id: str) -> Node:
-        """Name this node (needed when one component appears twice)."""
-        if self.pipeline is not None:
-            self.pipeline._rename(self, id)
-        self.id = id
-        return self
+        """A copy with another id (needed when one component appears twice)."""
+        return self.replace(id=id)
 
     def with_options(
         self,
@@ -213,20 +299,21 @@ class Node:
         retry_delay_seconds: float | None = None,
         cache: bool | None = None,
     ) -> Node:
-        """Per-node retries and caching; returns the node."""
+        """A copy with per-node retries and caching."""
+        changes: dict[str, Any] = {}
         if retries is not None:
-            self.retries = retries
+            changes["retries"] = retries
         if retry_delay_seconds is not None:
-            self.retry_delay_seconds = retry_delay_seconds
+            changes["retry_delay_seconds"] = retry_delay_seconds
         if cache is not None:
-            self.cache = cache
-        return self
+            changes["cache"] = cache
+        return self.replace(**changes)
 
     def connect(self, input_name: str, source: OutputRef | Node | Artifact) -> Node:
-        """Wire (or re-wire) one input after the node was made."""
+        """A copy with one input wired (or re-wired)."""
         spec = self.component._input(input_name)
-        self.inputs[input_name] = self.component._check_input(spec, source, self.id)
-        return self
+        value = self.component._check_input(spec, source, self.id)
+        return self.replace(inputs={**self.inputs, input_name: value})
 
     @property
     def output(self) -> OutputRef:
@@ -240,9 +327,20 @@ class Node:
         return refs[0]
 
     def upstream(self) -> list[Node]:
-        """Nodes this one reads from or must run after."""
+        """Nodes this one reads from or must run after, as they were wired
+        (a pipeline resolves them by :attr:`key` to its current copies)."""
         ups = [r.node for r in self.inputs.values() if isinstance(r, OutputRef)]
-        return ups + [n for n in self._after if n not in ups]
+        keys = {n.key for n in ups}
+        return ups + [n for n in self.run_after if n.key not in keys]
+
+
+def _place(node: Node) -> Node:
+    """Inside an open ``with Pipeline`` block, let ``node`` take the place of its
+    earlier copy (same key) there; otherwise return it as it is."""
+    builder = _BUILDING.get()
+    if builder is not None and builder.has_key(node.key):
+        return builder.put(node)
+    return node
 
 
 @dataclass
@@ -302,9 +400,7 @@ class Component:
         if builder is not None or symbolic:
             node_id = kwargs.pop("id", None)
             node = self.node(id=node_id, **kwargs)
-            if builder is not None:
-                builder.add(node)
-            return node
+            return builder.add(node) if builder is not None else node
         return self.run(store=store, **kwargs)
 
     def node(self, *, id: str | None = None, **kwargs: Any) -> Node:

@@ -12,14 +12,10 @@ import pyarrow.parquet as pq
 
 from jaxtx.core.beam import pipeline_options
 
-from ._artifacts import Examples, Model, Output
+from ._artifacts import Examples, InferenceResult, Model, Output
 from ._component import component
 
 __all__ = ["BulkInferrer", "InferenceResult"]
-
-
-class InferenceResult(Examples):
-    """Examples with the model's prediction columns added (``data/<split>/*.parquet``)."""
 
 
 class _ReadBatches(beam.DoFn):
