@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ._artifacts import InfraBlessing, Model, ModelBlessing, Output, PushedModel, default_home
+from ._artifacts import InfraBlessing, Model, ModelBlessing, Output, PushedModel
 from ._component import RunContext, component
 
 __all__ = ["Pusher", "RollbackError", "rollback"]
@@ -27,16 +27,21 @@ class RollbackError(RuntimeError):
 
 
 def _client(tracking_uri: str | None) -> Any:
-    from mlflow import MlflowClient
+    from jaxtx.core.settings import Settings
+    from jaxtx.core.tracking import mlflow_client
 
-    from jaxtx.core.settings import default_tracking_uri
+    uri = Settings.resolve(tracking_uri=tracking_uri).tracking_uri
+    return mlflow_client(uri), uri
 
-    uri = (
-        tracking_uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or default_tracking_uri(default_home())
-    )
-    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+def _resolve_source(client: Any, source: str) -> tuple[str, str | None, str | None]:
+    """``(storage location, model id, source run id)`` of a ``models:/<model_id>``
+    source, asked of ``client``: given the ``models:/`` URI itself, the registry
+    would resolve it through MLflow's process-wide tracking URI."""
+    if source.startswith("models:/m-"):
+        logged = client.get_logged_model(source.removeprefix("models:/"))
+        return str(logged.artifact_location), logged.model_id, logged.source_run_id
+    return source, None, None
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
@@ -80,11 +85,8 @@ def Pusher(
         pushed_model.properties.update(pushed=False, reason="; ".join(reasons), name=name)
         return {"pushed": 0}
 
-    client, uri = _client(ctx.tracking_uri)
-    from ._mlflow_model import use_tracking_uri
-
-    with use_tracking_uri(uri):  # the registry resolves models:/ sources through it
-        return _push(client, uri, model, pushed_model, ctx, name, alias, serving_dir)
+    client, uri = _client(ctx.settings.tracking_uri)
+    return _push(client, uri, model, pushed_model, ctx, name, alias, serving_dir)
 
 
 def _push(
@@ -112,11 +114,13 @@ def _push(
         client.get_registered_model(name)
     except Exception:
         client.create_registered_model(name, description="Pushed by jaxtx Pusher")
-    run_id = ctx.mlflow_run_id
+    location, model_id, source_run = _resolve_source(client, source)
+    run_id = ctx.mlflow_run_id or source_run
     version = client.create_model_version(
         name,
-        source,
+        location,
         run_id=run_id,
+        model_id=model_id if run_id else None,
         tags={"jaxtx.model_fingerprint": model.fingerprint, "jaxtx.model_uri": model.uri},
     ).version
     target = Path(serving_dir).resolve() / name / str(version)

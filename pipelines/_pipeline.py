@@ -68,8 +68,22 @@ class Pipeline:
     def settings(self) -> Settings:
         """Home, tracking URI and artifact root: this pipeline's fields, then the
         environment, then the embedded defaults (:meth:`Settings.resolve`)."""
+        return self.resolve_settings()
+
+    def resolve_settings(self, *, home: str | None = None) -> Settings:
+        """Like :attr:`settings`, with ``home`` used when the pipeline names none
+        (``jaxtx run --home``).
+
+        Args:
+          home: the working folder to use unless ``self.home`` is set.
+
+        Returns:
+          The resolved :class:`~jaxtx.core.settings.Settings`.
+        """
         return Settings.resolve(
-            home=self.home, tracking_uri=self.tracking_uri, artifact_root=self.artifact_root
+            home=self.home or home,
+            tracking_uri=self.tracking_uri,
+            artifact_root=self.artifact_root,
         )
 
     # -- building --------------------------------------------------------------------------

@@ -529,9 +529,7 @@ def _gather(plan: _Plan, futures: Mapping[str, Any]) -> dict[str, dict[str, Arti
     return results
 
 
-def _flow(
-    plan: _Plan, run_name: str | None, max_workers: int | None, progress: _Progress
-) -> Any:
+def _flow(plan: _Plan, run_name: str | None, max_workers: int | None, progress: _Progress) -> Any:
     """The Prefect flow of this run (a callable)."""
     from prefect import flow
     from prefect.task_runners import ThreadPoolTaskRunner
