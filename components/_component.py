@@ -32,6 +32,7 @@ import functools
 import hashlib
 import inspect
 import json
+import sys
 import time
 import types
 import typing
@@ -368,8 +369,10 @@ class Component:
         version: str | None = None,
         verdict: Callable[[Mapping[str, Artifact]], str | None] | None = None,
         external_fingerprint: Callable[[Mapping[str, Any]], str] | None = None,
+        library: Sequence[str] = (),
     ) -> None:
         self.fn = fn
+        self.library = tuple(library)
         self.external_fingerprint = external_fingerprint
         self.name = name or fn.__name__
         self.retries = retries
@@ -549,14 +552,30 @@ class Component:
     # -- caching ---------------------------------------------------------------------------
     @property
     def code_version(self) -> str:
-        """A hash of the function's module source, the jaxtx sources and ``version``."""
+        """A hash of what the component's result depends on besides its inputs
+        and parameters: see :meth:`code_inputs` and :func:`component`."""
         if self._code_version is None:
+            import jaxtx
+
             h = hashlib.sha256()
-            h.update((self.version or "").encode())
-            h.update(_module_source(self.fn).encode())
-            h.update(_jaxtx_source_hash().encode())
+            h.update(f"jaxtx {jaxtx.__version__}\0version {self.version or ''}\0".encode())
+            for qualname, src in _own_code(self.fn):
+                h.update(f"def {qualname}\0{src}\0".encode())
+            for module in _library_closure(self.fn, self.library):
+                h.update(f"module {module}\0".encode())
+                h.update(_module_text(module).encode())
             self._code_version = h.hexdigest()
         return self._code_version
+
+    def code_inputs(self) -> dict[str, list[str]]:
+        """What :attr:`code_version` hashes, by name: ``functions`` (the
+        component's function and the module-level functions and classes of its
+        module it uses) and ``modules`` (the jaxtx library modules it uses,
+        with the jaxtx modules those import)."""
+        return {
+            "functions": [q for q, _ in _own_code(self.fn)],
+            "modules": _library_closure(self.fn, self.library),
+        }
 
     def cache_key(self, inputs: Mapping[str, Artifact | None], params: Mapping[str, Any]) -> str:
         """Key on code, parameters and input fingerprints (never on data or paths)."""
@@ -581,6 +600,7 @@ def component(
     version: str | None = None,
     verdict: Callable[[Mapping[str, Artifact]], str | None] | None = None,
     external_fingerprint: Callable[[Mapping[str, Any]], str] | None = None,
+    library: Sequence[str] = (),
 ) -> Any:
     """Turn a typed function into a :class:`Component`.
 
@@ -589,14 +609,41 @@ def component(
       name: the component's name (default: the function's).
       retries: how often a failed run is retried inside a pipeline.
       retry_delay_seconds: the pause before each retry.
-      cache: whether pipeline runs may skip it when code, parameters and
-        input fingerprints are unchanged.
-      version: a string added to the cache key; bump it to invalidate caches.
+      cache: whether pipeline runs may skip it when its cache key (below) is
+        unchanged.
+      version: a string added to the cache key; bump it to invalidate caches
+        (e.g. after changing code the key cannot see, listed below).
       verdict: called with the committed outputs; a returned message stops
         the pipeline (e.g. failing anomalies) after the outputs were written.
       external_fingerprint: called with the parameters; returns a fingerprint
         of what the component reads from outside the store (input files), so
         the cache misses when those change.
+      library: names of further jaxtx modules whose source the result depends
+        on (added to those found from the function's references).
+
+    The cache key. A pipeline reuses a node's earlier outputs only when all of
+    these are unchanged (and every output still verifies against its manifest):
+
+    * the component's name, its parameters and its input artifacts'
+      *fingerprints* (content hashes: never paths, never data read again);
+    * ``external_fingerprint(params)``, when given;
+    * its declared ``version`` and ``jaxtx.__version__``;
+    * its own code: the source of the function and, found through the names
+      it uses, of the module-level functions and classes of the same module
+      it calls (transitively): an edit elsewhere in that module, a docstring
+      of an unrelated function included, does not invalidate;
+    * the jaxtx library modules it uses (modules, functions or classes of
+      ``jaxtx.*`` it names, or imports inside the function, plus ``library``)
+      and, transitively, the jaxtx modules those import: the whole source
+      files. The component machinery (``jaxtx.components`` itself, its
+      ``_component`` and ``_artifacts`` modules, and ``jaxtx.pipelines``) is
+      not part of it; ``jaxtx.__version__`` covers releases.
+
+    Not part of the key, so bump ``version`` when they change what the
+    component computes: code in *other* user modules the function calls,
+    third-party libraries, and files the component reads outside the artifact
+    store (or give ``external_fingerprint``). :meth:`Component.code_inputs`
+    lists what is hashed.
 
     Example::
 
@@ -617,6 +664,7 @@ def component(
             version=version,
             verdict=verdict,
             external_fingerprint=external_fingerprint,
+            library=library,
         )
 
     return wrap(fn) if fn is not None else wrap
@@ -750,30 +798,181 @@ def stable_repr(value: Any, _depth: int = 0) -> str:
     return text
 
 
-def _module_source(fn: Callable[..., Any]) -> str:
-    mod = inspect.getmodule(fn)
+#: Machinery, not part of any component's result (covered by ``jaxtx.__version__``).
+_MACHINERY = (
+    "jaxtx",
+    "jaxtx.components",
+    "jaxtx.components._component",
+    "jaxtx.components._artifacts",
+)
+
+
+def _source(obj: Any) -> str:
     try:
-        return inspect.getsource(mod) if mod is not None else inspect.getsource(fn)
+        return inspect.getsource(obj)
     except (OSError, TypeError):
-        try:
-            return inspect.getsource(fn)
-        except (OSError, TypeError):
-            return fn.__qualname__
+        return getattr(obj, "__qualname__", repr(obj))
+
+
+def _code_objects(obj: Any) -> list[types.CodeType]:
+    """The code objects of a function, or of every method of a class."""
+    if inspect.isfunction(obj):
+        codes = [obj.__code__]
+    elif inspect.isclass(obj):
+        codes = [
+            v.__code__
+            for v in vars(obj).values()
+            if inspect.isfunction(v)
+            or (isinstance(v, staticmethod | classmethod) and inspect.isfunction(v.__func__))
+            for v in [v.__func__ if isinstance(v, staticmethod | classmethod) else v]
+        ]
+    else:
+        return []
+    out: list[types.CodeType] = []
+    while codes:
+        code = codes.pop()
+        out.append(code)
+        codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return out
+
+
+def _referenced(obj: Any) -> list[Any]:
+    """Module-level objects of ``obj``'s module that its code names."""
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    namespace = vars(module) if module is not None else getattr(obj, "__globals__", {})
+    names = {n for code in _code_objects(obj) for n in code.co_names}
+    return [namespace[n] for n in sorted(names) if n in namespace]
+
+
+def _own_code(fn: Callable[..., Any]) -> list[tuple[str, str]]:
+    """``(qualname, source)`` of ``fn`` and of the functions and classes of its
+    module that it uses, transitively; sorted by qualname."""
+    home = fn.__module__
+    seen: dict[str, str] = {}
+    todo: list[Any] = [fn]
+    while todo:
+        obj = todo.pop()
+        key = obj.__qualname__
+        if key in seen:
+            continue
+        seen[key] = _source(obj)
+        for ref in _referenced(obj):
+            if (inspect.isfunction(ref) or inspect.isclass(ref)) and ref.__module__ == home:
+                todo.append(ref)
+    return sorted(seen.items())
+
+
+def _library_closure(fn: Callable[..., Any], extra: Sequence[str]) -> list[str]:
+    """The jaxtx modules ``fn`` (with its own helpers) uses, plus ``extra``,
+    and the jaxtx modules those import, transitively; sorted."""
+    home = fn.__module__
+    roots: set[str] = set(extra)
+    package = home.rpartition(".")[0] if home else ""
+    for qualname, _ in _own_code(fn):
+        obj = _resolve_qualname(fn, qualname)
+        for ref in _referenced(obj) if obj is not None else []:
+            name = ref.__name__ if inspect.ismodule(ref) else getattr(ref, "__module__", None)
+            if isinstance(name, str):
+                roots.add(name)
+        src = _source(obj) if obj is not None else ""
+        roots.update(_imports_in(_dedent(src), package))
+    todo = sorted(r for r in roots if _is_library(r, home))
+    found: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        mod_pkg = name if _is_package(name) else name.rpartition(".")[0]
+        todo.extend(
+            m
+            for m in _imports_in(_module_text(name), mod_pkg)
+            if _is_library(m, home) and m not in found
+        )
+    return sorted(found)
+
+
+def _resolve_qualname(fn: Callable[..., Any], qualname: str) -> Any:
+    if qualname == fn.__qualname__:
+        return fn
+    module = sys.modules.get(fn.__module__)
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _is_library(name: str, home: str) -> bool:
+    return (
+        name.startswith("jaxtx.")
+        and name != home
+        and name not in _MACHINERY
+        and not (name == "jaxtx.pipelines" or name.startswith("jaxtx.pipelines."))
+    )
+
+
+def _dedent(src: str) -> str:
+    import textwrap
+
+    return textwrap.dedent(src)
 
 
 @functools.cache
-def _jaxtx_source_hash() -> str:
-    """Hash of every jaxtx source file, so library changes invalidate caches."""
-    import jaxtx
+def _is_package(name: str) -> bool:
+    spec = _find_spec(name)
+    return bool(spec is not None and spec.submodule_search_locations)
 
-    h = hashlib.sha256(jaxtx.__version__.encode())
-    roots = []
-    for sub in ("components", "validation", "trainer", "serving", "pipelines"):
-        mod = __import__(f"jaxtx.{sub}", fromlist=["__file__"])
-        if mod.__file__:
-            roots.append(Path(mod.__file__).parent)
-    for root in roots:
-        for f in sorted(root.rglob("*.py")):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
+
+def _find_spec(name: str) -> Any:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+@functools.cache
+def _module_text(name: str) -> str:
+    """The source file of module ``name`` ('' when it has none)."""
+    spec = _find_spec(name)
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):
+        return ""
+    try:
+        return Path(origin).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _imports_in(source: str, package: str) -> set[str]:
+    """Absolute names of the modules ``source`` imports (anywhere in it);
+    relative imports are resolved against ``package``."""
+    import ast
+    import importlib.util
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = (
+                    importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                    if node.level
+                    else node.module or ""
+                )
+            except (ImportError, ValueError):
+                continue
+            out.add(base)
+            if base.startswith("jaxtx") and _is_package(base):
+                for a in node.names:
+                    if _find_spec(f"{base}.{a.name}") is not None:
+                        out.add(f"{base}.{a.name}")
+    return {m for m in out if m}

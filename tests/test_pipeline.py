@@ -320,3 +320,71 @@ def test_subset_is_built_through_the_constructor(home: Path) -> None:
     changed = sub.with_params({"double.factor": 5})
     assert p["double"].params["factor"] == 2 and changed["double"].params["factor"] == 5
     assert _value(sub.run().output("double")) == [0, 2, 4, 6]
+
+
+# -- the cache key -----------------------------------------------------------------------------------
+USER_MODULE = '''
+import json
+
+from jaxtx import Artifact, Output, component
+
+
+class Nums(Artifact):
+    """Numbers."""
+
+
+def _used(n):
+    return [i * {factor} for i in range(n)]
+
+
+def _unrelated():
+    """{doc}"""
+    return {unrelated}
+
+
+@component(version="{version}")
+def Produce(out: Output[Nums], *, n: int = 3) -> None:
+    (out.path / "nums.json").write_text(json.dumps(_used(n)))
+'''
+
+
+def _user_component(tmp_path: Path, tag: str, **edits: object):
+    import importlib.util
+
+    values = {"factor": 2, "doc": "help", "unrelated": 1, "version": "1", **edits}
+    folder = tmp_path / tag
+    folder.mkdir()
+    path = folder / "user_mod.py"
+    path.write_text(USER_MODULE.format(**values))
+    spec = importlib.util.spec_from_file_location(f"user_mod_{tag}", path)
+    mod = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod.Produce
+
+
+def test_cache_key_covers_own_code_version_and_params_only(tmp_path: Path) -> None:
+    base = _user_component(tmp_path, "base")
+    assert base.code_inputs() == {"functions": ["Produce", "_used"], "modules": []}
+    key = base.cache_key({}, {"n": 3})
+    # An unrelated helper (code or docstring) in the same module: same key.
+    assert (
+        _user_component(tmp_path, "unrel", unrelated=2, doc="other").cache_key({}, {"n": 3}) == key
+    )
+    # The component's own code (a helper it calls), its version, its params: new key.
+    assert _user_component(tmp_path, "helper", factor=3).cache_key({}, {"n": 3}) != key
+    assert _user_component(tmp_path, "ver", version="2").cache_key({}, {"n": 3}) != key
+    assert base.cache_key({}, {"n": 4}) != key
+
+
+def test_builtin_cache_key_hashes_its_library_modules_only() -> None:
+    from jaxtx.components import StatisticsGen
+
+    modules = StatisticsGen.code_inputs()["modules"]
+    assert "jaxtx.validation.statistics" in modules
+    assert not any(
+        m.startswith(("jaxtx.serving", "jaxtx.trainer", "jaxtx.pipelines")) for m in modules
+    )
+    assert "jaxtx.components._component" not in modules
