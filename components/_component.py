@@ -33,6 +33,7 @@ import hashlib
 import inspect
 import json
 import sys
+import threading
 import time
 import types
 import typing
@@ -554,28 +555,33 @@ class Component:
     def code_version(self) -> str:
         """A hash of what the component's result depends on besides its inputs
         and parameters: see :meth:`code_inputs` and :func:`component`."""
-        if self._code_version is None:
-            import jaxtx
-
-            h = hashlib.sha256()
-            h.update(f"jaxtx {jaxtx.__version__}\0version {self.version or ''}\0".encode())
-            for qualname, src in _own_code(self.fn):
-                h.update(f"def {qualname}\0{src}\0".encode())
-            for module in _library_closure(self.fn, self.library):
-                h.update(f"module {module}\0".encode())
-                h.update(_module_text(module).encode())
-            self._code_version = h.hexdigest()
+        with _CODE_LOCK:
+            if self._code_version is None:
+                self._code_version = self._hash_code()
         return self._code_version
+
+    def _hash_code(self) -> str:
+        import jaxtx
+
+        h = hashlib.sha256()
+        h.update(f"jaxtx {jaxtx.__version__}\0version {self.version or ''}\0".encode())
+        for qualname, src in _own_code(self.fn):
+            h.update(f"def {qualname}\0{src}\0".encode())
+        for module in _library_closure(self.fn, self.library):
+            h.update(f"module {module}\0".encode())
+            h.update(_module_text(module).encode())
+        return h.hexdigest()
 
     def code_inputs(self) -> dict[str, list[str]]:
         """What :attr:`code_version` hashes, by name: ``functions`` (the
         component's function and the module-level functions and classes of its
         module it uses) and ``modules`` (the jaxtx library modules it uses,
         with the jaxtx modules those import)."""
-        return {
-            "functions": [q for q, _ in _own_code(self.fn)],
-            "modules": _library_closure(self.fn, self.library),
-        }
+        with _CODE_LOCK:
+            return {
+                "functions": [q for q, _ in _own_code(self.fn)],
+                "modules": _library_closure(self.fn, self.library),
+            }
 
     def cache_key(self, inputs: Mapping[str, Artifact | None], params: Mapping[str, Any]) -> str:
         """Key on code, parameters and input fingerprints (never on data or paths)."""
@@ -797,6 +803,11 @@ def stable_repr(value: Any, _depth: int = 0) -> str:
         return f"{cls}<{stable_repr(state, d) if isinstance(state, dict) else 'opaque'}>"
     return text
 
+
+# Held while hashing code: CPython 3.11's ast.parse is not safe to call from
+# several threads at once ("AST constructor recursion depth mismatch"), and
+# component threads compute cache keys concurrently.
+_CODE_LOCK = threading.RLock()
 
 #: Machinery, not part of any component's result (covered by ``jaxtx.__version__``).
 _MACHINERY = (

@@ -424,6 +424,9 @@ class _Plan:
 def _plan(pipeline: Pipeline, settings: Settings, *, cache: bool, track: bool) -> _Plan:
     """Resolve settings into a store, a cache index and a tracker."""
     settings.home.mkdir(parents=True, exist_ok=True)
+    order = pipeline.topological_order()
+    for node in order:  # hash code here, once, not in concurrent component threads
+        _ = node.component.code_version
     store = ArtifactStore(settings.artifact_root)
     tracker = None
     if track:
@@ -433,7 +436,7 @@ def _plan(pipeline: Pipeline, settings: Settings, *, cache: bool, track: bool) -
         tracker = Tracker(settings.tracking_uri, pipeline.name, location)
     return _Plan(
         pipeline=pipeline,
-        order=pipeline.topological_order(),
+        order=order,
         settings=settings,
         store=store,
         cache=_Cache(store) if cache else None,

@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 from jaxtx import Artifact, ArtifactCorruptError, ArtifactStore, Output, Statistics, component
-from jaxtx.components import ArtifactNotFoundError, ArtifactTypeError, Examples, load_artifact
-from jaxtx.components import ArtifactError
+from jaxtx.components import (
+    ArtifactError,
+    ArtifactNotFoundError,
+    ArtifactTypeError,
+    Examples,
+    load_artifact,
+)
 
 
 class Blob(Artifact):
