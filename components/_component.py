@@ -268,8 +268,9 @@ class Node:
         new = Node(self.component, key=self.key, **fields)
         return _place(new)
 
-    def _copy(self, **changes: Any) -> Node:
-        """A copy that keeps :attr:`key`, without placing it in an open pipeline block."""
+    def copy(self, **changes: Any) -> Node:
+        """Like :meth:`replace`, but the copy never takes a place in an open
+        ``with Pipeline`` block (what a pipeline uses to derive its own nodes)."""
         builder = _BUILDING.set(None)
         try:
             return self.replace(**changes)

@@ -107,7 +107,7 @@ class Pipeline:
             self.add(getattr(self, "_given", {}).get(up.key, up))
         unique = self._unique_id(node.id)
         if unique != node.id:
-            node = node._copy(id=unique)
+            node = node.copy(id=unique)
         self.nodes.append(node)
         return node
 
@@ -258,7 +258,7 @@ class Pipeline:
                 )
             changed.setdefault(node.key, dict(node.params))[param] = value
         return self._derive(
-            n._copy(params=changed[n.key]) if n.key in changed else n for n in self.nodes
+            n.copy(params=changed[n.key]) if n.key in changed else n for n in self.nodes
         )
 
     def with_node(self, node: Node) -> Pipeline:
