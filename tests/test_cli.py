@@ -73,15 +73,20 @@ def test_run_home_is_passed_not_put_in_the_environment(
 
 
 def test_demo_runs_end_to_end_then_is_cached(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
 
     home = tmp_path / "home"
     global_uri = mlflow.get_tracking_uri()
     env_before = {k: os.environ.get(k) for k in ("JAXTX_HOME", "MLFLOW_TRACKING_URI")}
+    # Components run in threads: none may switch MLflow's process-wide URI or active run.
+    global_calls: list[str] = []
+    for name in ("set_tracking_uri", "set_registry_uri", "start_run"):
+        monkeypatch.setattr(mlflow, name, lambda *a, _n=name, **k: global_calls.append(_n))
     assert main(["demo", "--rows", "3000", "--epochs", "3", "--no-serve", "--home", str(home)]) == 0
-    # Neither the process-wide MLflow URI nor the environment was touched.
+    monkeypatch.undo()
+    assert global_calls == []
     assert mlflow.get_tracking_uri() == global_uri
     assert {k: os.environ.get(k) for k in env_before} == env_before
     out = capsys.readouterr().out
