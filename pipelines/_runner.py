@@ -232,6 +232,8 @@ def _execute_node(
     run_tag: str,
     records: _Records,
 ) -> dict[str, Artifact]:
+    """One node's Prefect task: reuse a cached result or run the component,
+    logging it as a nested MLflow run of ``parent_run_id``."""
     inputs: dict[str, Artifact | None] = {}
     for name, src in node.inputs.items():
         if isinstance(src, OutputRef):
@@ -239,64 +241,38 @@ def _execute_node(
             inputs[name] = upstream[node_id][output]
         else:
             inputs[name] = src
-    comp = node.component
-    key = comp.cache_key(inputs, node.params)
+    key = node.component.cache_key(inputs, node.params)
     progress.start(node)
-    run_id = None
-    if tracker is not None:
-        run_id = tracker.start_run(
-            node.id,
-            parent_run_id=parent_run_id,
-            tags={
-                "jaxtx.node": node.id,
-                "jaxtx.component": comp.name,
-                "jaxtx.pipeline_run": run_tag,
-            },
-        )
-        tracker.log_params(run_id, _node_params_for_log(node))
+    run_id = _start_node_run(tracker, node, parent_run_id, run_tag)
     try:
-        hit = cache.get(key) if (cache is not None and node.cache) else None
-        if hit is not None:
-            result = ExecutionResult(
-                outputs=hit["outputs"],
-                metrics=hit["metrics"],
-                cached=True,
-                verdict=comp.verdict(hit["outputs"]) if comp.verdict else None,
-            )
-        else:
-            sinks = []
-            if tracker is not None and run_id is not None:
-                sinks.append(lambda m, step: tracker.log_metrics(run_id, m, step=step))
+        result = _cached_result(cache, key, node)
+        if result is None:
             ctx = RunContext(
                 node_id=node.id,
                 pipeline=run_tag,
                 settings=settings,
                 mlflow_run_id=run_id,
-                metric_sinks=sinks,
+                metric_sinks=_metric_sinks(tracker, run_id),
             )
-            result = comp.execute(
-                inputs,
-                node.params,
-                store,
-                context=ctx,
-                producer={
-                    "component": comp.name,
-                    "node": node.id,
-                    "pipeline_run": run_tag,
-                    "mlflow_run_id": run_id,
-                },
+            producer = {
+                "component": node.component.name,
+                "node": node.id,
+                "pipeline_run": run_tag,
+                "mlflow_run_id": run_id,
+            }
+            result = node.component.execute(
+                inputs, node.params, store, context=ctx, producer=producer
             )
             if cache is not None:
                 cache.put(key, result, node)
         if tracker is not None and run_id is not None:
             _log_result(tracker, run_id, inputs, result, key)
         progress.finish(node, result)
+        records.put(node.id, (result, run_id))
         if result.verdict:
-            records.put(node.id, (result, run_id))
             raise PipelineStopped(f"{node.id}: {result.verdict}", result.outputs)
         if tracker is not None and run_id is not None:
             tracker.end_run(run_id, "FINISHED")
-        records.put(node.id, (result, run_id))
         return result.outputs
     except BaseException as e:
         progress.fail(node, e)
@@ -304,6 +280,46 @@ def _execute_node(
             tracker.set_tags(run_id, {"jaxtx.error": f"{type(e).__name__}: {e}"})
             tracker.end_run(run_id, "FAILED")
         raise
+
+
+def _start_node_run(
+    tracker: Tracker | None, node: Node, parent_run_id: str | None, run_tag: str
+) -> str | None:
+    """The node's nested MLflow run, with its parameters (``None`` when not tracked)."""
+    if tracker is None:
+        return None
+    run_id = tracker.start_run(
+        node.id,
+        parent_run_id=parent_run_id,
+        tags={
+            "jaxtx.node": node.id,
+            "jaxtx.component": node.component.name,
+            "jaxtx.pipeline_run": run_tag,
+        },
+    )
+    tracker.log_params(run_id, _node_params_for_log(node))
+    return run_id
+
+
+def _cached_result(cache: _Cache | None, key: str, node: Node) -> ExecutionResult | None:
+    """A verified cached result for ``key``, with the verdict given again; else ``None``."""
+    hit = cache.get(key) if (cache is not None and node.cache) else None
+    if hit is None:
+        return None
+    verdict = node.component.verdict
+    return ExecutionResult(
+        outputs=hit["outputs"],
+        metrics=hit["metrics"],
+        cached=True,
+        verdict=verdict(hit["outputs"]) if verdict else None,
+    )
+
+
+def _metric_sinks(tracker: Tracker | None, run_id: str | None) -> list[Any]:
+    """Where ``RunContext.log_metrics`` sends metrics besides its own log."""
+    if tracker is None or run_id is None:
+        return []
+    return [lambda m, step: tracker.log_metrics(run_id, m, step=step)]
 
 
 def _log_result(
