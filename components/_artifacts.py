@@ -38,11 +38,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import pyarrow.fs as pafs
 
-from jaxtx.core.settings import default_home
+from jaxtx.core.settings import Settings, default_home
 
 __all__ = [
     "Anomalies",
     "Artifact",
+    "InferenceResult",
     "InfraBlessing",
     "Model",
     "ModelBlessing",
@@ -303,6 +304,10 @@ class PushedModel(Artifact):
     """Where a model was pushed: registry name/version/alias and serving path."""
 
 
+class InferenceResult(Examples):
+    """Examples with the model's prediction columns added (``data/<split>/*.parquet``)."""
+
+
 A = TypeVar("A", bound=Artifact)
 
 
@@ -355,7 +360,8 @@ class ArtifactStore:
 
     Args:
       root: a local path or a URI such as ``s3://bucket/prefix``. Defaults to
-        ``<home>/artifacts`` with home from :func:`default_home`.
+        the artifact root of :meth:`jaxtx.core.settings.Settings.resolve`
+        (``$JAXTX_ARTIFACT_ROOT`` or ``<home>/artifacts``).
 
     Example::
 
@@ -366,7 +372,7 @@ class ArtifactStore:
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        root = str(root) if root is not None else str(default_home() / "artifacts")
+        root = str(root) if root is not None else Settings.resolve().artifact_root
         if "://" in root and "?" in root:
             raise ArtifactError(
                 f"artifact root {root!r}: options in the URI (?endpoint_override=...) would not "
@@ -384,6 +390,11 @@ class ArtifactStore:
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.root!r})"
+
+    @property
+    def base_path(self) -> str:
+        """The root as a path inside :attr:`fs` (no URI scheme), for direct ``fs`` calls."""
+        return self._base
 
     def _staging_dir(self) -> Path:
         if self.is_local:

@@ -32,14 +32,19 @@ import functools
 import hashlib
 import inspect
 import json
+import sys
+import threading
 import time
 import types
 import typing
+import uuid
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from jaxtx.core.settings import Settings
 
 from ._artifacts import Artifact, ArtifactStore, _OutputAlias
 
@@ -47,6 +52,8 @@ __all__ = [
     "Component",
     "ComponentError",
     "ExecutionResult",
+    "begin_building",
+    "end_building",
     "Node",
     "OutputRef",
     "PipelineStopped",
@@ -81,18 +88,42 @@ class RunContext:
     Annotate a parameter ``ctx: RunContext`` to receive it. Eagerly (outside a
     pipeline) metrics are kept in :attr:`metrics_log` only; inside a pipeline
     the runner sends them to the component's MLflow run as well.
+
+    Args:
+      node_id: the node's id (the component's name when run eagerly).
+      pipeline: the pipeline run's tag, ``None`` when run eagerly.
+      settings: home, tracking URI and artifact root of the run (default:
+        :meth:`Settings.resolve` with nothing given).
+      mlflow_run_id: the node's MLflow run, when the run is tracked.
+      metric_sinks: called with ``(metrics, step)`` for every
+        :meth:`log_metrics` call (the runner's MLflow logging).
+      work_dir: see :attr:`work_dir`.
     """
 
-    def __init__(self, *, node_id: str, pipeline: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        pipeline: str | None = None,
+        settings: Settings | None = None,
+        mlflow_run_id: str | None = None,
+        metric_sinks: Sequence[Callable[[Mapping[str, float], int], None]] = (),
+        work_dir: Path | None = None,
+    ) -> None:
         self.node_id = node_id
         self.pipeline = pipeline
+        self.settings = settings if settings is not None else Settings.resolve()
         self.metrics_log: list[tuple[int, dict[str, float]]] = []
-        self.tracking_uri: str | None = None
-        self.mlflow_run_id: str | None = None
+        self.mlflow_run_id = mlflow_run_id
         #: A folder that survives a crash and is the same for the same inputs,
         #: parameters and code (checkpoints for resuming); ``None`` if unavailable.
-        self.work_dir: Path | None = None
-        self._sinks: list[Callable[[Mapping[str, float], int], None]] = []
+        self.work_dir = work_dir
+        self._sinks = tuple(metric_sinks)
+
+    @property
+    def tracking_uri(self) -> str | None:
+        """The MLflow tracking URI when this run is tracked (has an MLflow run), else ``None``."""
+        return self.settings.tracking_uri if self.mlflow_run_id else None
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log metrics at a step (e.g. per epoch); MLflow charts them over steps."""
@@ -125,6 +156,21 @@ class ParamSpec:
 
 # Set while a ``with Pipeline(...)`` block is open.
 _BUILDING: contextvars.ContextVar[Any] = contextvars.ContextVar("jaxtx_building", default=None)
+
+
+def begin_building(pipeline: Any) -> contextvars.Token[Any]:
+    """Make component calls in this context add nodes to ``pipeline`` (what
+    ``with Pipeline(...)`` does); returns a token for :func:`end_building`.
+
+    ``pipeline`` needs ``add(node) -> node``, ``has_key(key) -> bool`` and
+    ``put(node) -> node`` (see :class:`jaxtx.pipelines.Pipeline`).
+    """
+    return _BUILDING.set(pipeline)
+
+
+def end_building(token: contextvars.Token[Any]) -> None:
+    """Close the block opened by :func:`begin_building`."""
+    _BUILDING.reset(token)
 
 
 @dataclass(frozen=True)
@@ -160,7 +206,15 @@ class _Outputs:
 
 
 class Node:
-    """A component call placed in a pipeline, to be run later."""
+    """A component call placed in a pipeline, to be run later.
+
+    A node is a value: :meth:`with_id`, :meth:`with_options`, :meth:`connect`
+    and :meth:`after` return a changed copy and leave the node alone. A copy
+    keeps the node's :attr:`key`, so nodes wired to the original read from the
+    copy once it takes the original's place in a pipeline. Inside an open
+    ``with Pipeline(...)`` block the copy takes that place at once; for a
+    built pipeline use :meth:`Pipeline.with_node` (which returns a new pipeline).
+    """
 
     def __init__(
         self,
@@ -169,42 +223,77 @@ class Node:
         params: Mapping[str, Any],
         *,
         id: str | None = None,
+        retries: int | None = None,
+        retry_delay_seconds: float | None = None,
+        cache: bool | None = None,
+        after: tuple[Node, ...] = (),
+        key: str | None = None,
     ) -> None:
         self.component = component
         self.inputs: dict[str, OutputRef | Artifact | None] = dict(inputs)
         self.params: dict[str, Any] = dict(params)
         self.id = id or component.name
-        self.retries = component.retries
-        self.retry_delay_seconds = component.retry_delay_seconds
-        self.cache = component.cache
+        self.retries = component.retries if retries is None else retries
+        self.retry_delay_seconds = (
+            component.retry_delay_seconds if retry_delay_seconds is None else retry_delay_seconds
+        )
+        self.cache = component.cache if cache is None else cache
+        #: Identity of the logical node: kept by copies, so wiring follows them.
+        self.key = key or uuid.uuid4().hex
+        self.run_after: tuple[Node, ...] = tuple(after)
         self.outputs = _Outputs(
             {o.name: OutputRef(self, o.name, o.type) for o in component.outputs}
         )
-        self.pipeline: Any = None
-        self._after: list[Node] = []
 
     def __repr__(self) -> str:
         return f"<Node {self.id} ({self.component.name})>"
 
+    def replace(self, **changes: Any) -> Node:
+        """A copy with some of ``id, inputs, params, retries, retry_delay_seconds,
+        cache, after`` changed; it keeps :attr:`key`. Inside an open
+        ``with Pipeline`` block the copy takes this node's place there."""
+        fields = {
+            "inputs": self.inputs,
+            "params": self.params,
+            "id": self.id,
+            "retries": self.retries,
+            "retry_delay_seconds": self.retry_delay_seconds,
+            "cache": self.cache,
+            "after": self.run_after,
+        }
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise ComponentError(f"{self.id}: cannot change {unknown[0]!r} of a node")
+        fields.update(changes)
+        new = Node(self.component, key=self.key, **fields)
+        return _place(new)
+
+    def copy(self, **changes: Any) -> Node:
+        """Like :meth:`replace`, but the copy never takes a place in an open
+        ``with Pipeline`` block (what a pipeline uses to derive its own nodes)."""
+        builder = _BUILDING.set(None)
+        try:
+            return self.replace(**changes)
+        finally:
+            _BUILDING.reset(builder)
+
     def after(self, *nodes: Node) -> Node:
-        """Run only after ``nodes`` succeeded, without reading their outputs
-        (e.g. train only once the data passed validation)."""
+        """A copy that runs only after ``nodes`` succeeded, without reading their
+        outputs (e.g. train only once the data passed validation)."""
         for n in nodes:
             if not isinstance(n, Node):
                 raise ComponentError(f"{self.id}.after() takes nodes, got {type(n).__name__}")
-            if n not in self._after:
-                self._after.append(n)
-        if self.pipeline is not None:
-            for n in nodes:
-                self.pipeline.add(n)
-        return self
+        keys = {n.key for n in self.run_after}
+        extra = tuple(n for n in nodes if n.key not in keys)
+        builder = _BUILDING.get()
+        if builder is not None:
+            for n in extra:
+                builder.add(n)
+        return self.replace(after=self.run_after + extra)
 
     def with_id(self, id: str) -> Node:
-        """Name this node (needed when one component appears twice)."""
-        if self.pipeline is not None:
-            self.pipeline._rename(self, id)
-        self.id = id
-        return self
+        """A copy with another id (needed when one component appears twice)."""
+        return self.replace(id=id)
 
     def with_options(
         self,
@@ -213,20 +302,21 @@ class Node:
         retry_delay_seconds: float | None = None,
         cache: bool | None = None,
     ) -> Node:
-        """Per-node retries and caching; returns the node."""
+        """A copy with per-node retries and caching."""
+        changes: dict[str, Any] = {}
         if retries is not None:
-            self.retries = retries
+            changes["retries"] = retries
         if retry_delay_seconds is not None:
-            self.retry_delay_seconds = retry_delay_seconds
+            changes["retry_delay_seconds"] = retry_delay_seconds
         if cache is not None:
-            self.cache = cache
-        return self
+            changes["cache"] = cache
+        return self.replace(**changes)
 
     def connect(self, input_name: str, source: OutputRef | Node | Artifact) -> Node:
-        """Wire (or re-wire) one input after the node was made."""
+        """A copy with one input wired (or re-wired)."""
         spec = self.component._input(input_name)
-        self.inputs[input_name] = self.component._check_input(spec, source, self.id)
-        return self
+        value = self.component._check_input(spec, source, self.id)
+        return self.replace(inputs={**self.inputs, input_name: value})
 
     @property
     def output(self) -> OutputRef:
@@ -240,9 +330,20 @@ class Node:
         return refs[0]
 
     def upstream(self) -> list[Node]:
-        """Nodes this one reads from or must run after."""
+        """Nodes this one reads from or must run after, as they were wired
+        (a pipeline resolves them by :attr:`key` to its current copies)."""
         ups = [r.node for r in self.inputs.values() if isinstance(r, OutputRef)]
-        return ups + [n for n in self._after if n not in ups]
+        keys = {n.key for n in ups}
+        return ups + [n for n in self.run_after if n.key not in keys]
+
+
+def _place(node: Node) -> Node:
+    """Inside an open ``with Pipeline`` block, let ``node`` take the place of its
+    earlier copy (same key) there; otherwise return it as it is."""
+    builder = _BUILDING.get()
+    if builder is not None and builder.has_key(node.key):
+        return builder.put(node)
+    return node
 
 
 @dataclass
@@ -270,8 +371,10 @@ class Component:
         version: str | None = None,
         verdict: Callable[[Mapping[str, Artifact]], str | None] | None = None,
         external_fingerprint: Callable[[Mapping[str, Any]], str] | None = None,
+        library: Sequence[str] = (),
     ) -> None:
         self.fn = fn
+        self.library = tuple(library)
         self.external_fingerprint = external_fingerprint
         self.name = name or fn.__name__
         self.retries = retries
@@ -302,9 +405,7 @@ class Component:
         if builder is not None or symbolic:
             node_id = kwargs.pop("id", None)
             node = self.node(id=node_id, **kwargs)
-            if builder is not None:
-                builder.add(node)
-            return node
+            return builder.add(node) if builder is not None else node
         return self.run(store=store, **kwargs)
 
     def node(self, *, id: str | None = None, **kwargs: Any) -> Node:
@@ -453,14 +554,35 @@ class Component:
     # -- caching ---------------------------------------------------------------------------
     @property
     def code_version(self) -> str:
-        """A hash of the function's module source, the jaxtx sources and ``version``."""
-        if self._code_version is None:
-            h = hashlib.sha256()
-            h.update((self.version or "").encode())
-            h.update(_module_source(self.fn).encode())
-            h.update(_jaxtx_source_hash().encode())
-            self._code_version = h.hexdigest()
+        """A hash of what the component's result depends on besides its inputs
+        and parameters: see :meth:`code_inputs` and :func:`component`."""
+        with _CODE_LOCK:
+            if self._code_version is None:
+                self._code_version = self._hash_code()
         return self._code_version
+
+    def _hash_code(self) -> str:
+        import jaxtx
+
+        h = hashlib.sha256()
+        h.update(f"jaxtx {jaxtx.__version__}\0version {self.version or ''}\0".encode())
+        for qualname, src in _own_code(self.fn):
+            h.update(f"def {qualname}\0{src}\0".encode())
+        for module in _library_closure(self.fn, self.library):
+            h.update(f"module {module}\0".encode())
+            h.update(_module_text(module).encode())
+        return h.hexdigest()
+
+    def code_inputs(self) -> dict[str, list[str]]:
+        """What :attr:`code_version` hashes, by name: ``functions`` (the
+        component's function and the module-level functions and classes of its
+        module it uses) and ``modules`` (the jaxtx library modules it uses,
+        with the jaxtx modules those import)."""
+        with _CODE_LOCK:
+            return {
+                "functions": [q for q, _ in _own_code(self.fn)],
+                "modules": _library_closure(self.fn, self.library),
+            }
 
     def cache_key(self, inputs: Mapping[str, Artifact | None], params: Mapping[str, Any]) -> str:
         """Key on code, parameters and input fingerprints (never on data or paths)."""
@@ -485,6 +607,7 @@ def component(
     version: str | None = None,
     verdict: Callable[[Mapping[str, Artifact]], str | None] | None = None,
     external_fingerprint: Callable[[Mapping[str, Any]], str] | None = None,
+    library: Sequence[str] = (),
 ) -> Any:
     """Turn a typed function into a :class:`Component`.
 
@@ -493,14 +616,41 @@ def component(
       name: the component's name (default: the function's).
       retries: how often a failed run is retried inside a pipeline.
       retry_delay_seconds: the pause before each retry.
-      cache: whether pipeline runs may skip it when code, parameters and
-        input fingerprints are unchanged.
-      version: a string added to the cache key; bump it to invalidate caches.
+      cache: whether pipeline runs may skip it when its cache key (below) is
+        unchanged.
+      version: a string added to the cache key; bump it to invalidate caches
+        (e.g. after changing code the key cannot see, listed below).
       verdict: called with the committed outputs; a returned message stops
         the pipeline (e.g. failing anomalies) after the outputs were written.
       external_fingerprint: called with the parameters; returns a fingerprint
         of what the component reads from outside the store (input files), so
         the cache misses when those change.
+      library: names of further jaxtx modules whose source the result depends
+        on (added to those found from the function's references).
+
+    The cache key. A pipeline reuses a node's earlier outputs only when all of
+    these are unchanged (and every output still verifies against its manifest):
+
+    * the component's name, its parameters and its input artifacts'
+      *fingerprints* (content hashes: never paths, never data read again);
+    * ``external_fingerprint(params)``, when given;
+    * its declared ``version`` and ``jaxtx.__version__``;
+    * its own code: the source of the function and, found through the names
+      it uses, of the module-level functions and classes of the same module
+      it calls (transitively): an edit elsewhere in that module, a docstring
+      of an unrelated function included, does not invalidate;
+    * the jaxtx library modules it uses (modules, functions or classes of
+      ``jaxtx.*`` it names, or imports inside the function, plus ``library``)
+      and, transitively, the jaxtx modules those import: the whole source
+      files. The component machinery (``jaxtx.components`` itself, its
+      ``_component`` and ``_artifacts`` modules, and ``jaxtx.pipelines``) is
+      not part of it; ``jaxtx.__version__`` covers releases.
+
+    Not part of the key, so bump ``version`` when they change what the
+    component computes: code in *other* user modules the function calls,
+    third-party libraries, and files the component reads outside the artifact
+    store (or give ``external_fingerprint``). :meth:`Component.code_inputs`
+    lists what is hashed.
 
     Example::
 
@@ -521,6 +671,7 @@ def component(
             version=version,
             verdict=verdict,
             external_fingerprint=external_fingerprint,
+            library=library,
         )
 
     return wrap(fn) if fn is not None else wrap
@@ -654,30 +805,186 @@ def stable_repr(value: Any, _depth: int = 0) -> str:
     return text
 
 
-def _module_source(fn: Callable[..., Any]) -> str:
-    mod = inspect.getmodule(fn)
+# Held while hashing code: CPython 3.11's ast.parse is not safe to call from
+# several threads at once ("AST constructor recursion depth mismatch"), and
+# component threads compute cache keys concurrently.
+_CODE_LOCK = threading.RLock()
+
+#: Machinery, not part of any component's result (covered by ``jaxtx.__version__``).
+_MACHINERY = (
+    "jaxtx",
+    "jaxtx.components",
+    "jaxtx.components._component",
+    "jaxtx.components._artifacts",
+)
+
+
+def _source(obj: Any) -> str:
     try:
-        return inspect.getsource(mod) if mod is not None else inspect.getsource(fn)
+        return inspect.getsource(obj)
     except (OSError, TypeError):
-        try:
-            return inspect.getsource(fn)
-        except (OSError, TypeError):
-            return fn.__qualname__
+        return getattr(obj, "__qualname__", repr(obj))
+
+
+def _code_objects(obj: Any) -> list[types.CodeType]:
+    """The code objects of a function, or of every method of a class."""
+    if inspect.isfunction(obj):
+        codes = [obj.__code__]
+    elif inspect.isclass(obj):
+        codes = [
+            v.__code__
+            for v in vars(obj).values()
+            if inspect.isfunction(v)
+            or (isinstance(v, staticmethod | classmethod) and inspect.isfunction(v.__func__))
+            for v in [v.__func__ if isinstance(v, staticmethod | classmethod) else v]
+        ]
+    else:
+        return []
+    out: list[types.CodeType] = []
+    while codes:
+        code = codes.pop()
+        out.append(code)
+        codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return out
+
+
+def _referenced(obj: Any) -> list[Any]:
+    """Module-level objects of ``obj``'s module that its code names."""
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    namespace = vars(module) if module is not None else getattr(obj, "__globals__", {})
+    names = {n for code in _code_objects(obj) for n in code.co_names}
+    return [namespace[n] for n in sorted(names) if n in namespace]
+
+
+def _own_code(fn: Callable[..., Any]) -> list[tuple[str, str]]:
+    """``(qualname, source)`` of ``fn`` and of the functions and classes of its
+    module that it uses, transitively; sorted by qualname."""
+    home = fn.__module__
+    seen: dict[str, str] = {}
+    todo: list[Any] = [fn]
+    while todo:
+        obj = todo.pop()
+        key = obj.__qualname__
+        if key in seen:
+            continue
+        seen[key] = _source(obj)
+        for ref in _referenced(obj):
+            if (inspect.isfunction(ref) or inspect.isclass(ref)) and ref.__module__ == home:
+                todo.append(ref)
+    return sorted(seen.items())
+
+
+def _library_closure(fn: Callable[..., Any], extra: Sequence[str]) -> list[str]:
+    """The jaxtx modules ``fn`` (with its own helpers) uses, plus ``extra``,
+    and the jaxtx modules those import, transitively; sorted."""
+    home = fn.__module__
+    roots: set[str] = set(extra)
+    package = home.rpartition(".")[0] if home else ""
+    for qualname, _ in _own_code(fn):
+        obj = _resolve_qualname(fn, qualname)
+        for ref in _referenced(obj) if obj is not None else []:
+            name = ref.__name__ if inspect.ismodule(ref) else getattr(ref, "__module__", None)
+            if isinstance(name, str):
+                roots.add(name)
+        src = _source(obj) if obj is not None else ""
+        roots.update(_imports_in(_dedent(src), package))
+    todo = sorted(r for r in roots if _is_library(r, home))
+    found: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        mod_pkg = name if _is_package(name) else name.rpartition(".")[0]
+        todo.extend(
+            m
+            for m in _imports_in(_module_text(name), mod_pkg)
+            if _is_library(m, home) and m not in found
+        )
+    return sorted(found)
+
+
+def _resolve_qualname(fn: Callable[..., Any], qualname: str) -> Any:
+    if qualname == fn.__qualname__:
+        return fn
+    module = sys.modules.get(fn.__module__)
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _is_library(name: str, home: str) -> bool:
+    return (
+        name.startswith("jaxtx.")
+        and name != home
+        and name not in _MACHINERY
+        and not (name == "jaxtx.pipelines" or name.startswith("jaxtx.pipelines."))
+    )
+
+
+def _dedent(src: str) -> str:
+    import textwrap
+
+    return textwrap.dedent(src)
 
 
 @functools.cache
-def _jaxtx_source_hash() -> str:
-    """Hash of every jaxtx source file, so library changes invalidate caches."""
-    import jaxtx
+def _is_package(name: str) -> bool:
+    spec = _find_spec(name)
+    return bool(spec is not None and spec.submodule_search_locations)
 
-    h = hashlib.sha256(jaxtx.__version__.encode())
-    roots = []
-    for sub in ("components", "validation", "trainer", "serving", "pipelines"):
-        mod = __import__(f"jaxtx.{sub}", fromlist=["__file__"])
-        if mod.__file__:
-            roots.append(Path(mod.__file__).parent)
-    for root in roots:
-        for f in sorted(root.rglob("*.py")):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
+
+def _find_spec(name: str) -> Any:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+@functools.cache
+def _module_text(name: str) -> str:
+    """The source file of module ``name`` ('' when it has none)."""
+    spec = _find_spec(name)
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):
+        return ""
+    try:
+        return Path(origin).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _imports_in(source: str, package: str) -> set[str]:
+    """Absolute names of the modules ``source`` imports (anywhere in it);
+    relative imports are resolved against ``package``."""
+    import ast
+    import importlib.util
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = (
+                    importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                    if node.level
+                    else node.module or ""
+                )
+            except (ImportError, ValueError):
+                continue
+            out.add(base)
+            if base.startswith("jaxtx") and _is_package(base):
+                for a in node.names:
+                    if _find_spec(f"{base}.{a.name}") is not None:
+                        out.add(f"{base}.{a.name}")
+    return {m for m in out if m}

@@ -7,11 +7,8 @@ signature and an input example. Loading needs ``jaxtx`` installed (for
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import threading
-from collections.abc import Iterator
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +16,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-__all__ = ["JaxtxPyfuncModel", "log_jaxtx_model", "use_tracking_uri"]
-
-_LOCK = threading.Lock()
+__all__ = ["JaxtxPyfuncModel", "log_jaxtx_model"]
 
 
 class JaxtxPyfuncModel(mlflow.pyfunc.PythonModel):
@@ -62,39 +57,57 @@ def log_jaxtx_model(
     input_example: pd.DataFrame,
     name: str = "model",
 ) -> str:
-    """Log ``model_dir`` as an MLflow pyfunc model in run ``run_id``; returns its URI."""
+    """Log ``model_dir`` as an MLflow pyfunc model of run ``run_id``; returns its
+    ``models:/<model_id>`` URI.
+
+    Uses a client for ``tracking_uri`` only: no active run and no change to
+    MLflow's process-wide tracking URI, so component threads of other
+    pipelines in this process are unaffected.
+
+    Args:
+      tracking_uri: the MLflow tracking URI of the run.
+      run_id: the run that produced the model.
+      model_dir: the jaxtx export to wrap.
+      input_example: a few raw input rows (for the signature and example).
+      name: the logged model's name.
+
+    Returns:
+      The logged model's URI, e.g. ``models:/m-0123...``.
+    """
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model as MlflowModel
     from mlflow.models import infer_signature
+
+    from jaxtx.core.tracking import MLFLOW_LOCK, mlflow_client
 
     output = JaxtxPyfuncModel()
     output._model = _load(model_dir)
     example_out = output.predict(None, input_example)
     signature = infer_signature(input_example, example_out)
-    with _LOCK, use_tracking_uri(tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
-        info = mlflow.pyfunc.log_model(
-            name=name,
+    client = mlflow_client(tracking_uri)
+    with MLFLOW_LOCK:
+        experiment_id = client.get_run(run_id).info.experiment_id
+        logged = client.create_logged_model(
+            experiment_id, name=name, source_run_id=run_id, model_type="jaxtx"
+        )
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+    with tempfile.TemporaryDirectory(prefix="jaxtx-mlflow-model-") as tmp:
+        local = Path(tmp) / "model"
+        meta = MlflowModel(
+            artifact_path=logged.artifact_location,
+            model_uuid=logged.model_id,
+            run_id=run_id,
+            model_id=logged.model_id,
+        )
+        mlflow.pyfunc.save_model(
+            path=str(local),
             python_model=JaxtxPyfuncModel(),
             artifacts={"model_dir": str(model_dir)},
             signature=signature,
             input_example=input_example,
+            mlflow_model=meta,
         )
-    return str(info.model_uri)
-
-
-@contextlib.contextmanager
-def use_tracking_uri(uri: str) -> Iterator[None]:
-    """Use ``uri`` for MLflow's fluent API, then put back the global URI *and*
-    ``MLFLOW_TRACKING_URI`` (``mlflow.set_tracking_uri`` also sets the variable,
-    which would silently redirect later pipelines of this process)."""
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    old_env = os.environ.get("MLFLOW_TRACKING_URI")
-    old_uri = tracking_utils._tracking_uri
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(old_uri)
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
+        with MLFLOW_LOCK:
+            client.log_model_artifacts(logged.model_id, str(local))
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    return f"models:/{logged.model_id}"

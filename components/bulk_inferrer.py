@@ -7,14 +7,10 @@ from __future__ import annotations
 
 from jaxtx.serving.bulk import bulk_predict
 
-from ._artifacts import Examples, Model, Output
+from ._artifacts import Examples, InferenceResult, Model, Output
 from ._component import component
 
 __all__ = ["BulkInferrer", "InferenceResult"]
-
-
-class InferenceResult(Examples):
-    """Examples with the model's prediction columns added (``data/<split>/*.parquet``)."""
 
 
 @component

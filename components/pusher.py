@@ -27,6 +27,16 @@ class RollbackError(RuntimeError):
     """Nothing to roll back to, or the serving directory does not match the registry."""
 
 
+def _resolve_source(client: Any, source: str) -> tuple[str, str | None, str | None]:
+    """``(storage location, model id, source run id)`` of a ``models:/<model_id>``
+    source, asked of ``client``: given the ``models:/`` URI itself, the registry
+    would resolve it through MLflow's process-wide tracking URI."""
+    if source.startswith("models:/m-"):
+        logged = client.get_logged_model(source.removeprefix("models:/"))
+        return str(logged.artifact_location), logged.model_id, logged.source_run_id
+    return source, None, None
+
+
 def _copy_atomic(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".tmp-{dest.name}-{uuid.uuid4().hex[:8]}"
@@ -68,11 +78,8 @@ def Pusher(
         pushed_model.properties.update(pushed=False, reason="; ".join(reasons), name=name)
         return {"pushed": 0}
 
-    client, uri = _client(ctx.tracking_uri)
-    from ._mlflow_model import use_tracking_uri
-
-    with use_tracking_uri(uri):  # the registry resolves models:/ sources through it
-        return _push(client, uri, model, pushed_model, ctx, name, alias, serving_dir)
+    client, uri = _client(ctx.settings.tracking_uri)
+    return _push(client, uri, model, pushed_model, ctx, name, alias, serving_dir)
 
 
 def _push(
@@ -100,16 +107,14 @@ def _push(
         client.get_registered_model(name)
     except Exception:
         client.create_registered_model(name, description="Pushed by jaxtx Pusher")
-    run_id = ctx.mlflow_run_id
-    # A logged-model source (models:/m-<id>) must name its model_id: a tracking server
-    # refuses it otherwise (the embedded SQLite store does not check).
-    model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    location, model_id, source_run = _resolve_source(client, source)
+    run_id = ctx.mlflow_run_id or source_run
     version = client.create_model_version(
         name,
-        source,
+        location,
         run_id=run_id,
+        model_id=model_id if run_id else None,
         tags={"jaxtx.model_fingerprint": model.fingerprint, "jaxtx.model_uri": model.uri},
-        model_id=model_id,
     ).version
     target = Path(serving_dir).resolve() / name / str(version)
     _copy_atomic(model.model_dir, target)

@@ -17,35 +17,31 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
-from jaxtx.components._artifacts import (
+from jaxtx.components import (
     Artifact,
     ArtifactError,
     ArtifactStore,
-    default_home,
-    load_artifact,
-)
-from jaxtx.components._component import (
     ExecutionResult,
     Node,
     OutputRef,
     PipelineStopped,
     RunContext,
+    load_artifact,
 )
+from jaxtx.core.settings import Settings
 
 from ._pipeline import Pipeline
-from ._tracking import Tracker, default_tracking_uri
+from ._tracking import Tracker
 
 __all__ = ["NodeRun", "PipelineRun", "PipelineRunError", "run_pipeline"]
 
@@ -166,7 +162,7 @@ class _Cache:
 
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
-        self.dir = store._base.rstrip("/") + "/.cache"
+        self.dir = store.base_path.rstrip("/") + "/.cache"
         store.fs.create_dir(self.dir, recursive=True)
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -226,6 +222,8 @@ def _execute_node(
     node: Node,
     upstream: Mapping[str, dict[str, Artifact]],
     *,
+    sources: Mapping[str, tuple[str, str]],
+    settings: Settings,
     store: ArtifactStore,
     cache: _Cache | None,
     tracker: Tracker | None,
@@ -234,64 +232,47 @@ def _execute_node(
     run_tag: str,
     records: _Records,
 ) -> dict[str, Artifact]:
+    """One node's Prefect task: reuse a cached result or run the component,
+    logging it as a nested MLflow run of ``parent_run_id``."""
     inputs: dict[str, Artifact | None] = {}
     for name, src in node.inputs.items():
         if isinstance(src, OutputRef):
-            inputs[name] = upstream[src.node.id][src.name]
+            node_id, output = sources[name]
+            inputs[name] = upstream[node_id][output]
         else:
             inputs[name] = src
-    comp = node.component
-    key = comp.cache_key(inputs, node.params)
+    key = node.component.cache_key(inputs, node.params)
     progress.start(node)
-    run_id = None
-    if tracker is not None:
-        run_id = tracker.start_run(
-            node.id,
-            parent_run_id=parent_run_id,
-            tags={
-                "jaxtx.node": node.id,
-                "jaxtx.component": comp.name,
-                "jaxtx.pipeline_run": run_tag,
-            },
-        )
-        tracker.log_params(run_id, _node_params_for_log(node))
+    run_id = _start_node_run(tracker, node, parent_run_id, run_tag)
     try:
-        hit = cache.get(key) if (cache is not None and node.cache) else None
-        if hit is not None:
-            result = ExecutionResult(
-                outputs=hit["outputs"],
-                metrics=hit["metrics"],
-                cached=True,
-                verdict=comp.verdict(hit["outputs"]) if comp.verdict else None,
+        result = _cached_result(cache, key, node)
+        if result is None:
+            ctx = RunContext(
+                node_id=node.id,
+                pipeline=run_tag,
+                settings=settings,
+                mlflow_run_id=run_id,
+                metric_sinks=_metric_sinks(tracker, run_id),
             )
-        else:
-            ctx = RunContext(node_id=node.id, pipeline=run_tag)
-            if tracker is not None and run_id is not None:
-                ctx.tracking_uri, ctx.mlflow_run_id = tracker.tracking_uri, run_id
-                ctx._sinks.append(lambda m, step: tracker.log_metrics(run_id, m, step=step))
-            result = comp.execute(
-                inputs,
-                node.params,
-                store,
-                context=ctx,
-                producer={
-                    "component": comp.name,
-                    "node": node.id,
-                    "pipeline_run": run_tag,
-                    "mlflow_run_id": run_id,
-                },
+            producer = {
+                "component": node.component.name,
+                "node": node.id,
+                "pipeline_run": run_tag,
+                "mlflow_run_id": run_id,
+            }
+            result = node.component.execute(
+                inputs, node.params, store, context=ctx, producer=producer
             )
             if cache is not None:
                 cache.put(key, result, node)
         if tracker is not None and run_id is not None:
             _log_result(tracker, run_id, inputs, result, key)
         progress.finish(node, result)
+        records.put(node.id, (result, run_id))
         if result.verdict:
-            records.put(node.id, (result, run_id))
             raise PipelineStopped(f"{node.id}: {result.verdict}", result.outputs)
         if tracker is not None and run_id is not None:
             tracker.end_run(run_id, "FINISHED")
-        records.put(node.id, (result, run_id))
         return result.outputs
     except BaseException as e:
         progress.fail(node, e)
@@ -299,6 +280,46 @@ def _execute_node(
             tracker.set_tags(run_id, {"jaxtx.error": f"{type(e).__name__}: {e}"})
             tracker.end_run(run_id, "FAILED")
         raise
+
+
+def _start_node_run(
+    tracker: Tracker | None, node: Node, parent_run_id: str | None, run_tag: str
+) -> str | None:
+    """The node's nested MLflow run, with its parameters (``None`` when not tracked)."""
+    if tracker is None:
+        return None
+    run_id = tracker.start_run(
+        node.id,
+        parent_run_id=parent_run_id,
+        tags={
+            "jaxtx.node": node.id,
+            "jaxtx.component": node.component.name,
+            "jaxtx.pipeline_run": run_tag,
+        },
+    )
+    tracker.log_params(run_id, _node_params_for_log(node))
+    return run_id
+
+
+def _cached_result(cache: _Cache | None, key: str, node: Node) -> ExecutionResult | None:
+    """A verified cached result for ``key``, with the verdict given again; else ``None``."""
+    hit = cache.get(key) if (cache is not None and node.cache) else None
+    if hit is None:
+        return None
+    verdict = node.component.verdict
+    return ExecutionResult(
+        outputs=hit["outputs"],
+        metrics=hit["metrics"],
+        cached=True,
+        verdict=verdict(hit["outputs"]) if verdict else None,
+    )
+
+
+def _metric_sinks(tracker: Tracker | None, run_id: str | None) -> list[Any]:
+    """Where ``RunContext.log_metrics`` sends metrics besides its own log."""
+    if tracker is None or run_id is None:
+        return []
+    return [lambda m, step: tracker.log_metrics(run_id, m, step=step)]
 
 
 def _log_result(
@@ -354,18 +375,21 @@ def run_pipeline(
     track: bool = True,
     max_workers: int | None = None,
     progress: bool = True,
+    settings: Settings | None = None,
 ) -> PipelineRun:
     """Run a pipeline as one Prefect flow run.
 
     Args:
-      pipeline: the pipeline.
+      pipeline: the pipeline (never changed: overrides apply to a copy).
       cache: ``False`` runs every node even when a valid cached result exists
-        (per node: ``node.with_options(cache=False)``).
-      params: overrides ``{"node_id.param": value}`` applied before running.
+        (per node: ``p.with_node(p[id].with_options(cache=False))``).
+      params: overrides ``{"node_id.param": value}`` for this run only.
       run_name: the Prefect flow run and MLflow parent run name.
-      track: log to MLflow (``pipeline.tracking_uri`` or the embedded SQLite store).
+      track: log to MLflow (the settings' tracking URI).
       max_workers: threads for concurrent nodes (default: 4).
       progress: print one line per node start/finish to stderr.
+      settings: home, tracking URI and artifact root; default
+        ``pipeline.settings`` (its fields, then the environment, then defaults).
 
     Returns:
       A :class:`PipelineRun` with every node's outputs, metrics and run ids.
@@ -375,138 +399,194 @@ def run_pipeline(
         anomalies); its message names the node and the report.
       PipelineRunError: a node failed; the message names it and the cause.
     """
-    from prefect import flow, task
-    from prefect.cache_policies import NO_CACHE
-    from prefect.task_runners import ThreadPoolTaskRunner
-
     if params:
-        pipeline.with_params(params)
+        pipeline = pipeline.with_params(params)
     pipeline.validate()
-    order = pipeline.topological_order()
-    home = Path(pipeline.home).resolve() if pipeline.home else default_home()
-    home.mkdir(parents=True, exist_ok=True)
-    store = ArtifactStore(pipeline.artifact_root or home / "artifacts")
-    cache_index = _Cache(store) if cache else None
-    tracker = None
-    if track:
-        uri = (
-            pipeline.tracking_uri
-            or os.environ.get("MLFLOW_TRACKING_URI")
-            or default_tracking_uri(home)
-        )
-        art_loc = (
-            (home / "mlartifacts" / pipeline.name).resolve().as_uri()
-            if uri.startswith("sqlite:")
-            else None
-        )
-        tracker = Tracker(uri, pipeline.name, art_loc)
-    run_tag = uuid.uuid4().hex[:12]
-    prog = _Progress(len(order), progress)
-    state: dict[str, Any] = {}
-    records = _Records()
-
-    def body() -> dict[str, dict[str, Artifact]]:
-        from prefect.runtime import flow_run
-
-        state["flow_run_id"] = str(flow_run.id) if flow_run.id else None
-        parent = None
-        if tracker is not None:
-            parent = tracker.start_run(
-                run_name or str(flow_run.name or pipeline.name),
-                tags={
-                    "jaxtx.pipeline": pipeline.name,
-                    "jaxtx.pipeline_run": run_tag,
-                    "prefect.flow_run_id": state["flow_run_id"] or "",
-                    "mlflow.note.content": pipeline.description or pipeline.describe(),
-                },
-            )
-            tracker.log_params(
-                parent,
-                {
-                    "pipeline": pipeline.name,
-                    "nodes": len(order),
-                    "cache": cache,
-                    "artifact_root": store.root,
-                },
-            )
-        state["parent"] = parent
-        futures: dict[str, Any] = {}
-        for node in order:
-            t = task(
-                _execute_node,
-                name=node.id,
-                task_run_name=node.id,
-                retries=node.retries,
-                retry_delay_seconds=node.retry_delay_seconds,
-                cache_policy=NO_CACHE,
-                persist_result=False,
-            )
-            ups = {n.id: futures[n.id] for n in node.upstream()}
-            futures[node.id] = t.submit(
-                node,
-                ups,
-                store=store,
-                cache=cache_index,
-                tracker=tracker,
-                parent_run_id=parent,
-                progress=prog,
-                run_tag=run_tag,
-                records=records,
-            )
-        results: dict[str, dict[str, Artifact]] = {}
-        first_error: BaseException | None = None
-        for node in order:
-            fut = futures[node.id]
-            fut.wait()
-            st = fut.state
-            if st.is_completed():
-                results[node.id] = fut.result()
-            elif first_error is None and st.is_failed():
-                try:
-                    fut.result()
-                except BaseException as e:  # the node's own exception
-                    first_error = e
-        if first_error is not None:
-            raise first_error
-        return results
-
-    flow_fn = flow(
-        body,
-        name=pipeline.name,
-        flow_run_name=run_name,
-        task_runner=ThreadPoolTaskRunner(max_workers=max_workers or 4),
-        persist_result=False,
-        validate_parameters=False,
-    )
+    plan = _plan(pipeline, settings or pipeline.settings, cache=cache, track=track)
+    prog = _Progress(len(plan.order), progress)
     start = time.perf_counter()
     error: BaseException | None = None
     try:
-        flow_fn()
+        _flow(plan, run_name, max_workers, prog)()
     except BaseException as e:
         error = e
     duration = time.perf_counter() - start
-    parent = state.get("parent")
-    if tracker is not None and parent is not None:
-        done = records.snapshot()
-        n_cached = sum(1 for r, _ in done if r.cached)
-        tracker.log_metrics(
-            parent,
-            {
-                "duration_s": duration,
-                "nodes_cached": n_cached,
-                "nodes_run": len(done) - n_cached,
-            },
-        )
-        tracker.end_run(parent, "FINISHED" if error is None else "FAILED")
+    _finish_parent_run(plan, duration, error)
     if error is not None:
         if isinstance(error, PipelineStopped | KeyboardInterrupt):
             raise error
         raise PipelineRunError(
             f"pipeline {pipeline.name!r} failed: {type(error).__name__}: {error}"
         ) from error
+    return _collect(plan, duration)
+
+
+@dataclass
+class _Plan:
+    """Everything one run of a pipeline needs, made before the flow starts."""
+
+    pipeline: Pipeline
+    order: list[Node]
+    settings: Settings
+    store: ArtifactStore
+    cache: _Cache | None
+    tracker: Tracker | None
+    run_tag: str
+    records: _Records = field(default_factory=_Records)
+    #: Filled by the flow: ``flow_run_id`` and the MLflow ``parent`` run id.
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def _plan(pipeline: Pipeline, settings: Settings, *, cache: bool, track: bool) -> _Plan:
+    """Resolve settings into a store, a cache index and a tracker."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    order = pipeline.topological_order()
+    for node in order:  # hash code here, once, not in concurrent component threads
+        _ = node.component.code_version
+    store = ArtifactStore(settings.artifact_root)
+    tracker = None
+    if track:
+        location = settings.mlflow_artifact_location
+        if location is not None:
+            location = (settings.home / "mlartifacts" / pipeline.name).resolve().as_uri()
+        tracker = Tracker(settings.tracking_uri, pipeline.name, location)
+    return _Plan(
+        pipeline=pipeline,
+        order=order,
+        settings=settings,
+        store=store,
+        cache=_Cache(store) if cache else None,
+        tracker=tracker,
+        run_tag=uuid.uuid4().hex[:12],
+    )
+
+
+def _start_parent_run(plan: _Plan, run_name: str | None) -> str | None:
+    """The MLflow parent run of this pipeline run (``None`` when not tracked)."""
+    from prefect.runtime import flow_run
+
+    p = plan.pipeline
+    plan.state["flow_run_id"] = str(flow_run.id) if flow_run.id else None
+    if plan.tracker is None:
+        return None
+    parent = plan.tracker.start_run(
+        run_name or str(flow_run.name or p.name),
+        tags={
+            "jaxtx.pipeline": p.name,
+            "jaxtx.pipeline_run": plan.run_tag,
+            "prefect.flow_run_id": plan.state["flow_run_id"] or "",
+            "mlflow.note.content": p.description or p.describe(),
+        },
+    )
+    plan.tracker.log_params(
+        parent,
+        {
+            "pipeline": p.name,
+            "nodes": len(plan.order),
+            "cache": plan.cache is not None,
+            "artifact_root": plan.store.root,
+        },
+    )
+    return parent
+
+
+def _submit_nodes(plan: _Plan, parent: str | None, progress: _Progress) -> dict[str, Any]:
+    """Submit one Prefect task per node, each waiting on its upstream futures."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    futures: dict[str, Any] = {}
+    for node in plan.order:
+        t = task(
+            _execute_node,
+            name=node.id,
+            task_run_name=node.id,
+            retries=node.retries,
+            retry_delay_seconds=node.retry_delay_seconds,
+            cache_policy=NO_CACHE,
+            persist_result=False,
+        )
+        sources = {
+            name: (plan.pipeline.source(ref).id, ref.name)
+            for name, ref in node.inputs.items()
+            if isinstance(ref, OutputRef)
+        }
+        ups = {n.id: futures[n.id] for n in plan.pipeline.upstream(node)}
+        futures[node.id] = t.submit(
+            node,
+            ups,
+            sources=sources,
+            settings=plan.settings,
+            store=plan.store,
+            cache=plan.cache,
+            tracker=plan.tracker,
+            parent_run_id=parent,
+            progress=progress,
+            run_tag=plan.run_tag,
+            records=plan.records,
+        )
+    return futures
+
+
+def _gather(plan: _Plan, futures: Mapping[str, Any]) -> dict[str, dict[str, Artifact]]:
+    """Wait for every node; raise the first failed node's own exception."""
+    results: dict[str, dict[str, Artifact]] = {}
+    first_error: BaseException | None = None
+    for node in plan.order:
+        fut = futures[node.id]
+        fut.wait()
+        st = fut.state
+        if st.is_completed():
+            results[node.id] = fut.result()
+        elif first_error is None and st.is_failed():
+            try:
+                fut.result()
+            except BaseException as e:  # the node's own exception
+                first_error = e
+    if first_error is not None:
+        raise first_error
+    return results
+
+
+def _flow(plan: _Plan, run_name: str | None, max_workers: int | None, progress: _Progress) -> Any:
+    """The Prefect flow of this run (a callable)."""
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    def body() -> dict[str, dict[str, Artifact]]:
+        parent = _start_parent_run(plan, run_name)
+        plan.state["parent"] = parent
+        return _gather(plan, _submit_nodes(plan, parent, progress))
+
+    return flow(
+        body,
+        name=plan.pipeline.name,
+        flow_run_name=run_name,
+        task_runner=ThreadPoolTaskRunner(max_workers=max_workers or 4),
+        persist_result=False,
+        validate_parameters=False,
+    )
+
+
+def _finish_parent_run(plan: _Plan, duration: float, error: BaseException | None) -> None:
+    """Log the run's totals to the parent run and close it."""
+    parent = plan.state.get("parent")
+    if plan.tracker is None or parent is None:
+        return
+    done = plan.records.snapshot()
+    n_cached = sum(1 for r, _ in done if r.cached)
+    plan.tracker.log_metrics(
+        parent,
+        {"duration_s": duration, "nodes_cached": n_cached, "nodes_run": len(done) - n_cached},
+    )
+    plan.tracker.end_run(parent, "FINISHED" if error is None else "FAILED")
+
+
+def _collect(plan: _Plan, duration: float) -> PipelineRun:
+    """The :class:`PipelineRun` of a finished run."""
     nodes = {}
-    for node in order:
-        res, node_run_id = records.get(node.id)
+    for node in plan.order:
+        res, node_run_id = plan.records.get(node.id)
         nodes[node.id] = NodeRun(
             node_id=node.id,
             component=node.component.name,
@@ -517,11 +597,11 @@ def run_pipeline(
             mlflow_run_id=node_run_id,
         )
     return PipelineRun(
-        pipeline=pipeline.name,
+        pipeline=plan.pipeline.name,
         nodes=nodes,
-        mlflow_run_id=parent,
-        flow_run_id=state.get("flow_run_id"),
-        tracking_uri=tracker.tracking_uri if tracker else None,
-        artifact_root=store.root,
+        mlflow_run_id=plan.state.get("parent"),
+        flow_run_id=plan.state.get("flow_run_id"),
+        tracking_uri=plan.tracker.tracking_uri if plan.tracker else None,
+        artifact_root=plan.store.root,
         duration_s=duration,
     )

@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
+from jaxtx.core.settings import Settings
+
+from ._pipeline import PipelineError
 from ._runner import run_pipeline
+from ._targets import UsageError, build_pipeline
 
 __all__ = [
     "FLOW_NAME",
@@ -55,23 +58,6 @@ START_SERVER_HELP = (
 )
 
 
-@contextmanager
-def _jaxtx_home(home: str | None) -> Iterator[None]:
-    """Set ``$JAXTX_HOME`` for the duration of the block (unchanged when ``home`` is None)."""
-    if not home:
-        yield
-        return
-    old = os.environ.get("JAXTX_HOME")
-    os.environ["JAXTX_HOME"] = home
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("JAXTX_HOME", None)
-        else:
-            os.environ["JAXTX_HOME"] = old
-
-
 @flow(name=FLOW_NAME, persist_result=False, validate_parameters=True)
 def scheduled_pipeline(
     target: str,
@@ -84,7 +70,8 @@ def scheduled_pipeline(
       target: ``path/to/file.py[:attr]`` or ``package.module:attr``.
       params: ``-p`` values: factory arguments (``rows``) and node parameters
         (``node_id.param``).
-      home: the jaxtx working folder (``$JAXTX_HOME``) for this run.
+      home: the jaxtx working folder for this run, used when the pipeline
+        names none (default ``$JAXTX_HOME`` or ``./.jaxtx``).
 
     Returns:
       A summary: pipeline name, MLflow parent run id, nodes run and cached.
@@ -95,11 +82,13 @@ def scheduled_pipeline(
     """
     from prefect.runtime import flow_run
 
-    from .cli import _build_pipeline
-
-    with _jaxtx_home(home):
-        pipeline, node_params = _build_pipeline(target, dict(params or {}))
-        run = run_pipeline(pipeline, params=node_params, run_name=flow_run.name or None)
+    pipeline, node_params = build_pipeline(target, dict(params or {}))
+    run = run_pipeline(
+        pipeline,
+        params=node_params,
+        run_name=flow_run.name or None,
+        settings=pipeline.resolve_settings(home=home),
+    )
     return {
         "pipeline": run.pipeline,
         "mlflow_run_id": run.mlflow_run_id,
@@ -119,8 +108,6 @@ def check_prefect_server() -> str:
     """
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
-
-    from .cli import UsageError
 
     url = get_current_settings().api.url  # the environment or the active Prefect profile
     if not url:
@@ -205,12 +192,6 @@ def serve_schedule(
     """
     from prefect.deployments.runner import EntrypointType
 
-    from jaxtx.components._artifacts import default_home
-
-    from ._pipeline import PipelineError
-    from ._tracking import default_tracking_uri
-    from .cli import UsageError, _build_pipeline
-
     if (cron is None) == (interval is None):
         raise UsageError("give exactly one schedule: --cron 'EXPR' or --interval SECONDS")
     if interval is not None and interval <= 0:
@@ -218,17 +199,16 @@ def serve_schedule(
     api_url = check_prefect_server()
     target = _absolute_target(target)
     params = dict(params or {})
-    home_dir = str(Path(home).resolve()) if home else str(default_home())
-    with _jaxtx_home(home_dir):
-        # Load and check once now, so a bad target fails here rather than at every run.
-        pipeline, node_params = _build_pipeline(target, dict(params))
-        try:
-            pipeline.with_params(node_params).validate()
-        except PipelineError as e:
-            raise UsageError(str(e)) from e
+    home_dir = str(Settings.resolve(home=home).home)
+    # Load and check once now, so a bad target fails here rather than at every run.
+    pipeline, node_params = build_pipeline(target, dict(params))
+    try:
+        pipeline.with_params(node_params).validate()
+    except PipelineError as e:
+        raise UsageError(str(e)) from e
     deployment = name or f"{pipeline.name}-schedule"
     when = _describe_schedule(cron, interval)
-    tracking = pipeline.tracking_uri or default_tracking_uri(Path(pipeline.home or home_dir))
+    tracking = pipeline.resolve_settings(home=home_dir).tracking_uri
     description = (
         f"jaxtx pipeline {pipeline.name!r} from {target}, {when}. Each run is a subflow "
         f"{pipeline.name!r} with one task per component, tracked in MLflow ({tracking}) as "

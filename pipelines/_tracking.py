@@ -2,26 +2,26 @@
 
 Uses :class:`mlflow.MlflowClient` with explicit run ids (never the fluent API's
 thread-local active run), so components running concurrently in threads log to
-their own runs. Calls are serialized with a lock: the embedded SQLite store
-does not like concurrent writers.
+their own runs. Calls hold :data:`jaxtx.core.tracking.MLFLOW_LOCK` (the one
+lock of every MLflow call jaxtx makes): the embedded SQLite store does not
+like concurrent writers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jaxtx.core.settings import default_tracking_uri
+from jaxtx.core.tracking import MLFLOW_LOCK as _LOCK
+from jaxtx.core.tracking import mlflow_client
 
-__all__ = ["Tracker", "default_tracking_uri"]
+__all__ = ["Tracker"]
 
 _log = logging.getLogger("jaxtx.tracking")
-_LOCK = threading.RLock()
 _MAX_PARAM = 6000
 
 
@@ -35,11 +35,9 @@ class Tracker:
     """
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
         with _LOCK:
-            self.client = MlflowClient(tracking_uri=tracking_uri)
+            self.client = mlflow_client(tracking_uri)
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
                 try:

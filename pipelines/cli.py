@@ -21,11 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
-import inspect
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -33,96 +29,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_target", "main"]
+from jaxtx.core.settings import Settings, default_tracking_uri
 
+from ._targets import UsageError, build_pipeline, load_target, parse_params
 
-class UsageError(Exception):
-    """Bad command-line usage; exits with code 2."""
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _parse_params(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"-p {item!r}: write parameters as NAME=VALUE (e.g. -p rows=1000)")
-        out[key.strip()] = _parse_value(value)
-    return out
-
-
-def load_target(target: str) -> Any:
-    """Import ``file.py[:attr]`` or ``module:attr`` and return the attribute."""
-    path_part, _, attr = target.partition(":")
-    if path_part.endswith(".py") or os.sep in path_part:
-        path = Path(path_part)
-        if not path.exists():
-            raise UsageError(f"{path}: no such file (TARGET is file.py[:attr] or module:attr)")
-        spec = importlib.util.spec_from_file_location(f"_jaxtx_target_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            raise UsageError(f"{path}: cannot be imported as Python")
-        module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.parent.resolve()))
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(path_part)
-        except ImportError as e:
-            raise UsageError(f"cannot import {path_part!r}: {e}") from e
-    names = [attr] if attr else ["pipeline", "create_pipeline"]
-    for name in names:
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise UsageError(
-        f"{target}: no attribute {' or '.join(repr(n) for n in names)} in {module.__name__}; "
-        "name it as TARGET:attr"
-    )
-
-
-def _build_pipeline(target: str, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    from jaxtx.pipelines import Pipeline
-
-    obj = load_target(target)
-    if isinstance(obj, Pipeline):
-        return obj, params
-    if not callable(obj):
-        raise UsageError(
-            f"{target} is a {type(obj).__name__}, not a Pipeline or a function making one"
-        )
-    sig = inspect.signature(obj)
-    factory_args = {k: v for k, v in params.items() if "." not in k}
-    node_params = {k: v for k, v in params.items() if "." in k}
-    unknown = [k for k in factory_args if k not in sig.parameters]
-    if unknown:
-        raise UsageError(
-            f"-p {unknown[0]}: {target} takes {list(sig.parameters)}; node parameters are "
-            "written node_id.param"
-        )
-    pipeline = obj(**factory_args)
-    if not isinstance(pipeline, Pipeline):
-        raise UsageError(f"{target} returned {type(pipeline).__name__}, not a Pipeline")
-    return pipeline, node_params
+__all__ = ["UsageError", "load_target", "main"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    if args.home:
-        os.environ["JAXTX_HOME"] = str(Path(args.home).resolve())
-    pipeline, node_params = _build_pipeline(args.target, _parse_params(args.param))
-    return _run_and_report(pipeline, node_params, cache=not args.no_cache)
+    pipeline, node_params = build_pipeline(args.target, parse_params(args.param))
+    settings = pipeline.resolve_settings(home=args.home)
+    return _run_and_report(pipeline, node_params, cache=not args.no_cache, settings=settings)
 
 
-def _run_and_report(pipeline: Any, node_params: dict[str, Any], *, cache: bool) -> int:
+def _run_and_report(
+    pipeline: Any, node_params: dict[str, Any], *, cache: bool, settings: Settings
+) -> int:
     from jaxtx.components import PipelineStopped
     from jaxtx.pipelines import PipelineRunError
 
     try:
-        run = pipeline.run(params=node_params, cache=cache)
+        run = pipeline.run(params=node_params, cache=cache, settings=settings)
     except PipelineStopped as e:
         print(f"jaxtx: pipeline {pipeline.name!r} stopped: {e}", file=sys.stderr)
         return 1
@@ -146,7 +73,7 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 
     serve_schedule(
         args.target,
-        _parse_params(args.param),
+        parse_params(args.param),
         cron=args.cron,
         interval=args.interval,
         name=args.name,
@@ -158,18 +85,17 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jaxtx.pipelines.demo import MODEL_NAME, create_pipeline, ensure_demo_data
 
-    if args.home:
-        os.environ["JAXTX_HOME"] = str(Path(args.home).resolve())
-    from jaxtx.components._artifacts import default_home
-
-    home = default_home()
+    settings = Settings.resolve(home=args.home)
+    home = settings.home
     data = ensure_demo_data(home / "demo-data", rows=args.rows)
     print(f"demo data: {data}", file=sys.stderr)
     serving_dir = home / "serving"
     pipeline = create_pipeline(
         data_root=str(data), home=str(home), serving_dir=str(serving_dir), epochs=args.epochs
     )
-    code = _run_and_report(pipeline, _parse_params(args.param), cache=not args.no_cache)
+    code = _run_and_report(
+        pipeline, parse_params(args.param), cache=not args.no_cache, settings=settings
+    )
     if code != 0 or args.no_serve:
         return code
     if not (serving_dir / MODEL_NAME).is_dir():
@@ -225,10 +151,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from jaxtx.components._artifacts import default_home
-    from jaxtx.pipelines._tracking import default_tracking_uri
-
-    home = Path(args.home).resolve() if args.home else default_home()
+    home = Settings.resolve(home=args.home).home
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
     cmd = [
         mlflow,
@@ -266,14 +189,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from jaxtx.components.pusher import RollbackError, rollback
 
-    if args.home:
-        os.environ["JAXTX_HOME"] = str(Path(args.home).resolve())
+    settings = Settings.resolve(home=args.home, tracking_uri=args.tracking_uri)
     try:
         old, new = rollback(
             args.model,
             serving_dir=args.serving_dir,
             alias=args.alias,
-            tracking_uri=args.tracking_uri,
+            tracking_uri=settings.tracking_uri,
         )
     except RollbackError as e:
         print(f"jaxtx: {e}", file=sys.stderr)

@@ -20,15 +20,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jaxtx.components.evaluator import Evaluator
-from jaxtx.components.example_gen import ExampleGen
-from jaxtx.components.example_validator import ExampleValidator
-from jaxtx.components.infra_validator import InfraValidator
-from jaxtx.components.pusher import Pusher
-from jaxtx.components.schema_gen import ImportSchema, SchemaGen
-from jaxtx.components.statistics_gen import StatisticsGen
-from jaxtx.components.trainer import Trainer
-from jaxtx.components.transform import Transform
+from jaxtx.components import (
+    Evaluator,
+    ExampleGen,
+    ExampleValidator,
+    ImportSchema,
+    InfraValidator,
+    Pusher,
+    SchemaGen,
+    StatisticsGen,
+    Trainer,
+    Transform,
+)
+from jaxtx.core.settings import Settings
 from jaxtx.trainer import transform as tx
 
 from ._pipeline import Pipeline
@@ -132,8 +136,6 @@ def _model_path(
     serving_dir: str | None,
     epochs: int,
 ) -> None:
-    from jaxtx.components._artifacts import default_home
-
     transform = Transform(examples=examples, preprocessing_fn=preprocess, passthrough=[LABEL])
     transform.after(validated)
     trainer = Trainer(
@@ -161,7 +163,7 @@ def _model_path(
         registered_model_name=MODEL_NAME,
     )
     infra = InfraValidator(model=trainer, examples=examples)
-    base = Path(home) if home else default_home()
+    base = Settings.resolve(home=home).home
     Pusher(
         model=trainer,
         model_blessing=evaluator.outputs.blessing,

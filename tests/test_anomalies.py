@@ -31,7 +31,7 @@ from jaxtx.validation.schema import (
     Domain,
     FeatureSchema,
     Presence,
-    Schema,
+    SchemaSpec,
     infer_schema,
 )
 
@@ -50,8 +50,8 @@ def _ages(rng: np.random.Generator) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def schema() -> Schema:
-    return Schema(
+def schema() -> SchemaSpec:
+    return SchemaSpec(
         features=(
             FeatureSchema("age", "INT", Presence(0.98, 1), Domain(min=17, max=90)),
             FeatureSchema("income", "FLOAT", Presence(1.0, 1), Domain(min=0.0, max=500.0)),
@@ -95,7 +95,7 @@ def _types(anomalies: list[Anomaly]) -> list[str]:
 # --------------------------------------------------------------------------- clean data
 
 
-def test_clean_stats_have_no_anomalies(schema: Schema, clean: dict[str, Any]) -> None:
+def test_clean_stats_have_no_anomalies(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     assert validate_statistics(clean, schema, split="train") == []
     assert validate_statistics(clean_stats(1), schema, split="eval") == []
 
@@ -113,7 +113,7 @@ def test_all_anomaly_types_known() -> None:
 # --------------------------------------------------------------------------- columns and types
 
 
-def test_missing_and_new_columns(schema: Schema, clean: dict[str, Any]) -> None:
+def test_missing_and_new_columns(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     stats = _replace(clean, extra=num_feature(np.ones(N)))
     del stats["features"]["flag"]
     anomalies = validate_statistics(stats, schema, split="eval")
@@ -129,13 +129,13 @@ def test_missing_and_new_columns(schema: Schema, clean: dict[str, Any]) -> None:
     assert "'extra'" in new.description and "INT" in new.description
 
 
-def test_other_type_columns_are_not_reported(schema: Schema, clean: dict[str, Any]) -> None:
+def test_other_type_columns_are_not_reported(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     nested = {"type": "OTHER", "arrow_type": "list<item: int64>", "num_present": N}
     nested |= {"num_missing": 0, "num": None, "str": None, "sketches": {}}
     assert validate_statistics(_replace(clean, nested=nested), schema) == []
 
 
-def test_unexpected_data_type(schema: Schema, clean: dict[str, Any]) -> None:
+def test_unexpected_data_type(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     stats = _replace(clean, age=str_feature(["x"] * N))
     anomalies = validate_statistics(stats, schema, split="train")
     anomaly = _only(anomalies, "UNEXPECTED_DATA_TYPE")
@@ -147,7 +147,7 @@ def test_unexpected_data_type(schema: Schema, clean: dict[str, Any]) -> None:
 
 
 def test_compatible_types_are_accepted(clean: dict[str, Any]) -> None:
-    schema = Schema(
+    schema = SchemaSpec(
         features=(
             FeatureSchema("i_as_float", "FLOAT"),
             FeatureSchema("b_as_int", "INT"),
@@ -160,14 +160,14 @@ def test_compatible_types_are_accepted(clean: dict[str, Any]) -> None:
         s_as_bytes=str_feature(["a", "b", "c"]),
     )
     assert validate_statistics(stats, schema) == []
-    wrong = Schema(features=(FeatureSchema("i_as_float", "STRING"),))
+    wrong = SchemaSpec(features=(FeatureSchema("i_as_float", "STRING"),))
     assert "UNEXPECTED_DATA_TYPE" in _types(validate_statistics(stats, wrong))
 
 
 # --------------------------------------------------------------------------- presence
 
 
-def test_low_fraction_present(schema: Schema, clean: dict[str, Any]) -> None:
+def test_low_fraction_present(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     rng = np.random.default_rng(3)
     stats = _replace(clean, age=num_feature(_ages(rng)[:950], missing=50))
     anomaly = _only(
@@ -183,7 +183,7 @@ def test_low_fraction_present(schema: Schema, clean: dict[str, Any]) -> None:
 
 
 def test_low_number_present(clean: dict[str, Any]) -> None:
-    schema = Schema(features=(FeatureSchema("age", "INT", Presence(0.0, 10)),))
+    schema = SchemaSpec(features=(FeatureSchema("age", "INT", Presence(0.0, 10)),))
     stats = make_stats(age=num_feature([30, 40, 50], missing=997))
     anomaly = _only(validate_statistics(stats, schema), "FEATURE_TYPE_LOW_NUMBER_PRESENT")
     assert anomaly.severity == "fail"
@@ -194,7 +194,7 @@ def test_low_number_present(clean: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- values
 
 
-def test_nan_and_inf(schema: Schema, clean: dict[str, Any]) -> None:
+def test_nan_and_inf(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     income = np.random.default_rng(4).normal(100.0, 20.0, size=N)
     income[:12] = np.nan
     income[12:14] = np.inf
@@ -208,7 +208,7 @@ def test_nan_and_inf(schema: Schema, clean: dict[str, Any]) -> None:
     assert "3 of 1000 values (0.3%) are infinite (2 +inf, 1 -inf)" in inf.description
     assert {a.severity for a in anomalies} == {"fail"}
 
-    allowing = Schema(
+    allowing = SchemaSpec(
         features=tuple(
             FeatureSchema(f.name, f.type, f.presence, f.domain, allow_nan=True, allow_inf=True)
             for f in schema.features
@@ -219,7 +219,7 @@ def test_nan_and_inf(schema: Schema, clean: dict[str, Any]) -> None:
 
 def test_int_out_of_range() -> None:
     # 200 values: the KLL sketch (k=200) is still exact, so counts are exact.
-    schema = Schema(features=(FeatureSchema("age", "INT", domain=Domain(min=17, max=90)),))
+    schema = SchemaSpec(features=(FeatureSchema("age", "INT", domain=Domain(min=17, max=90)),))
     ages = np.random.default_rng(5).integers(17, 91, size=200)
     ages[10:13] = 127
     ages[13] = 3
@@ -235,7 +235,7 @@ def test_int_out_of_range() -> None:
     assert big.severity == small.severity == "fail"
 
 
-def test_float_out_of_range(schema: Schema, clean: dict[str, Any]) -> None:
+def test_float_out_of_range(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     income = np.random.default_rng(6).normal(100.0, 20.0, size=N)
     income[:5] = [-1.5, -2.0, 600.0, 700.0, 800.0]
     stats = _replace(clean, income=num_feature(income, type_="FLOAT"))
@@ -251,7 +251,7 @@ def test_float_out_of_range(schema: Schema, clean: dict[str, Any]) -> None:
 
 
 def test_range_counts_are_approximate_for_large_data() -> None:
-    schema = Schema(features=(FeatureSchema("x", "FLOAT", domain=Domain(max=1.0)),))
+    schema = SchemaSpec(features=(FeatureSchema("x", "FLOAT", domain=Domain(max=1.0)),))
     x = np.random.default_rng(7).uniform(0.0, 2.0, size=100_000)
     anomaly = validate_statistics(make_stats(x=num_feature(x, type_="FLOAT")), schema)[0]
     assert anomaly.type == "FLOAT_TYPE_BIG_FLOAT"
@@ -262,13 +262,13 @@ def test_range_counts_are_approximate_for_large_data() -> None:
 
 
 def test_one_sided_range() -> None:
-    schema = Schema(features=(FeatureSchema("x", "INT", domain=Domain(min=0)),))
+    schema = SchemaSpec(features=(FeatureSchema("x", "INT", domain=Domain(min=0)),))
     assert validate_statistics(make_stats(x=num_feature([0, 5, 10**9])), schema) == []
     anomalies = validate_statistics(make_stats(x=num_feature([-1, 5])), schema)
     assert _types(anomalies) == ["INT_TYPE_SMALL_INT"]
 
 
-def test_unexpected_enum_values_complete(schema: Schema, clean: dict[str, Any]) -> None:
+def test_unexpected_enum_values_complete(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     values = _workclass(np.random.default_rng(8))
     values[:20] = ["Without-pay"] * 20
     values[20:24] = ["<script>"] * 4
@@ -291,7 +291,7 @@ def test_unexpected_enum_values_partial_check() -> None:
     values += [f"rare{i}" for i in range(300)]
     feature = str_feature(values, max_value_counts=50, top_k=5, frequent_lg_size=6)
     assert not feature["str"]["value_counts_complete"]
-    schema = Schema(
+    schema = SchemaSpec(
         features=(FeatureSchema("s", "STRING", domain=Domain(values=("v0", "v1", "v2"))),)
     )
     anomaly = _only(
@@ -334,9 +334,9 @@ def test_distance_functions() -> None:
 
 
 def _with_comparators(
-    schema: Schema, drift: Comparator | None, skew: Comparator | None = None
-) -> Schema:
-    return Schema(
+    schema: SchemaSpec, drift: Comparator | None, skew: Comparator | None = None
+) -> SchemaSpec:
+    return SchemaSpec(
         features=tuple(
             FeatureSchema(
                 f.name,
@@ -361,7 +361,7 @@ def shifted_stats(seed: int) -> dict[str, Any]:
     )
 
 
-def test_drift_fires_for_shifted_distribution(schema: Schema, clean: dict[str, Any]) -> None:
+def test_drift_fires_for_shifted_distribution(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     drifting = _with_comparators(schema, Comparator(threshold=0.1))
     previous = clean_stats(11)
     assert validate_statistics(clean, drifting, split="train", previous_stats=clean) == []
@@ -390,14 +390,14 @@ def test_drift_fires_for_shifted_distribution(schema: Schema, clean: dict[str, A
     assert "L-infinity distance 0.4" in flag and ("'true'" in flag or "'false'" in flag)
 
 
-def test_drift_threshold_controls_firing(schema: Schema) -> None:
+def test_drift_threshold_controls_firing(schema: SchemaSpec) -> None:
     loose = _with_comparators(schema, Comparator(threshold=0.99))
     assert validate_statistics(shifted_stats(1), loose, previous_stats=clean_stats(2)) == []
     off = _with_comparators(schema, None)
     assert validate_statistics(shifted_stats(1), off, previous_stats=clean_stats(2)) == []
 
 
-def test_skew_fires_against_serving_data(schema: Schema, clean: dict[str, Any]) -> None:
+def test_skew_fires_against_serving_data(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     skewing = _with_comparators(schema, None, Comparator(threshold=0.1, severity="fail"))
     same = validate_statistics(clean, skewing, split="train", serving_stats=clean_stats(21))
     assert same == []
@@ -424,7 +424,7 @@ def test_categorical_drift_with_incomplete_value_counts() -> None:
     skewed = [0.4] + [0.6 / 9] * 9
     a, b, c = feature(uniform, 1), feature(uniform, 2), feature(skewed, 3)
     assert not a["str"]["value_counts_complete"]
-    schema = Schema(features=(FeatureSchema("s", "STRING", drift_comparator=Comparator(0.05)),))
+    schema = SchemaSpec(features=(FeatureSchema("s", "STRING", drift_comparator=Comparator(0.05)),))
     assert validate_statistics(make_stats(s=b), schema, previous_stats=make_stats(s=a)) == []
     anomaly = _only(
         validate_statistics(make_stats(s=c), schema, previous_stats=make_stats(s=a)),
@@ -435,12 +435,12 @@ def test_categorical_drift_with_incomplete_value_counts() -> None:
     assert distance == pytest.approx((0.4 - 0.1) * 20_000 / 22_000, abs=0.03)
 
 
-def test_numeric_drift_from_quantiles_without_sketches(schema: Schema) -> None:
+def test_numeric_drift_from_quantiles_without_sketches(schema: SchemaSpec) -> None:
     def strip(stats: dict[str, Any]) -> dict[str, Any]:
         income = dict(stats["features"]["income"], sketches={})
         return dict(stats, features={"income": income})
 
-    drifting = Schema(
+    drifting = SchemaSpec(
         features=(FeatureSchema("income", "FLOAT", drift_comparator=Comparator(0.1)),)
     )
     previous = strip(clean_stats(41))
@@ -452,7 +452,7 @@ def test_numeric_drift_from_quantiles_without_sketches(schema: Schema) -> None:
     assert anomaly.feature == "income"
 
 
-def test_comparison_skipped_when_reference_lacks_feature(schema: Schema) -> None:
+def test_comparison_skipped_when_reference_lacks_feature(schema: SchemaSpec) -> None:
     drifting = _with_comparators(schema, Comparator(threshold=0.0))
     previous = make_stats(other=num_feature(np.arange(N)))
     assert validate_statistics(clean_stats(1), drifting, previous_stats=previous) == []
@@ -461,7 +461,7 @@ def test_comparison_skipped_when_reference_lacks_feature(schema: Schema) -> None
 # --------------------------------------------------------------------------- severities
 
 
-def test_severity_overrides(schema: Schema, clean: dict[str, Any]) -> None:
+def test_severity_overrides(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     ages = _ages(np.random.default_rng(50))
     ages[0] = 127
     stats = _replace(clean, age=num_feature(ages), extra=num_feature(np.ones(N)))
@@ -477,7 +477,7 @@ def test_severity_overrides(schema: Schema, clean: dict[str, Any]) -> None:
     features[0] = FeatureSchema(
         age.name, age.type, age.presence, age.domain, severity={"INT_TYPE_BIG_INT": "warn"}
     )
-    overridden = Schema(
+    overridden = SchemaSpec(
         features=tuple(features),
         default_severities={"SCHEMA_NEW_COLUMN": "fail", "INT_TYPE_BIG_INT": "fail"},
     )
@@ -490,7 +490,7 @@ def test_severity_overrides(schema: Schema, clean: dict[str, Any]) -> None:
 
 
 def test_comparator_severity_beats_feature_override(clean: dict[str, Any]) -> None:
-    schema = Schema(
+    schema = SchemaSpec(
         features=(
             FeatureSchema(
                 "workclass",
@@ -515,7 +515,7 @@ def test_comparator_severity_beats_feature_override(clean: dict[str, Any]) -> No
 # --------------------------------------------------------------------------- files and report
 
 
-def test_save_load_anomalies(schema: Schema, clean: dict[str, Any], tmp_path: Path) -> None:
+def test_save_load_anomalies(schema: SchemaSpec, clean: dict[str, Any], tmp_path: Path) -> None:
     stats = _replace(clean, extra=num_feature(np.ones(N)))
     del stats["features"]["age"]
     anomalies = validate_statistics(stats, schema, split="eval")
@@ -538,7 +538,7 @@ def test_save_load_anomalies(schema: Schema, clean: dict[str, Any], tmp_path: Pa
         load_anomalies(path)
 
 
-def test_html_report(schema: Schema) -> None:
+def test_html_report(schema: SchemaSpec) -> None:
     anomalies = [
         Anomaly("a<b>", "SCHEMA_NEW_COLUMN", "warn", "new & <odd> column", "none", "INT", "eval"),
         Anomaly(
@@ -591,7 +591,7 @@ def test_with_statistics_from_table() -> None:
     inferred = infer_schema({"train": train_stats})
     assert validate_statistics(train_stats, inferred, split="train") == []
 
-    curated = Schema(
+    curated = SchemaSpec(
         features=tuple(
             FeatureSchema(
                 f.name,

@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 from jaxtx import Artifact, ArtifactCorruptError, ArtifactStore, Output, Statistics, component
-from jaxtx.components import ArtifactNotFoundError, ArtifactTypeError, Examples, load_artifact
-from jaxtx.components._artifacts import ArtifactError
+from jaxtx.components import (
+    ArtifactError,
+    ArtifactNotFoundError,
+    ArtifactTypeError,
+    Examples,
+    load_artifact,
+)
 
 
 class Blob(Artifact):
@@ -142,3 +147,84 @@ def test_store_accepts_a_pyarrow_filesystem_uri(tmp_path: Path) -> None:
     art = _commit(store, "via uri")
     assert art.uri.startswith(str(tmp_path / "uri-store"))
     assert load_artifact(f"file://{art.uri}").fingerprint == art.fingerprint
+
+
+# -- the public API ------------------------------------------------------------------------------------
+BUILTIN_COMPONENTS = [
+    "ExampleGen",
+    "StatisticsGen",
+    "SchemaGen",
+    "ImportSchema",
+    "ExampleValidator",
+    "Transform",
+    "Trainer",
+    "Evaluator",
+    "InfraValidator",
+    "Pusher",
+    "BulkInferrer",
+]
+ARTIFACT_TYPES = [
+    "Anomalies",
+    "Examples",
+    "InferenceResult",
+    "InfraBlessing",
+    "Model",
+    "ModelBlessing",
+    "ModelEvaluation",
+    "PushedModel",
+    "Schema",
+    "Statistics",
+    "TransformGraph",
+]
+
+
+def _fresh(code: str) -> str:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout.strip()
+
+
+def test_public_api_lists() -> None:
+    import jaxtx
+    import jaxtx.components as jc
+    import jaxtx.validation as jv
+    from jaxtx.components import Component
+
+    for name in BUILTIN_COMPONENTS:
+        assert name in jc.__all__ and isinstance(getattr(jc, name), Component), name
+    for name in ARTIFACT_TYPES:
+        assert name in jaxtx.__all__ and name in jc.__all__, name
+        assert getattr(jaxtx, name) is getattr(jc, name)
+        assert issubclass(getattr(jc, name), Artifact)
+    assert {t.TYPE_NAME for t in jc.ARTIFACT_TYPES} == set(ARTIFACT_TYPES)
+    for module in (jaxtx, jc, jv):
+        missing = [n for n in module.__all__ if not hasattr(module, n)]
+        assert not missing, (module.__name__, missing)
+    assert "SchemaSpec" in jv.__all__ and "Schema" not in jv.__all__
+    assert jv.SchemaSpec is not jc.Schema
+
+
+def test_every_artifact_type_is_registered_without_side_effect_imports(
+    store: ArtifactStore,
+) -> None:
+    from jaxtx.components import InferenceResult
+
+    out = store.new_output(InferenceResult, "BulkInferrer", "inference_result")
+    (out.path / "x.txt").write_text("1")
+    uri = store.commit(out).uri
+    code = (
+        "import sys\n"
+        "from jaxtx.components import artifact_type, load_artifact\n"
+        f"names = {ARTIFACT_TYPES!r}\n"
+        "assert all(artifact_type(n).TYPE_NAME == n for n in names)\n"
+        f"art = load_artifact({uri!r})\n"
+        "assert 'jaxtx.components.bulk_inferrer' not in sys.modules\n"
+        "assert 'apache_beam' not in sys.modules and 'jax' not in sys.modules\n"
+        "print(type(art).__name__)\n"
+    )
+    assert _fresh(code) == "InferenceResult"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,7 @@ from jaxtx.pipelines.demo_data import generate_census
 
 PIPELINE_FILE = """
 from jaxtx import Pipeline
-from jaxtx.components.example_gen import ExampleGen
-from jaxtx.components.statistics_gen import StatisticsGen
+from jaxtx.components import ExampleGen, StatisticsGen
 
 def create_pipeline(data: str, home: str):
     with Pipeline("cli-test", home=home) as p:
@@ -45,11 +45,50 @@ def test_run_a_pipeline_file_with_overrides(
     assert "takes ['data', 'home']" in capsys.readouterr().err
 
 
-def test_demo_runs_end_to_end_then_is_cached(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+NO_HOME_FILE = """
+from jaxtx import Pipeline
+from jaxtx.components import ExampleGen
+
+def create_pipeline(data: str):
+    with Pipeline("cli-home") as p:
+        ExampleGen(input_pattern=data)
+    return p
+"""
+
+
+def test_run_home_is_passed_not_put_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    csv = tmp_path / "d.csv"
+    generate_census(50, seed=1).to_csv(csv, index=False)
+    f = tmp_path / "home_pipeline.py"
+    f.write_text(NO_HOME_FILE)
+    monkeypatch.delenv("JAXTX_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "given-home"
+    assert main(["run", f"{f}:create_pipeline", "-p", f"data={csv}", "--home", str(home)]) == 0
+    assert "JAXTX_HOME" not in os.environ
+    assert (home / "artifacts" / "ExampleGen").is_dir() and (home / "mlflow.db").exists()
+    assert not (tmp_path / ".jaxtx").exists()
+
+
+def test_demo_runs_end_to_end_then_is_cached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
     home = tmp_path / "home"
+    global_uri = mlflow.get_tracking_uri()
+    env_before = {k: os.environ.get(k) for k in ("JAXTX_HOME", "MLFLOW_TRACKING_URI")}
+    # Components run in threads: none may switch MLflow's process-wide URI or active run.
+    global_calls: list[str] = []
+    for name in ("set_tracking_uri", "set_registry_uri", "start_run"):
+        monkeypatch.setattr(mlflow, name, lambda *a, _n=name, **k: global_calls.append(_n))
     assert main(["demo", "--rows", "3000", "--epochs", "3", "--no-serve", "--home", str(home)]) == 0
+    monkeypatch.undo()
+    assert global_calls == []
+    assert mlflow.get_tracking_uri() == global_uri
+    assert {k: os.environ.get(k) for k in env_before} == env_before
     out = capsys.readouterr().out
     assert "14 ran, 0 cached" in out
     anomalies_dir = next((home / "artifacts" / "ExampleValidator" / "anomalies").iterdir())
@@ -67,7 +106,6 @@ def test_demo_runs_end_to_end_then_is_cached(
     mv = client.get_model_version_by_alias("census", "champion")
     assert str(mv.version) == "1"
     assert (home / "serving" / "census" / "1" / "predict.jaxexport").exists()
-    import mlflow
     import pandas as pd
 
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")

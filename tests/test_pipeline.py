@@ -156,8 +156,7 @@ def test_run_caches_and_reruns_only_what_changed(home: Path) -> None:
     r4 = p.run(cache=False)
     assert len(r4.executed_nodes) == 4
 
-    p["double"].with_options(cache=False)
-    r5 = p.run()
+    r5 = p.with_node(p["double"].with_options(cache=False)).run()
     assert r5.executed_nodes == ["double"]  # same output fingerprint, so Total stays cached
 
 
@@ -280,3 +279,112 @@ def test_verdict_stops_the_pipeline_after_writing_outputs(home: Path) -> None:
     # Cached or not, the verdict is given again.
     with pytest.raises(PipelineStopped):
         p.run()
+
+
+# -- values, not mutation ----------------------------------------------------------------------------
+def test_run_overrides_apply_to_a_copy(home: Path) -> None:
+    p = _diamond(home)
+    r1 = p.run(params={"triple.factor": 10})
+    assert _value(r1.output("Total")) == [6 * 2 + 6 * 10]
+    assert p["triple"].params["factor"] == 3
+    r2 = p.run()
+    assert _value(r2.output("Total")) == [6 * 2 + 6 * 3]
+    changed = p.with_params({"triple.factor": 7})
+    assert changed["triple"].params["factor"] == 7 and p["triple"].params["factor"] == 3
+
+
+def test_node_options_return_copies() -> None:
+    node = Make.node(n=3)
+    quiet = node.with_options(cache=False, retries=4)
+    named = node.with_id("maker")
+    assert (node.cache, node.retries, node.id) == (True, 0, "Make")
+    assert (quiet.cache, quiet.retries) == (False, 4) and named.id == "maker"
+    assert quiet is not node and named is not node
+    scale = Scale.node(nums=node)
+    rewired = scale.connect("nums", named)
+    assert scale.inputs["nums"].node is node and rewired.inputs["nums"].node is named
+
+
+def test_pipeline_with_node_replaces_a_copy(home: Path) -> None:
+    p = _diamond(home)
+    p2 = p.with_node(p["double"].with_options(cache=False))
+    assert p["double"].cache is True and p2["double"].cache is False
+    assert [n.id for n in p2.topological_order()] == [n.id for n in p.topological_order()]
+
+
+def test_subset_is_built_through_the_constructor(home: Path) -> None:
+    p = _diamond(home)
+    sub = p.subset(["double"])
+    assert [n.id for n in sub.topological_order()] == ["Make", "double"]
+    assert sub.home == p.home
+    changed = sub.with_params({"double.factor": 5})
+    assert p["double"].params["factor"] == 2 and changed["double"].params["factor"] == 5
+    assert _value(sub.run().output("double")) == [0, 2, 4, 6]
+
+
+# -- the cache key -----------------------------------------------------------------------------------
+USER_MODULE = '''
+import json
+
+from jaxtx import Artifact, Output, component
+
+
+class Nums(Artifact):
+    """Numbers."""
+
+
+def _used(n):
+    return [i * {factor} for i in range(n)]
+
+
+def _unrelated():
+    """{doc}"""
+    return {unrelated}
+
+
+@component(version="{version}")
+def Produce(out: Output[Nums], *, n: int = 3) -> None:
+    (out.path / "nums.json").write_text(json.dumps(_used(n)))
+'''
+
+
+def _user_component(tmp_path: Path, tag: str, **edits: object):
+    import importlib.util
+
+    values = {"factor": 2, "doc": "help", "unrelated": 1, "version": "1", **edits}
+    folder = tmp_path / tag
+    folder.mkdir()
+    path = folder / "user_mod.py"
+    path.write_text(USER_MODULE.format(**values))
+    spec = importlib.util.spec_from_file_location(f"user_mod_{tag}", path)
+    mod = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod.Produce
+
+
+def test_cache_key_covers_own_code_version_and_params_only(tmp_path: Path) -> None:
+    base = _user_component(tmp_path, "base")
+    assert base.code_inputs() == {"functions": ["Produce", "_used"], "modules": []}
+    key = base.cache_key({}, {"n": 3})
+    # An unrelated helper (code or docstring) in the same module: same key.
+    assert (
+        _user_component(tmp_path, "unrel", unrelated=2, doc="other").cache_key({}, {"n": 3}) == key
+    )
+    # The component's own code (a helper it calls), its version, its params: new key.
+    assert _user_component(tmp_path, "helper", factor=3).cache_key({}, {"n": 3}) != key
+    assert _user_component(tmp_path, "ver", version="2").cache_key({}, {"n": 3}) != key
+    assert base.cache_key({}, {"n": 4}) != key
+
+
+def test_builtin_cache_key_hashes_its_library_modules_only() -> None:
+    from jaxtx.components import StatisticsGen
+
+    modules = StatisticsGen.code_inputs()["modules"]
+    assert "jaxtx.validation.statistics" in modules
+    assert not any(
+        m.startswith(("jaxtx.serving", "jaxtx.trainer", "jaxtx.pipelines")) for m in modules
+    )
+    assert "jaxtx.components._component" not in modules

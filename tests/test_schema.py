@@ -19,8 +19,8 @@ from jaxtx.validation.schema import (
     Domain,
     FeatureSchema,
     Presence,
-    Schema,
     SchemaError,
+    SchemaSpec,
     infer_schema,
     load_schema,
     save_schema,
@@ -141,7 +141,7 @@ def test_infer_schema_skips_other_type() -> None:
 
 
 def test_schema_lookup_and_severity_resolution() -> None:
-    schema = Schema(
+    schema = SchemaSpec(
         features=(
             FeatureSchema(name="a", type="INT", severity={"INT_TYPE_BIG_INT": "warn"}),
             FeatureSchema(name="b", type="STRING"),
@@ -173,9 +173,9 @@ def test_constructors_reject_invalid_values() -> None:
     with pytest.raises(ValueError, match="severity"):
         Comparator(threshold=0.1, severity="loud")
     with pytest.raises(ValueError, match="duplicate feature names: \\['a'\\]"):
-        Schema(features=(FeatureSchema("a", "INT"), FeatureSchema("a", "FLOAT")))
+        SchemaSpec(features=(FeatureSchema("a", "INT"), FeatureSchema("a", "FLOAT")))
     with pytest.raises(ValueError, match="default_severities"):
-        Schema(default_severities={"NOPE": "warn"})
+        SchemaSpec(default_severities={"NOPE": "warn"})
 
 
 # --------------------------------------------------------------------------- files
@@ -183,7 +183,7 @@ def test_constructors_reject_invalid_values() -> None:
 
 def test_save_load_round_trip_yaml_and_json(train_stats: dict[str, Any], tmp_path: Path) -> None:
     inferred = infer_schema(train_stats)
-    curated = Schema(
+    curated = SchemaSpec(
         features=(
             *inferred.features[:-1],
             FeatureSchema(

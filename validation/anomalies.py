@@ -2,7 +2,7 @@
 
 :func:`validate_statistics` compares one split's statistics
 (``jaxtx.statistics/1``, see ``docs/formats.md``) with a
-:class:`~jaxtx.validation.schema.Schema` and returns a list of
+:class:`~jaxtx.validation.schema.SchemaSpec` and returns a list of
 :class:`Anomaly`, each with TFDV's anomaly type name:
 
 =========================================  =======  ==========================================
@@ -61,7 +61,7 @@ from jaxtx.validation.schema import (
     SEVERITIES,
     Comparator,
     FeatureSchema,
-    Schema,
+    SchemaSpec,
 )
 
 __all__ = [
@@ -160,7 +160,7 @@ def _subject(feature: str, split: str | None) -> str:
 class _Reporter:
     """Creates anomalies for one split with resolved severities."""
 
-    def __init__(self, schema: Schema, split: str | None) -> None:
+    def __init__(self, schema: SchemaSpec, split: str | None) -> None:
         self.schema = schema
         self.split = split
 
@@ -681,7 +681,7 @@ def _comparisons(
 
 def validate_statistics(
     stats: Mapping[str, Any],
-    schema: Schema,
+    schema: SchemaSpec,
     *,
     split: str | None = None,
     previous_stats: Mapping[str, Any] | None = None,

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from jaxtx.validation.anomalies import Anomaly
-from jaxtx.validation.schema import FeatureSchema, Schema
+from jaxtx.validation.schema import FeatureSchema, SchemaSpec
 
 __all__ = ["render_anomalies_html"]
 
@@ -60,7 +60,7 @@ def _sort_key(anomaly: Anomaly) -> tuple[int, str, str, str]:
     )
 
 
-def _row(anomaly: Anomaly, schema: Schema | None) -> str:
+def _row(anomaly: Anomaly, schema: SchemaSpec | None) -> str:
     severity = anomaly.severity if anomaly.severity in ("warn", "fail") else "warn"
     cells = [
         f'<td class="severity">{_e(anomaly.severity.upper())}</td>',
@@ -77,7 +77,7 @@ def _row(anomaly: Anomaly, schema: Schema | None) -> str:
 
 
 def render_anomalies_html(
-    anomalies: Iterable[Anomaly], *, title: str, schema: Schema | None = None
+    anomalies: Iterable[Anomaly], *, title: str, schema: SchemaSpec | None = None
 ) -> str:
     """Render anomalies as a self-contained HTML page.
 

@@ -1,6 +1,6 @@
 """Data schema: what every feature is expected to look like (SchemaGen).
 
-A :class:`Schema` is inferred from statistics (``jaxtx.statistics/1``, see
+A :class:`SchemaSpec` is inferred from statistics (``jaxtx.statistics/1``, see
 ``docs/formats.md``) by :func:`infer_schema`, saved as a human-editable YAML
 file (or JSON) by :func:`save_schema`, curated by hand, and loaded back with
 :func:`load_schema`. :func:`jaxtx.validation.anomalies.validate_statistics`
@@ -65,7 +65,7 @@ __all__ = [
     "Domain",
     "FeatureSchema",
     "Presence",
-    "Schema",
+    "SchemaSpec",
     "SchemaError",
     "infer_schema",
     "load_schema",
@@ -271,7 +271,7 @@ class FeatureSchema:
 
 
 @dataclass(frozen=True)
-class Schema:
+class SchemaSpec:
     """The expected shape of a data set.
 
     Attributes:
@@ -432,7 +432,7 @@ def infer_schema(
     *,
     max_domain_size: int = 20,
     infer_ranges: bool = True,
-) -> Schema:
+) -> SchemaSpec:
     """Infer a schema from statistics of one or more splits.
 
     Types come from the statistics (INT and FLOAT across splits give FLOAT).
@@ -492,7 +492,7 @@ def infer_schema(
                 ),
             )
         )
-    return Schema(features=tuple(features))
+    return SchemaSpec(features=tuple(features))
 
 
 # --------------------------------------------------------------------------- dict form
@@ -541,7 +541,7 @@ def _feature_to_dict(feature: FeatureSchema) -> dict[str, Any]:
     return out
 
 
-def schema_to_dict(schema: Schema) -> dict[str, Any]:
+def schema_to_dict(schema: SchemaSpec) -> dict[str, Any]:
     """Convert a schema to its plain ``jaxtx.schema/1`` dict form.
 
     Args:
@@ -706,7 +706,7 @@ def _parse_feature(source: str, name: Any, value: Any) -> FeatureSchema:
     )
 
 
-def schema_from_dict(data: Any, *, source: str = "<schema>") -> Schema:
+def schema_from_dict(data: Any, *, source: str = "<schema>") -> SchemaSpec:
     """Build a schema from its ``jaxtx.schema/1`` dict form, validating it.
 
     Args:
@@ -729,7 +729,7 @@ def schema_from_dict(data: Any, *, source: str = "<schema>") -> Schema:
     features_data = data.get("features")
     features_data = {} if features_data is None else features_data
     features_data = _parse_mapping(where, "features", features_data)
-    return Schema(
+    return SchemaSpec(
         features=tuple(_parse_feature(source, k, v) for k, v in features_data.items()),
         default_severities=_parse_severities(
             where, "default_severities", data.get("default_severities")
@@ -753,7 +753,7 @@ def _header() -> str:
     return _HEADER.format(format=SCHEMA_FORMAT, defaults=defaults)
 
 
-def save_schema(schema: Schema, path: str | os.PathLike[str]) -> None:
+def save_schema(schema: SchemaSpec, path: str | os.PathLike[str]) -> None:
     """Write a schema as commented YAML, or as JSON if ``path`` ends with ``.json``.
 
     Args:
@@ -778,7 +778,7 @@ def save_schema(schema: Schema, path: str | os.PathLike[str]) -> None:
         f.write(text)
 
 
-def load_schema(path: str | os.PathLike[str]) -> Schema:
+def load_schema(path: str | os.PathLike[str]) -> SchemaSpec:
     """Read a schema written by :func:`save_schema` (YAML or JSON), possibly hand-edited.
 
     Args:
