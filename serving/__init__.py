@@ -32,8 +32,8 @@ _WHERE = {
     "Signature": "runtime",
     "ModelRepository": "repository",
     "VersionPolicy": "repository",
-    "ServerConfig": "server",
-    "create_app": "server",
+    "ServerConfig": "app",
+    "create_app": "app",
     "serve": "server",
 }
 
