@@ -72,6 +72,8 @@ class ServerConfig:
             take precedence over each model's ``labels.json``.
         models: Serve only these models (default: every one found).
         poll_interval_s: Seconds between scans for new or removed versions.
+        removal_grace_s: Seconds a model keeps serving after its files went
+            missing or unreadable (see `ModelRepository`).
         batching: Dynamic batching settings.
         max_body_bytes: Largest request body accepted (after decompression).
         max_request_rows: Most rows in one request.
@@ -88,6 +90,7 @@ class ServerConfig:
     labels: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     models: Sequence[str] | None = None
     poll_interval_s: float = 2.0
+    removal_grace_s: float = 30.0
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_request_rows: int = 8192
@@ -122,6 +125,7 @@ class _App:
             warmup_batch_sizes=_warmup_sizes(config.batching),
             max_batch_size=config.max_request_rows,
             metrics=self.metrics,
+            removal_grace_s=config.removal_grace_s,
         )
         self.batcher = Batcher(config.batching, self.metrics)
         self._counters: dict[tuple[str, str, str, int], Any] = {}

@@ -136,7 +136,7 @@ def test_removed_versions_and_models_unload(tmp_path: Path, copy_model: CopyMode
     copy_model(tmp_path, "logistic", 1)
     copy_model(tmp_path, "logistic", 2)
     copy_model(tmp_path, "vector", 1)
-    repo = ModelRepository(tmp_path, policy=VersionPolicy.all())
+    repo = ModelRepository(tmp_path, policy=VersionPolicy.all(), removal_grace_s=0)
     repo.poll_once()
     assert repo.model_names() == ["logistic", "vector"]
     shutil.rmtree(tmp_path / "logistic" / "2")
