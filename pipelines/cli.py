@@ -200,7 +200,8 @@ def _serve_demo(serving_dir: Path, model: str, port: int) -> None:
     body = json.dumps({"instances": [row]})
     print(
         f"\nServing {serving_dir}/{model} on http://127.0.0.1:{port} (Ctrl-C to stop). Try:\n\n"
-        f"  curl -s http://127.0.0.1:{port}/v1/models/{model}:predict -d '{body}'\n",
+        f"  curl -s http://127.0.0.1:{port}/v1/models/{model}:predict "
+        f"-H 'Content-Type: application/json' -d '{body}'\n",
         flush=True,
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -46,17 +46,30 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ._http import RETRY, Call, Ctx, Disconnected, HTTPError, Reply, error, json_response
+from ._http import (
+    RETRY,
+    Call,
+    Ctx,
+    Disconnected,
+    HTTPError,
+    LogOnce,
+    RepeatFilter,
+    Reply,
+    error,
+    json_response,
+)
 from .batching import Batcher, BatchFailedError, BatchingConfig, OverloadedError
 from .metrics import CONTENT_TYPE, ServingMetrics
 from .repository import ModelNotFoundError, ModelNotReadyError, ModelRepository, VersionPolicy
 from .runtime import InputError
 from .tf_rest import TFRestAPI
+from .transport import EdgeLimits
 from .v2 import V2API
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "ServerConfig", "create_app"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "LOOPBACK_HOSTS", "ServerConfig", "create_app"]
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 _log = logging.getLogger("jaxtx.serving.server")
 
 
@@ -77,6 +90,13 @@ class ServerConfig:
         batching: Dynamic batching settings.
         max_body_bytes: Largest request body accepted (after decompression).
         max_request_rows: Most rows in one request.
+        body_timeout_s: Longest a request body may take to arrive (408 beyond).
+        keep_alive_timeout_s: An idle keep-alive connection is closed after this long.
+        edge: Limits on each connection (request head size and time, open
+            connections); see `EdgeLimits`.
+        allowed_hosts: ``Host`` header values answered (the port is ignored;
+            ``None``: any). By default loopback names only, against DNS
+            rebinding; `serve` drops the default when binding another address.
         freeze_gc: After the first scan has loaded the models, move every
             object allocated so far out of the garbage collector's view
             (`gc.freeze`): full collections then skip the large, long-lived
@@ -94,6 +114,10 @@ class ServerConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_request_rows: int = 8192
+    body_timeout_s: float = 30.0
+    keep_alive_timeout_s: float = 5.0
+    edge: EdgeLimits = field(default_factory=EdgeLimits)
+    allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS
     freeze_gc: bool = True
 
 
@@ -130,11 +154,12 @@ class _App:
         self.batcher = Batcher(config.batching, self.metrics)
         self._counters: dict[tuple[str, str, str, int], Any] = {}
         self._latencies: dict[tuple[str, str, str], Any] = {}
-        limit = config.max_body_bytes
+        limits = (config.max_body_bytes, config.body_timeout_s, self.metrics)
         self._apis: dict[str, Callable[[Call, Ctx], Awaitable[Reply]]] = {
-            "v1": TFRestAPI(self.repository, self.batcher, limit),
-            "v2": V2API(self.repository, self.batcher, limit),
+            "v1": TFRestAPI(self.repository, self.batcher, *limits),
+            "v2": V2API(self.repository, self.batcher, *limits),
         }
+        self.log_once = LogOnce(_log)
         try:
             from importlib.metadata import version
 
@@ -158,16 +183,7 @@ class _App:
         ctx = Ctx(api=api)
         reply = await self._answer(scope, receive, api, rest, ctx)
         self._count(ctx, reply.status, start)
-        body = reply.body
-        headers = [(b"content-length", str(len(body)).encode())]
-        if reply.content_type is not None:
-            headers.append((b"content-type", reply.content_type))
-        if reply.headers:
-            headers.extend(
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
-            )
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await _send_reply(send, reply)
 
     async def _answer(self, scope: Scope, receive: Receive, api: str, rest: str, ctx: Ctx) -> Reply:
         """Run the protocol's handler and turn every error into a reply."""
@@ -186,7 +202,14 @@ class _App:
         except Disconnected:
             return Reply(b"", 499, None)  # nobody is left to read it
         except Exception as exc:
-            _log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+            self.log_once(
+                f"{api}:{type(exc).__name__}",
+                logging.ERROR,
+                "unexpected error serving %s %s",
+                scope["method"],
+                scope["path"],
+                exc_info=exc,
+            )
             return error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     def _count(self, ctx: Ctx, status: int, start: float) -> None:
@@ -256,8 +279,15 @@ class _ServingApp(Starlette):
     def __init__(self, handlers: _App, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._handlers = handlers
+        hosts = handlers.config.allowed_hosts
+        self._hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._hosts is not None:
+            refusal = _host_refusal(scope, self._hosts)
+            if refusal is not None:
+                await _send_reply(send, refusal)
+                return
         if scope["type"] == "http" and scope["method"] in ("POST", "GET"):
             path: str = scope["path"]
             root: str = scope.get("root_path", "")
@@ -270,6 +300,34 @@ class _ServingApp(Starlette):
                 await self._handlers.serve_model_api(scope, receive, send, "v2", path[11:])
                 return
         await super().__call__(scope, receive, send)
+
+
+def _host_refusal(scope: Scope, allowed: frozenset[str]) -> Reply | None:
+    """A 400 reply when the Host header names a host not allowed (DNS rebinding)."""
+    for key, value in scope["headers"]:
+        if key == b"host":
+            text = value.decode("latin-1").strip().lower()
+            host = text[: text.find("]") + 1] if text.startswith("[") else text.partition(":")[0]
+            if host in allowed:
+                return None
+            return error(
+                400,
+                f"Host {text[:100]!r} is not allowed; this server answers {sorted(allowed)} "
+                "(set allowed_hosts to serve other names)",
+            )
+    return None
+
+
+async def _send_reply(send: Send, reply: Reply) -> None:
+    headers = [(b"content-length", str(len(reply.body)).encode())]
+    if reply.content_type is not None:
+        headers.append((b"content-type", reply.content_type))
+    if reply.headers:
+        headers.extend(
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
+        )
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
 async def _freeze_gc(repository: ModelRepository) -> None:
@@ -298,6 +356,9 @@ def create_app(config: ServerConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        repeats = RepeatFilter()
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.addFilter(repeats)  # a client can make it log a line per request
         handlers.repository.start()
         freezer = asyncio.create_task(_freeze_gc(handlers.repository)) if config.freeze_gc else None
         try:
@@ -307,6 +368,7 @@ def create_app(config: ServerConfig) -> Starlette:
                 freezer.cancel()
             await run_in_threadpool(handlers.repository.stop)
             await handlers.batcher.close()
+            uvicorn_log.removeFilter(repeats)
 
     routes = [
         Route("/v1/models/{rest:path}", _ModelAPI(handlers, "v1"), methods=["GET", "POST"]),

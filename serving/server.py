@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .app import DEFAULT_MAX_BODY_BYTES, ServerConfig, create_app
+from .app import DEFAULT_MAX_BODY_BYTES, LOOPBACK_HOSTS, ServerConfig, create_app
 from .cli import add_serve_arguments, config_from_args, serve_from_args
 from .transport import http_protocol, installed
 
@@ -30,6 +30,7 @@ __all__ = [
     "create_app",
     "serve",
     "serve_from_args",
+    "uvicorn_options",
 ]
 
 _log = logging.getLogger(__name__)
@@ -66,19 +67,38 @@ def serve(
             "the models",
             host,
         )
-    uvicorn.run(
-        create_app(cfg),
-        host=host,
-        port=port,
+        if cfg.allowed_hosts == LOOPBACK_HOSTS:
+            cfg = replace(cfg, allowed_hosts=None)
+    app = create_app(cfg)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **uvicorn_options(app))
+
+
+def uvicorn_options(app: Any) -> dict[str, Any]:
+    """Uvicorn settings for an application from `create_app` (protocol, loop, timeouts).
+
+    Args:
+        app: The application (its ``state.config`` and ``state.metrics`` are read).
+
+    Returns:
+        Keyword arguments for ``uvicorn.run`` or ``uvicorn.Config``.
+    """
+    config: ServerConfig = app.state.config
+    metrics = app.state.metrics
+    return {
         # The C HTTP parser and event loop when installed: several times the
         # requests per second of the pure-Python h11 parser and asyncio loop.
-        http=http_protocol("httptools" if installed("httptools") else "h11"),
-        loop="uvloop" if installed("uvloop") else "asyncio",
-        log_level=log_level,
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-    )
+        "http": http_protocol(
+            "httptools" if installed("httptools") else "h11",
+            config.edge,
+            on_reject=metrics.rejected_connections.inc,
+        ),
+        "loop": "uvloop" if installed("uvloop") else "asyncio",
+        "timeout_keep_alive": config.keep_alive_timeout_s,
+        "h11_max_incomplete_event_size": config.edge.max_header_bytes,
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": False,
+    }
 
 
 def _is_loopback(host: str) -> bool:

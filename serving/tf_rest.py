@@ -22,6 +22,9 @@ from ._http import (
     Ctx,
     HTTPError,
     Reply,
+    check_json_type,
+    check_prepared,
+    check_rows,
     decode_json,
     encode,
     json_reply,
@@ -29,6 +32,7 @@ from ._http import (
     read_body,
 )
 from .batching import Batcher
+from .metrics import ServingMetrics
 from .repository import ModelNotFoundError, ModelNotReadyError, ModelRepository
 from .runtime import InputError, LoadedModel, Signature, TensorSpec
 
@@ -60,12 +64,23 @@ class TFRestAPI:
         repository: The models served.
         batcher: Runs model calls.
         max_body_bytes: Largest request body accepted.
+        body_timeout_s: Longest a request body may take to arrive.
+        metrics: Where to count out-of-vocabulary values.
     """
 
-    def __init__(self, repository: ModelRepository, batcher: Batcher, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        batcher: Batcher,
+        max_body_bytes: int,
+        body_timeout_s: float = 30.0,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
         self.repository = repository
         self.batcher = batcher
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.metrics = metrics
 
     async def __call__(self, call: Call, ctx: Ctx) -> Reply:
         """Answer one request; errors are raised for the caller to turn into replies."""
@@ -106,12 +121,13 @@ class TFRestAPI:
         )
 
     async def _predict(self, call: Call, loaded: LoadedModel) -> Reply:
-        body = await read_body(call, self.max_body_bytes)
+        check_json_type(call)
+        body = await read_body(call, self.max_body_bytes, self.body_timeout_s)
         if len(body) <= THREAD_PARSE_BYTES:
-            arrays, row_format = parse_v1_predict(body, loaded)
+            arrays, row_format = parse_v1_predict(body, loaded, self.metrics)
             outputs = await self.batcher.predict(loaded, arrays)
             return json_reply(format_v1_outputs(outputs, loaded.signature, row_format))
-        arrays, row_format = await run_in_threadpool(parse_v1_predict, body, loaded)
+        arrays, row_format = await run_in_threadpool(parse_v1_predict, body, loaded, self.metrics)
         outputs = await self.batcher.predict(loaded, arrays)
         payload = await run_in_threadpool(format_v1_outputs, outputs, loaded.signature, row_format)
         return Reply(await run_in_threadpool(encode, payload))
@@ -186,12 +202,17 @@ def v1_metadata(model: LoadedModel) -> dict[str, Any]:
     }
 
 
-def parse_v1_predict(body: bytes, model: LoadedModel) -> tuple[dict[str, np.ndarray], bool]:
+def parse_v1_predict(
+    body: bytes, model: LoadedModel, metrics: ServingMetrics | None = None
+) -> tuple[dict[str, np.ndarray], bool]:
     """Decode a ``:predict`` body into prepared arrays; also say whether it used rows.
+
+    The row limit is checked before any value is converted.
 
     Args:
         body: The request body (JSON).
         model: The model that answers.
+        metrics: Where to count out-of-vocabulary values.
 
     Returns:
         The model's input arrays and True for the row (``instances``) format.
@@ -223,8 +244,18 @@ def parse_v1_predict(body: bytes, model: LoadedModel) -> tuple[dict[str, np.ndar
                     "inputs", "an object {feature: [values per row]}", type(inputs).__name__
                 )
             inputs = {sig.inputs[0].name: inputs}
-        return model.prepare(inputs), False
-    return model.prepare(_rows_to_columns(doc["instances"], sig)), True
+        for values in inputs.values():
+            if isinstance(values, list):
+                check_rows(len(values), model)
+        arrays = model.prepare(inputs)
+        check_prepared(model, arrays, metrics)
+        return arrays, False
+    instances = doc["instances"]
+    if isinstance(instances, list):
+        check_rows(len(instances), model)
+    arrays = model.prepare(_rows_to_columns(instances, sig))
+    check_prepared(model, arrays, metrics)
+    return arrays, True
 
 
 def _rows_to_columns(instances: Any, sig: Signature) -> dict[str, list[Any]]:

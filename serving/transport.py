@@ -1,13 +1,68 @@
-"""The transport shim: uvicorn's HTTP protocols writing each response with one system call."""
+"""The transport shim: uvicorn's HTTP protocols, hardened, writing each response at once.
+
+`http_protocol` subclasses uvicorn's ``httptools`` or ``h11`` protocol:
+
+* writes of one event loop iteration go out as one (`_CoalescingTransport`);
+* a request head (request line and headers) over `EdgeLimits.max_header_bytes`
+  or with more than `EdgeLimits.max_headers` headers is answered 431;
+* a head not complete within `EdgeLimits.header_timeout_s` of its first byte
+  (or of the connection opening) is answered 408 and the connection closed;
+  the body's own timeout is enforced where the body is read (`jaxtx.serving._http`);
+* beyond `EdgeLimits.max_connections` open connections, a new one is answered
+  503 with ``Retry-After`` at once and closed.
+
+Every answer given here is JSON ``{"error": ...}`` with ``Connection: close``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import Iterable
+import json
+import resource
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["http_protocol", "installed"]
+__all__ = ["EdgeLimits", "http_protocol", "installed"]
+
+
+def _default_max_connections() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(16, min(1024, soft - 128))
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """Limits on each connection, enforced before a request reaches the application.
+
+    Attributes:
+        max_header_bytes: Largest request head (request line and headers).
+        max_headers: Most header lines in one request.
+        header_timeout_s: Longest a request head may take to arrive.
+        max_connections: Most connections open at once (default: 1024, or
+            fewer when the file-descriptor limit is lower).
+    """
+
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    header_timeout_s: float = 10.0
+    max_connections: int = 0
+
+    def connections(self) -> int:
+        """The connection bound in force."""
+        return self.max_connections or _default_max_connections()
+
+
+def _canned(status: int, reason: str, message: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{extra}connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
 
 class _CoalescingTransport:
@@ -70,11 +125,30 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-def http_protocol(name: str) -> type[asyncio.Protocol]:
-    """Uvicorn's ``httptools`` or ``h11`` protocol, writing each response at once.
+class _Edge:
+    """Per-connection bookkeeping of the request head: bytes, lines, its timer."""
+
+    __slots__ = ("bytes", "in_head", "lines", "tail", "timer")
+
+    def __init__(self) -> None:
+        self.in_head = True
+        self.bytes = 0
+        self.lines = 0
+        self.tail = b""
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def http_protocol(
+    name: str,
+    limits: EdgeLimits | None = None,
+    on_reject: Callable[[], None] | None = None,
+) -> type[asyncio.Protocol]:
+    """Uvicorn's ``httptools`` or ``h11`` protocol, hardened, writing each response at once.
 
     Args:
         name: ``httptools`` or ``h11``.
+        limits: Connection limits (default: `EdgeLimits()`).
+        on_reject: Called for each connection turned away by the connection bound.
 
     Returns:
         A protocol class for uvicorn's ``http`` setting.
@@ -83,12 +157,104 @@ def http_protocol(name: str) -> type[asyncio.Protocol]:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     else:
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    lim = limits or EdgeLimits()
+    max_connections = lim.connections()
+    busy = _canned(
+        503,
+        "Service Unavailable",
+        f"the server has {max_connections} connections open; retry shortly",
+        "retry-after: 1\r\n",
+    )
+    too_big = _canned(
+        431,
+        "Request Header Fields Too Large",
+        f"the request head is over {lim.max_header_bytes} bytes or {lim.max_headers} header lines",
+    )
+    too_slow = _canned(
+        408, "Request Timeout", f"the request head did not arrive within {lim.header_timeout_s} s"
+    )
 
     class Protocol(base):  # type: ignore[misc, valid-type]
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        _edge: _Edge | None = None
+        _rejected = False
 
-    Protocol.__name__ = Protocol.__qualname__ = f"Coalescing{base.__name__}"
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            if len(self.connections) >= max_connections:
+                # Answer once the request arrives (closing with it unread would reset the
+                # connection and lose the answer), or after a second at the latest.
+                self._rejected = True
+                self.transport = transport
+                if on_reject is not None:
+                    on_reject()
+                self.loop.call_later(1.0, self._turn_away)
+                return
+            super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+            self._edge = _Edge()
+            self._arm()
+
+        def _turn_away(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.write(busy)
+                self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.write(_canned(400, "Bad Request", f"invalid HTTP request: {msg}"))
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._rejected:
+                return
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            edge = self._edge
+            if edge is not None and edge.timer is None:
+                edge.timer = self.loop.call_later(lim.header_timeout_s, self._refuse, too_slow)
+
+        def _disarm(self) -> None:
+            edge = self._edge
+            if edge is not None and edge.timer is not None:
+                edge.timer.cancel()
+                edge.timer = None
+
+        def _refuse(self, answer: bytes) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.write(answer)
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._rejected:
+                self._turn_away()
+                return
+            edge = self._edge
+            if (
+                edge is not None
+                and not edge.in_head
+                and (self.cycle is None or self.cycle.response_complete)
+            ):
+                edge.in_head, edge.bytes, edge.lines, edge.tail = True, 0, 0, b""
+                self._arm()
+            if edge is not None and edge.in_head:
+                seen = edge.tail + data
+                end = seen.find(b"\r\n\r\n")
+                head = seen if end == -1 else seen[: end + 4]
+                edge.bytes += len(head) - len(edge.tail)
+                edge.lines += head.count(b"\n") - edge.tail.count(b"\n")
+                if edge.bytes > lim.max_header_bytes or edge.lines > lim.max_headers + 2:
+                    self._refuse(too_big)
+                    return
+                if end == -1:
+                    edge.tail = seen[-3:]
+                else:
+                    edge.in_head = False
+                    self._disarm()
+            super().data_received(data)
+
+    Protocol.__name__ = Protocol.__qualname__ = f"Hardened{base.__name__}"
     return Protocol
 
 

@@ -23,6 +23,9 @@ from ._http import (
     Ctx,
     HTTPError,
     Reply,
+    check_json_type,
+    check_prepared,
+    check_rows,
     decode_json,
     encode,
     json_reply,
@@ -30,6 +33,7 @@ from ._http import (
     read_body,
 )
 from .batching import Batcher
+from .metrics import ServingMetrics
 from .repository import ModelNotReadyError, ModelRepository
 from .runtime import InputError, LoadedModel, Signature, TensorSpec
 
@@ -85,12 +89,23 @@ class V2API:
         repository: The models served.
         batcher: Runs model calls.
         max_body_bytes: Largest request body accepted.
+        body_timeout_s: Longest a request body may take to arrive.
+        metrics: Where to count out-of-vocabulary values.
     """
 
-    def __init__(self, repository: ModelRepository, batcher: Batcher, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        batcher: Batcher,
+        max_body_bytes: int,
+        body_timeout_s: float = 30.0,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
         self.repository = repository
         self.batcher = batcher
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.metrics = metrics
 
     async def __call__(self, call: Call, ctx: Ctx) -> Reply:
         """Answer one request; errors are raised for the caller to turn into replies."""
@@ -114,10 +129,14 @@ class V2API:
         return await self._infer(call, loaded)
 
     async def _infer(self, call: Call, loaded: LoadedModel) -> Reply:
-        body = await read_body(call, self.max_body_bytes)
         header_length = call.header(HEADER_LENGTH)
+        check_json_type(call, binary=header_length is not None)
+        body = await read_body(call, self.max_body_bytes, self.body_timeout_s)
         offload = len(body) > THREAD_PARSE_BYTES
-        parsed = await _maybe_thread(offload, lambda: parse_v2_infer(body, header_length, loaded))
+        metrics = self.metrics
+        parsed = await _maybe_thread(
+            offload, lambda: parse_v2_infer(body, header_length, loaded, metrics)
+        )
         outputs = await self.batcher.predict(loaded, parsed.arrays)
         payload, blobs = await _maybe_thread(
             offload, lambda: format_v2_outputs(outputs, loaded, parsed)
@@ -304,8 +323,11 @@ class _TensorHead:
     params: dict[str, Any]
 
 
-def _tensor_head(where: str, tensor: Any, sig: Signature, seen: Mapping[str, Any]) -> _TensorHead:
+def _tensor_head(
+    where: str, tensor: Any, model: LoadedModel, seen: Mapping[str, Any]
+) -> _TensorHead:
     """Check a tensor's name, datatype, shape and parameters against the signature."""
+    sig = model.signature
     if not isinstance(tensor, dict):
         raise InputError(
             where, "a tensor object {name, shape, datatype, data}", type(tensor).__name__
@@ -338,6 +360,7 @@ def _tensor_head(where: str, tensor: Any, sig: Signature, seen: Mapping[str, Any
             "with the batch size first",
             f"shape {str(shape)[:60]}",
         )
+    check_rows(shape[0], model)
     count = 1
     for d in shape:
         count *= d
@@ -395,12 +418,12 @@ def _json_values(head: _TensorHead, tensor: dict[str, Any]) -> Any:
     return arr.reshape(head.shape)
 
 
-def _read_tensors(tensors: list[Any], sig: Signature, binary: bytes) -> dict[str, Any]:
+def _read_tensors(tensors: list[Any], model: LoadedModel, binary: bytes) -> dict[str, Any]:
     """Every input tensor's values by name (not yet converted for the model)."""
     arrays: dict[str, Any] = {}
     offset = 0
     for i, tensor in enumerate(tensors):
-        head = _tensor_head(f"inputs[{i}]", tensor, sig, arrays)
+        head = _tensor_head(f"inputs[{i}]", tensor, model, arrays)
         if head.params.get("binary_data_size") is not None:
             arrays[head.name], offset = _binary_values(head, binary, offset)
         else:
@@ -449,13 +472,21 @@ def _requested_outputs(
     return outputs
 
 
-def parse_v2_infer(body: bytes, header_length: str | None, model: LoadedModel) -> V2Request:
+def parse_v2_infer(
+    body: bytes,
+    header_length: str | None,
+    model: LoadedModel,
+    metrics: ServingMetrics | None = None,
+) -> V2Request:
     """Decode an ``/infer`` body (JSON, or JSON plus binary tensor data).
+
+    The row limit is checked before any value is converted.
 
     Args:
         body: The request body.
         header_length: The ``Inference-Header-Content-Length`` header, if sent.
         model: The model that answers.
+        metrics: Where to count out-of-vocabulary values.
 
     Returns:
         The prepared inputs, the request id and the outputs asked for.
@@ -464,7 +495,8 @@ def parse_v2_infer(body: bytes, header_length: str | None, model: LoadedModel) -
     doc = decode_json(header, "inference request")
     request_id, params, tensors = _read_envelope(doc)
     sig = model.signature
-    prepared = model.prepare(_read_tensors(tensors, sig, binary))
+    prepared = model.prepare(_read_tensors(tensors, model, binary))
+    check_prepared(model, prepared, metrics)
     default_binary = params.get("binary_data_output") is True
     outputs = _requested_outputs(doc.get("outputs"), sig, default_binary)
     return V2Request(arrays=prepared, request_id=request_id, outputs=outputs)
