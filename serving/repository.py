@@ -623,27 +623,23 @@ class ModelRepository:
         newly: Mapping[int, LoadedModel],
         books: _Bookkeeping,
     ) -> None:
-        """Log and record the versions that stop and start serving."""
+        """Log and record the versions that start and stop serving."""
+        for version in sorted(newly):
+            if version in serving:
+                _log.info("model '%s' version %d is serving", name, version)
+        now = sorted(serving)
         for version in sorted(set(state.versions) - set(serving)):
             books.ended[version] = VersionStatus(version, "END")
-            path = state.versions[version].path
-            why = "its directory was removed" if not path.exists() else "the version policy"
-            now = sorted(serving)
-            _log.info(
-                "model '%s' version %d unloaded (%s); serving version(s) %s",
-                name,
-                version,
-                why,
-                now,
-            )
+            if not state.versions[version].path.exists():
+                why = "its directory was removed"
+            else:
+                why = f"replaced by version(s) {now}" if newly else "the version policy"
+            _log.info("model '%s' version %d unloaded: %s; serving %s", name, version, why, now)
         for version in serving:
             books.ended.pop(version, None)
         if len(books.ended) > _MAX_ENDED:
             for version in sorted(books.ended)[: len(books.ended) - _MAX_ENDED]:
                 del books.ended[version]
-        for version in sorted(newly):
-            if version in serving:
-                _log.info("model '%s' version %d is serving", name, version)
 
     def _why_empty(self, model_dir: Path, books: _Bookkeeping) -> str:
         if books.failed:
