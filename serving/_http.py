@@ -5,7 +5,6 @@ Private to `jaxtx.serving`: `tf_rest`, `v2` and `app` import from here.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -13,6 +12,7 @@ import math
 import re
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,6 +54,7 @@ THREAD_PARSE_BYTES = 64 * 1024
 JSON_TYPE = b"application/json"
 RETRY = {"Retry-After": "1"}
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_INF = math.inf
 
 
 class HTTPError(Exception):
@@ -320,23 +321,50 @@ def check_prepared(
         arrays: What `LoadedModel.prepare` returned.
         metrics: Where to count out-of-vocabulary values (per feature).
     """
-    for name, arr in arrays.items():
-        if arr.dtype.kind == "f":
-            bad = np.isinf(arr)
-            if bad.any():
-                index = tuple(int(i) for i in np.argwhere(bad)[0])
+    cached = _PLANS.get(id(model))
+    if cached is not None and cached[0]() is model:
+        plan = cached[1]
+    else:
+        if len(_PLANS) > 256:
+            _PLANS.clear()
+        plan = _check_plan(model, arrays)
+        _PLANS[id(model)] = (weakref.ref(model), plan)  # does not keep unloaded models alive
+    for name, known, oov_counter in plan:
+        arr = arrays[name]
+        small = arr.size <= 64  # below this, Python on a list beats numpy's call overhead
+        values = arr.ravel().tolist() if small else None
+        if known < 0:
+            if (_INF in values or -_INF in values) if values is not None else np.isinf(arr).any():
+                row = int(np.argwhere(np.isinf(arr))[0][0])
                 raise InputError(
                     name,
                     f"finite numbers within the range of {arr.dtype}",
-                    f"a value out of range (infinite as {arr.dtype}) at row {index[0]}",
+                    f"a value out of range (infinite as {arr.dtype}) at row {row}",
                     "send smaller numbers",
                 )
         elif metrics is not None:
-            lookup = model.lookups.get(name)
-            if lookup is not None and lookup.kind == "vocabulary" and lookup.num_oov_buckets:
-                oov = int(np.count_nonzero(arr >= len(lookup.vocabulary)))
-                if oov:
-                    metrics.oov_values.labels(model.name, str(model.version), name).inc(oov)
+            if values is not None:
+                oov = sum(1 for i in values if i >= known)
+            else:
+                oov = int(np.count_nonzero(arr >= known))
+            if oov:
+                oov_counter(metrics).inc(oov)
+
+
+_PLANS: dict[int, tuple[weakref.ref[LoadedModel], list[tuple[str, int, Any]]]] = {}
+
+
+def _check_plan(model: LoadedModel, arrays: Mapping[str, np.ndarray]) -> list[tuple[str, int, Any]]:
+    """What `check_prepared` looks at: float inputs (known -1), vocabulary ids (vocab size)."""
+    plan: list[tuple[str, int, Any]] = []
+    for name, arr in arrays.items():
+        lookup = model.lookups.get(name)
+        if arr.dtype.kind == "f":
+            plan.append((name, -1, None))
+        elif lookup is not None and lookup.kind == "vocabulary" and lookup.num_oov_buckets:
+            labels = (model.name, str(model.version), name)
+            plan.append((name, len(lookup.vocabulary), lambda m, k=labels: m.oov_values.labels(*k)))
+    return plan
 
 
 class RepeatFilter(logging.Filter):
@@ -448,24 +476,19 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return data
 
 
-async def read_body(call: Call, limit: int, timeout_s: float = 30.0) -> bytes:
+async def read_body(call: Call, limit: int) -> bytes:
     """The request body, decompressed, at most ``limit`` bytes (413 beyond).
+
+    How long the body may take is the transport's limit (`EdgeLimits.body_timeout_s`).
 
     Args:
         call: The request.
         limit: Most bytes accepted, before and after decompression.
-        timeout_s: Longest the body may take to arrive (408 beyond).
 
     Returns:
         The body.
     """
-    try:
-        async with asyncio.timeout(timeout_s):
-            body = await _receive_all(call, limit)
-    except TimeoutError:
-        raise HTTPError(
-            408, f"the request body did not arrive within {timeout_s} s", {"Connection": "close"}
-        ) from None
+    body = await _receive_all(call, limit)
     encoding = call.header(b"content-encoding")
     if encoding is None:
         return body

@@ -90,10 +90,9 @@ class ServerConfig:
         batching: Dynamic batching settings.
         max_body_bytes: Largest request body accepted (after decompression).
         max_request_rows: Most rows in one request.
-        body_timeout_s: Longest a request body may take to arrive (408 beyond).
         keep_alive_timeout_s: An idle keep-alive connection is closed after this long.
-        edge: Limits on each connection (request head size and time, open
-            connections); see `EdgeLimits`.
+        edge: Limits on each connection (request head size and time, body
+            time, open connections); see `EdgeLimits`.
         allowed_hosts: ``Host`` header values answered (the port is ignored;
             ``None``: any). By default loopback names only, against DNS
             rebinding; `serve` drops the default when binding another address.
@@ -114,7 +113,6 @@ class ServerConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_request_rows: int = 8192
-    body_timeout_s: float = 30.0
     keep_alive_timeout_s: float = 5.0
     edge: EdgeLimits = field(default_factory=EdgeLimits)
     allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS
@@ -154,7 +152,7 @@ class _App:
         self.batcher = Batcher(config.batching, self.metrics)
         self._counters: dict[tuple[str, str, str, int], Any] = {}
         self._latencies: dict[tuple[str, str, str], Any] = {}
-        limits = (config.max_body_bytes, config.body_timeout_s, self.metrics)
+        limits = (config.max_body_bytes, self.metrics)
         self._apis: dict[str, Callable[[Call, Ctx], Awaitable[Reply]]] = {
             "v1": TFRestAPI(self.repository, self.batcher, *limits),
             "v2": V2API(self.repository, self.batcher, *limits),
@@ -280,11 +278,11 @@ class _ServingApp(Starlette):
         super().__init__(**kwargs)
         self._handlers = handlers
         hosts = handlers.config.allowed_hosts
-        self._hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
+        self._hosts = None if hosts is None else _HostCheck(hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._hosts is not None:
-            refusal = _host_refusal(scope, self._hosts)
+            refusal = self._hosts.refusal(scope)
             if refusal is not None:
                 await _send_reply(send, refusal)
                 return
@@ -302,20 +300,35 @@ class _ServingApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def _host_refusal(scope: Scope, allowed: frozenset[str]) -> Reply | None:
-    """A 400 reply when the Host header names a host not allowed (DNS rebinding)."""
-    for key, value in scope["headers"]:
-        if key == b"host":
-            text = value.decode("latin-1").strip().lower()
-            host = text[: text.find("]") + 1] if text.startswith("[") else text.partition(":")[0]
-            if host in allowed:
-                return None
-            return error(
-                400,
-                f"Host {text[:100]!r} is not allowed; this server answers {sorted(allowed)} "
-                "(set allowed_hosts to serve other names)",
-            )
-    return None
+class _HostCheck:
+    """The Host allowlist (against DNS rebinding); verdicts cached by header value."""
+
+    def __init__(self, hosts: Sequence[str]) -> None:
+        self.allowed = frozenset(h.lower() for h in hosts)
+        self._verdicts: dict[bytes, bool] = {}
+
+    def refusal(self, scope: Scope) -> Reply | None:
+        """A 400 reply when the Host header names a host not allowed, else None."""
+        for key, value in scope["headers"]:
+            if key == b"host":
+                ok = self._verdicts.get(value)
+                if ok is None:
+                    ok = self._allowed(value)
+                    if len(self._verdicts) < 256:
+                        self._verdicts[value] = ok
+                if ok:
+                    return None
+                return error(
+                    400,
+                    f"Host {value.decode('latin-1')[:100]!r} is not allowed; this server "
+                    f"answers {sorted(self.allowed)} (set allowed_hosts to serve other names)",
+                )
+        return None
+
+    def _allowed(self, value: bytes) -> bool:
+        text = value.decode("latin-1").strip().lower()
+        host = text[: text.find("]") + 1] if text.startswith("[") else text.partition(":")[0]
+        return host in self.allowed
 
 
 async def _send_reply(send: Send, reply: Reply) -> None:

@@ -64,7 +64,6 @@ class TFRestAPI:
         repository: The models served.
         batcher: Runs model calls.
         max_body_bytes: Largest request body accepted.
-        body_timeout_s: Longest a request body may take to arrive.
         metrics: Where to count out-of-vocabulary values.
     """
 
@@ -73,13 +72,11 @@ class TFRestAPI:
         repository: ModelRepository,
         batcher: Batcher,
         max_body_bytes: int,
-        body_timeout_s: float = 30.0,
         metrics: ServingMetrics | None = None,
     ) -> None:
         self.repository = repository
         self.batcher = batcher
         self.max_body_bytes = max_body_bytes
-        self.body_timeout_s = body_timeout_s
         self.metrics = metrics
 
     async def __call__(self, call: Call, ctx: Ctx) -> Reply:
@@ -122,7 +119,7 @@ class TFRestAPI:
 
     async def _predict(self, call: Call, loaded: LoadedModel) -> Reply:
         check_json_type(call)
-        body = await read_body(call, self.max_body_bytes, self.body_timeout_s)
+        body = await read_body(call, self.max_body_bytes)
         if len(body) <= THREAD_PARSE_BYTES:
             arrays, row_format = parse_v1_predict(body, loaded, self.metrics)
             outputs = await self.batcher.predict(loaded, arrays)

@@ -6,8 +6,8 @@
 * a request head (request line and headers) over `EdgeLimits.max_header_bytes`
   or with more than `EdgeLimits.max_headers` headers is answered 431;
 * a head not complete within `EdgeLimits.header_timeout_s` of its first byte
-  (or of the connection opening) is answered 408 and the connection closed;
-  the body's own timeout is enforced where the body is read (`jaxtx.serving._http`);
+  (or of the connection opening), or a body not complete within
+  `EdgeLimits.body_timeout_s` of its head, is answered 408 and the connection closed;
 * beyond `EdgeLimits.max_connections` open connections, a new one is answered
   503 with ``Retry-After`` at once and closed.
 
@@ -42,6 +42,8 @@ class EdgeLimits:
         max_header_bytes: Largest request head (request line and headers).
         max_headers: Most header lines in one request.
         header_timeout_s: Longest a request head may take to arrive.
+        body_timeout_s: Longest a request body may take to arrive, from the
+            end of its head.
         max_connections: Most connections open at once (default: 1024, or
             fewer when the file-descriptor limit is lower).
     """
@@ -49,6 +51,7 @@ class EdgeLimits:
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
     header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     max_connections: int = 0
 
     def connections(self) -> int:
@@ -126,7 +129,7 @@ class _CoalescingTransport:
 
 
 class _Edge:
-    """Per-connection bookkeeping of the request head: bytes, lines, its timer."""
+    """Per-connection bookkeeping of the request head: bytes, lines, the pending timer."""
 
     __slots__ = ("bytes", "in_head", "lines", "tail", "timer")
 
@@ -137,6 +140,22 @@ class _Edge:
         self.tail = b""
         self.timer: asyncio.TimerHandle | None = None
 
+    def restart(self) -> None:
+        self.in_head, self.bytes, self.lines, self.tail = True, 0, 0, b""
+
+    def feed_head(self, data: bytes) -> bool:
+        """Count ``data`` into the head; True when it completes the head."""
+        seen = self.tail + data
+        end = seen.find(b"\r\n\r\n")
+        head = seen if end == -1 else seen[: end + 4]
+        self.bytes += len(head) - len(self.tail)
+        self.lines += head.count(b"\n") - self.tail.count(b"\n")
+        if end == -1:
+            self.tail = seen[-3:]
+            return False
+        self.in_head = False
+        return True
+
 
 def http_protocol(
     name: str,
@@ -144,6 +163,9 @@ def http_protocol(
     on_reject: Callable[[], None] | None = None,
 ) -> type[asyncio.Protocol]:
     """Uvicorn's ``httptools`` or ``h11`` protocol, hardened, writing each response at once.
+
+    No timer runs for a request that arrives in one read (the usual case):
+    the head and body timers are armed only when a read leaves them incomplete.
 
     Args:
         name: ``httptools`` or ``h11``.
@@ -159,20 +181,7 @@ def http_protocol(
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
     lim = limits or EdgeLimits()
     max_connections = lim.connections()
-    busy = _canned(
-        503,
-        "Service Unavailable",
-        f"the server has {max_connections} connections open; retry shortly",
-        "retry-after: 1\r\n",
-    )
-    too_big = _canned(
-        431,
-        "Request Header Fields Too Large",
-        f"the request head is over {lim.max_header_bytes} bytes or {lim.max_headers} header lines",
-    )
-    too_slow = _canned(
-        408, "Request Timeout", f"the request head did not arrive within {lim.header_timeout_s} s"
-    )
+    answers = _answers(lim, max_connections)
 
     class Protocol(base):  # type: ignore[misc, valid-type]
         _edge: _Edge | None = None
@@ -186,15 +195,41 @@ def http_protocol(
                 self.transport = transport
                 if on_reject is not None:
                     on_reject()
-                self.loop.call_later(1.0, self._turn_away)
+                self.loop.call_later(1.0, self._refuse, "busy")
                 return
             super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
             self._edge = _Edge()
-            self._arm()
+            self._arm(lim.header_timeout_s, "head")
 
-        def _turn_away(self) -> None:
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._rejected:
+                return
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self, seconds: float, what: str) -> None:
+            edge = self._edge
+            if edge is not None and edge.timer is None:
+                edge.timer = self.loop.call_later(seconds, self._expired, what)
+
+        def _disarm(self) -> None:
+            edge = self._edge
+            if edge is not None and edge.timer is not None:
+                edge.timer.cancel()
+                edge.timer = None
+
+        def _expired(self, what: str) -> None:
+            if self._edge is not None:
+                self._edge.timer = None
+            cycle = self.cycle
+            if what == "body" and (cycle is None or not cycle.more_body or cycle.response_started):
+                return  # the body arrived, or the application answered without it
+            self._refuse(what)
+
+        def _refuse(self, what: str) -> None:
+            self._disarm()
             if not self.transport.is_closing():
-                self.transport.write(busy)
+                self.transport.write(answers[what])
                 self.transport.close()
 
         def send_400_response(self, msg: str) -> None:
@@ -203,59 +238,62 @@ def http_protocol(
                 self.transport.write(_canned(400, "Bad Request", f"invalid HTTP request: {msg}"))
                 self.transport.close()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._rejected:
-                return
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            edge = self._edge
-            if edge is not None and edge.timer is None:
-                edge.timer = self.loop.call_later(lim.header_timeout_s, self._refuse, too_slow)
-
-        def _disarm(self) -> None:
-            edge = self._edge
-            if edge is not None and edge.timer is not None:
-                edge.timer.cancel()
-                edge.timer = None
-
-        def _refuse(self, answer: bytes) -> None:
-            self._disarm()
-            if not self.transport.is_closing():
-                self.transport.write(answer)
-                self.transport.close()
-
         def data_received(self, data: bytes) -> None:
             if self._rejected:
-                self._turn_away()
+                self._refuse("busy")
                 return
             edge = self._edge
-            if (
-                edge is not None
-                and not edge.in_head
-                and (self.cycle is None or self.cycle.response_complete)
-            ):
-                edge.in_head, edge.bytes, edge.lines, edge.tail = True, 0, 0, b""
-                self._arm()
-            if edge is not None and edge.in_head:
-                seen = edge.tail + data
-                end = seen.find(b"\r\n\r\n")
-                head = seen if end == -1 else seen[: end + 4]
-                edge.bytes += len(head) - len(edge.tail)
-                edge.lines += head.count(b"\n") - edge.tail.count(b"\n")
+            if edge is None:
+                super().data_received(data)
+                return
+            if not edge.in_head and (self.cycle is None or self.cycle.response_complete):
+                edge.restart()  # the first bytes of the next request
+            if edge.in_head:
+                done = edge.feed_head(data)
                 if edge.bytes > lim.max_header_bytes or edge.lines > lim.max_headers + 2:
-                    self._refuse(too_big)
+                    self._refuse("big")
                     return
-                if end == -1:
-                    edge.tail = seen[-3:]
-                else:
-                    edge.in_head = False
-                    self._disarm()
+                if not done:
+                    self._arm(lim.header_timeout_s, "head")
+                    super().data_received(data)
+                    return
+                self._disarm()
             super().data_received(data)
+            cycle = self.cycle
+            if cycle is not None and cycle.more_body and not cycle.response_complete:
+                self._arm(lim.body_timeout_s, "body")
+            elif edge.timer is not None:
+                self._disarm()
 
     Protocol.__name__ = Protocol.__qualname__ = f"Hardened{base.__name__}"
     return Protocol
+
+
+def _answers(lim: EdgeLimits, max_connections: int) -> dict[str, bytes]:
+    return {
+        "busy": _canned(
+            503,
+            "Service Unavailable",
+            f"the server has {max_connections} connections open; retry shortly",
+            "retry-after: 1\r\n",
+        ),
+        "big": _canned(
+            431,
+            "Request Header Fields Too Large",
+            f"the request head is over {lim.max_header_bytes} bytes or "
+            f"{lim.max_headers} header lines",
+        ),
+        "head": _canned(
+            408,
+            "Request Timeout",
+            f"the request head did not arrive within {lim.header_timeout_s} s",
+        ),
+        "body": _canned(
+            408,
+            "Request Timeout",
+            f"the request body did not arrive within {lim.body_timeout_s} s",
+        ),
+    }
 
 
 def installed(module: str) -> bool:

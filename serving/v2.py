@@ -89,7 +89,6 @@ class V2API:
         repository: The models served.
         batcher: Runs model calls.
         max_body_bytes: Largest request body accepted.
-        body_timeout_s: Longest a request body may take to arrive.
         metrics: Where to count out-of-vocabulary values.
     """
 
@@ -98,13 +97,11 @@ class V2API:
         repository: ModelRepository,
         batcher: Batcher,
         max_body_bytes: int,
-        body_timeout_s: float = 30.0,
         metrics: ServingMetrics | None = None,
     ) -> None:
         self.repository = repository
         self.batcher = batcher
         self.max_body_bytes = max_body_bytes
-        self.body_timeout_s = body_timeout_s
         self.metrics = metrics
 
     async def __call__(self, call: Call, ctx: Ctx) -> Reply:
@@ -131,7 +128,7 @@ class V2API:
     async def _infer(self, call: Call, loaded: LoadedModel) -> Reply:
         header_length = call.header(HEADER_LENGTH)
         check_json_type(call, binary=header_length is not None)
-        body = await read_body(call, self.max_body_bytes, self.body_timeout_s)
+        body = await read_body(call, self.max_body_bytes)
         offload = len(body) > THREAD_PARSE_BYTES
         metrics = self.metrics
         parsed = await _maybe_thread(

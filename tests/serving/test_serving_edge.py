@@ -33,9 +33,10 @@ def _config(base: Path, **kw: object) -> ServerConfig:
     return ServerConfig(
         base_dir=base,
         batching=BatchingConfig(max_batch_size=8),
-        body_timeout_s=0.5,
         keep_alive_timeout_s=0.5,
-        edge=EdgeLimits(max_header_bytes=4096, max_headers=20, header_timeout_s=0.5),
+        edge=EdgeLimits(
+            max_header_bytes=4096, max_headers=20, header_timeout_s=0.5, body_timeout_s=0.5
+        ),
         **kw,  # type: ignore[arg-type]
     )
 
