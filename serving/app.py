@@ -13,7 +13,8 @@ Open Inference Protocol v2 (`jaxtx.serving.v2`)
     ``GET  /v2/models/{m}[/versions/{v}]/ready``    model readiness
     ``POST /v2/models/{m}[/versions/{v}]/infer``    inference
 
-``GET /metrics``: Prometheus text format.
+``GET /metrics``: Prometheus text format. ``GET /openapi.json``: the OpenAPI
+document of both REST protocols (`jaxtx.serving.openapi`).
 
 Errors are ``{"error": "..."}`` with status 400 (bad request; the message
 names the field), 404 (unknown model, version, label or endpoint), 405,
@@ -60,6 +61,7 @@ from ._http import (
 )
 from .batching import Batcher, BatchFailedError, BatchingConfig, OverloadedError
 from .metrics import CONTENT_TYPE, ServingMetrics
+from .openapi import openapi_document
 from .repository import ModelNotFoundError, ModelNotReadyError, ModelRepository, VersionPolicy
 from .runtime import InputError
 from .tf_rest import TFRestAPI
@@ -240,6 +242,9 @@ class _App:
     async def internal_error(self, request: Request, exc: Exception) -> Response:
         return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
 
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(self.version, self.repository.model_names()))
+
     async def v2_server(self, request: Request) -> Response:
         return json_response(
             {"name": "jaxtx", "version": self.version, "extensions": ["binary_tensor_data"]}
@@ -390,6 +395,7 @@ def create_app(config: ServerConfig) -> Starlette:
         Route("/v2/health/ready", handlers.v2_ready, methods=["GET"]),
         Route("/v2/models/{rest:path}", _ModelAPI(handlers, "v2"), methods=["GET", "POST"]),
         Route("/metrics", handlers.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", handlers.openapi, methods=["GET"]),
     ]
     app = _ServingApp(
         handlers,
