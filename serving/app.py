@@ -95,6 +95,10 @@ class ServerConfig:
         keep_alive_timeout_s: An idle keep-alive connection is closed after this long.
         edge: Limits on each connection (request head size and time, body
             time, open connections); see `EdgeLimits`.
+        grpc_port: Also serve the Open Inference Protocol v2 over gRPC on this
+            port (0: any free port; ``None``: no gRPC), sharing the repository
+            and batcher; ``app.state.grpc_port`` is the port bound.
+        grpc_host: Address the gRPC port binds (loopback by default).
         allowed_hosts: ``Host`` header values answered (the port is ignored;
             ``None``: any). By default loopback names only, against DNS
             rebinding; `serve` drops the default when binding another address.
@@ -118,6 +122,8 @@ class ServerConfig:
     keep_alive_timeout_s: float = 5.0
     edge: EdgeLimits = field(default_factory=EdgeLimits)
     allowed_hosts: Sequence[str] | None = LOOPBACK_HOSTS
+    grpc_port: int | None = None
+    grpc_host: str = "127.0.0.1"
     freeze_gc: bool = True
 
 
@@ -348,6 +354,15 @@ async def _send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
+async def _start_grpc(handlers: _App, app: Starlette) -> Any:
+    from .grpc_server import GRPCServer
+
+    config = handlers.config
+    server = GRPCServer(handlers.repository, handlers.batcher, handlers.metrics, handlers.version)
+    app.state.grpc_port = await server.start(config.grpc_host, config.grpc_port or 0)
+    return server
+
+
 async def _freeze_gc(repository: ModelRepository) -> None:
     while not repository.polled:
         await asyncio.sleep(0.05)
@@ -378,12 +393,15 @@ def create_app(config: ServerConfig) -> Starlette:
         uvicorn_log = logging.getLogger("uvicorn.error")
         uvicorn_log.addFilter(repeats)  # a client can make it log a line per request
         handlers.repository.start()
+        grpc_server = await _start_grpc(handlers, app) if config.grpc_port is not None else None
         freezer = asyncio.create_task(_freeze_gc(handlers.repository)) if config.freeze_gc else None
         try:
             yield
         finally:
             if freezer is not None:
                 freezer.cancel()
+            if grpc_server is not None:
+                await grpc_server.stop()
             await run_in_threadpool(handlers.repository.stop)
             await handlers.batcher.close()
             uvicorn_log.removeFilter(repeats)

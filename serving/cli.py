@@ -43,6 +43,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve the v2 protocol over gRPC on this port (e.g. 8001; default: off)",
+    )
+    p.add_argument("--grpc-host", default="127.0.0.1", help="address the gRPC port binds")
+    p.add_argument(
         "--version-policy",
         default="latest",
         type=_policy,
@@ -106,6 +112,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_wait_ms=args.batch_timeout_ms,
             num_threads=args.batch_threads,
         ),
+        grpc_port=args.grpc_port,
+        grpc_host=args.grpc_host,
         **extra,
     )
 
