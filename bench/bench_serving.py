@@ -23,7 +23,8 @@ are checked on medians:
 
 * jaxtx (batching on) / MLflow requests/s at concurrency 8: >= 30x;
 * jaxtx (batching on) p99 at 50% of its concurrency-8 throughput: <= 5 ms;
-* jaxtx batching on / off requests/s at concurrency 32: >= 3x.
+* jaxtx batching on / off requests/s at concurrency 32: >= 3x;
+* jaxtx over gRPC / over HTTP requests/s at concurrency 8: >= 1x.
 
 Usage::
 
@@ -152,6 +153,8 @@ class Target:
         metrics_path: Prometheus endpoint for the batching ratio (``None``: none).
         env: Extra environment variables.
         cleanup: Paths removed when the target stops (its scratch files).
+        grpc_port: Send the load as v2 gRPC ModelInfer calls to this port
+            instead of HTTP (``None``: HTTP).
     """
 
     name: str
@@ -163,6 +166,7 @@ class Target:
     metrics_path: str | None = "/metrics"
     env: dict[str, str] = field(default_factory=dict)
     cleanup: list[Path] = field(default_factory=list)
+    grpc_port: int | None = None
     _proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -267,8 +271,9 @@ def _dataframe_split_body(i: int) -> bytes:
     ).encode()
 
 
-def _jaxtx_target(base: Path, batching: bool, wait_ms: float = 0.0) -> Target:
+def _jaxtx_target(base: Path, batching: bool, wait_ms: float = 0.0, grpc: bool = False) -> Target:
     port = _free_port()
+    grpc_port = _free_port() if grpc else None
     cmd = [
         sys.executable,
         "-m",
@@ -286,14 +291,18 @@ def _jaxtx_target(base: Path, batching: bool, wait_ms: float = 0.0) -> Target:
     ]
     if not batching:
         cmd.append("--no-batching")
+    if grpc_port is not None:
+        cmd += ["--grpc-port", str(grpc_port)]
     return Target(
-        name=f"jaxtx batching={'on' if batching else 'off'}"
+        name=("jaxtx gRPC" if grpc else "jaxtx")
+        + f" batching={'on' if batching else 'off'}"
         + (f" wait={wait_ms:g}ms" if batching else ""),
         command=cmd,
         path="/v1/models/bench:predict",
         body=_row_body,
         port=port,
         env={"JAX_PLATFORMS": "cpu"},
+        grpc_port=grpc_port,
     )
 
 
@@ -389,6 +398,7 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
     "jaxtx-batching": lambda base: _jaxtx_target(base, batching=True),
     "jaxtx-no-batching": lambda base: _jaxtx_target(base, batching=False),
     "jaxtx-batching-wait2ms": lambda base: _jaxtx_target(base, batching=True, wait_ms=2.0),
+    "jaxtx-grpc": lambda base: _jaxtx_target(base, batching=True, grpc=True),
     "mlflow": _mlflow_target,
 }
 
@@ -647,6 +657,69 @@ async def _run_load_async(
     return latencies, errors, time.perf_counter() - start
 
 
+def _grpc_request(i: int) -> bytes:
+    """A serialized one-row v2 ModelInferRequest (raw tensor contents), as Triton sends."""
+    import struct
+
+    from jaxtx.serving._proto import predict_v2_pb2 as pb
+
+    row = _features(i)
+    color = str(row["color"]).encode()
+    req = pb.ModelInferRequest(
+        model_name="bench",
+        raw_input_contents=[
+            struct.pack("<f", row["x1"]),
+            struct.pack("<f", row["x2"]),
+            struct.pack("<I", len(color)) + color,
+        ],
+    )
+    for name, dtype in (("x1", "FP32"), ("x2", "FP32"), ("color", "BYTES")):
+        req.inputs.add(name=name, datatype=dtype, shape=[1])
+    return req.SerializeToString()
+
+
+async def _run_grpc_load_async(
+    target: Target, concurrency: int, requests: int, time_cap: float
+) -> tuple[list[float], list[str], float]:
+    """Like `_run_load_async`, over gRPC: one channel (HTTP/2 connection) per client."""
+    import grpc
+
+    payloads = [_grpc_request(i) for i in range(requests)]
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{target.grpc_port}") for _ in range(concurrency)
+    ]
+    counter = iter(range(requests))
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.monotonic() + time_cap
+
+    async def client(channel: Any) -> None:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        while time.monotonic() < deadline:
+            i = next(counter, None)
+            if i is None:
+                return
+            start = time.perf_counter()
+            try:
+                reply = await call(payloads[i], timeout=30)
+            except grpc.RpcError as exc:
+                errors.append(repr(exc)[:200])
+                continue
+            if reply:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors.append("empty reply")
+
+    for channel in channels:
+        await channel.channel_ready()
+    start = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in channels))
+    seconds = time.perf_counter() - start
+    for channel in channels:
+        await channel.close()
+    return latencies, errors, seconds
+
+
 def run_load(target: Target, concurrency: int, requests: int, time_cap: float) -> Result:
     """Send ``requests`` single-row requests from ``concurrency`` clients.
 
@@ -660,9 +733,8 @@ def run_load(target: Target, concurrency: int, requests: int, time_cap: float) -
         The run's figures.
     """
     before = target.batch_counters()
-    latencies, errors, seconds = _run_async(
-        _run_load_async(target, concurrency, requests, time_cap)
-    )
+    run = _run_grpc_load_async if target.grpc_port is not None else _run_load_async
+    latencies, errors, seconds = _run_async(run(target, concurrency, requests, time_cap))
     after = target.batch_counters()
     ratio = None
     if before is not None and after is not None and after[1] > before[1]:
@@ -784,7 +856,7 @@ def _probe(target: Target) -> dict[str, float] | str:
 
 
 # ----------------------------------------------------------------------- main
-_ON, _OFF, _MLFLOW = "jaxtx-batching", "jaxtx-no-batching", "mlflow"
+_ON, _OFF, _MLFLOW, _GRPC = "jaxtx-batching", "jaxtx-no-batching", "mlflow", "jaxtx-grpc"
 
 
 @dataclass
@@ -843,7 +915,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--repeats", type=int, default=3, help="runs of each target and level (medians shown)"
     )
-    p.add_argument("--targets", nargs="+", default=[_ON, _OFF, _MLFLOW], choices=list(TARGETS))
+    p.add_argument(
+        "--targets", nargs="+", default=[_ON, _OFF, _GRPC, _MLFLOW], choices=list(TARGETS)
+    )
     p.add_argument(
         "--paced-seconds",
         type=float,
@@ -868,7 +942,7 @@ def _bench_target(
         probe = _probe(target)
         run_load(target, 8, args.warmup, args.time_cap)
         levels = list(args.concurrency)
-        if key == _ON and 8 not in levels:
+        if key in (_ON, _GRPC) and 8 not in levels:
             levels.append(8)
         runs: dict[int, list[Result]] = {c: [] for c in levels}
         paced: list[PacedResult] = []
@@ -1033,6 +1107,9 @@ def _checks(
         note = f" ({errs} errors)" if errs else ""
         out.append((label, f"{p99:.2f} ms", "<= 5 ms", ("met" if p99 <= 5.0 else "NOT met") + note))
     out.append(ratio("jaxtx batching on / off req/s, concurrency 32", (_ON, 32), (_OFF, 32), 3.0))
+    out.append(
+        ratio("jaxtx gRPC / HTTP req/s (batching on), concurrency 8", (_GRPC, 8), (_ON, 8), 1.0)
+    )
     return out
 
 
