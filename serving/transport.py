@@ -157,6 +157,104 @@ class _Edge:
         return True
 
 
+class _Hardened:
+    """The edge limits, mixed in ahead of uvicorn's protocol class by `http_protocol`.
+
+    Class attributes set there: ``_limits``, ``_max_connections``, ``_answers``
+    (canned responses by kind), ``_on_reject``.
+    """
+
+    _limits: EdgeLimits
+    _max_connections: int
+    _answers: dict[str, bytes]
+    _on_reject: Callable[[], None] | None
+    _edge: _Edge | None = None
+    _rejected = False
+    # Provided by uvicorn's protocol:
+    connections: Any
+    loop: Any
+    transport: Any
+    cycle: Any
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self.connections) >= self._max_connections:
+            # Answer once the request arrives (closing with it unread would reset the
+            # connection and lose the answer), or after a second at the latest.
+            self._rejected = True
+            self.transport = transport
+            if self._on_reject is not None:
+                self._on_reject()
+            self.loop.call_later(1.0, self._refuse, "busy")
+            return
+        super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[misc, arg-type]
+        self._edge = _Edge()
+        self._arm(self._limits.header_timeout_s, "head")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._rejected:
+            return
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm(self, seconds: float, what: str) -> None:
+        edge = self._edge
+        if edge is not None and edge.timer is None:
+            edge.timer = self.loop.call_later(seconds, self._expired, what)
+
+    def _disarm(self) -> None:
+        edge = self._edge
+        if edge is not None and edge.timer is not None:
+            edge.timer.cancel()
+            edge.timer = None
+
+    def _expired(self, what: str) -> None:
+        if self._edge is not None:
+            self._edge.timer = None
+        cycle = self.cycle
+        if what == "body" and (cycle is None or not cycle.more_body or cycle.response_started):
+            return  # the body arrived, or the application answered without it
+        self._refuse(what)
+
+    def _refuse(self, what: str) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(self._answers[what])
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(_canned(400, "Bad Request", f"invalid HTTP request: {msg}"))
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._rejected:
+            self._refuse("busy")
+            return
+        edge, lim = self._edge, self._limits
+        if edge is None:
+            super().data_received(data)  # type: ignore[misc]
+            return
+        if not edge.in_head and (self.cycle is None or self.cycle.response_complete):
+            edge.restart()  # the first bytes of the next request
+        if edge.in_head:
+            done = edge.feed_head(data)
+            if edge.bytes > lim.max_header_bytes or edge.lines > lim.max_headers + 2:
+                self._refuse("big")
+                return
+            if not done:
+                self._arm(lim.header_timeout_s, "head")
+                super().data_received(data)  # type: ignore[misc]
+                return
+            self._disarm()
+        super().data_received(data)  # type: ignore[misc]
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_complete:
+            self._arm(lim.body_timeout_s, "body")
+        elif edge.timer is not None:
+            self._disarm()
+
+
 def http_protocol(
     name: str,
     limits: EdgeLimits | None = None,
@@ -181,92 +279,13 @@ def http_protocol(
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
     lim = limits or EdgeLimits()
     max_connections = lim.connections()
-    answers = _answers(lim, max_connections)
-
-    class Protocol(base):  # type: ignore[misc, valid-type]
-        _edge: _Edge | None = None
-        _rejected = False
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            if len(self.connections) >= max_connections:
-                # Answer once the request arrives (closing with it unread would reset the
-                # connection and lose the answer), or after a second at the latest.
-                self._rejected = True
-                self.transport = transport
-                if on_reject is not None:
-                    on_reject()
-                self.loop.call_later(1.0, self._refuse, "busy")
-                return
-            super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
-            self._edge = _Edge()
-            self._arm(lim.header_timeout_s, "head")
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._rejected:
-                return
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self, seconds: float, what: str) -> None:
-            edge = self._edge
-            if edge is not None and edge.timer is None:
-                edge.timer = self.loop.call_later(seconds, self._expired, what)
-
-        def _disarm(self) -> None:
-            edge = self._edge
-            if edge is not None and edge.timer is not None:
-                edge.timer.cancel()
-                edge.timer = None
-
-        def _expired(self, what: str) -> None:
-            if self._edge is not None:
-                self._edge.timer = None
-            cycle = self.cycle
-            if what == "body" and (cycle is None or not cycle.more_body or cycle.response_started):
-                return  # the body arrived, or the application answered without it
-            self._refuse(what)
-
-        def _refuse(self, what: str) -> None:
-            self._disarm()
-            if not self.transport.is_closing():
-                self.transport.write(answers[what])
-                self.transport.close()
-
-        def send_400_response(self, msg: str) -> None:
-            self._disarm()
-            if not self.transport.is_closing():
-                self.transport.write(_canned(400, "Bad Request", f"invalid HTTP request: {msg}"))
-                self.transport.close()
-
-        def data_received(self, data: bytes) -> None:
-            if self._rejected:
-                self._refuse("busy")
-                return
-            edge = self._edge
-            if edge is None:
-                super().data_received(data)
-                return
-            if not edge.in_head and (self.cycle is None or self.cycle.response_complete):
-                edge.restart()  # the first bytes of the next request
-            if edge.in_head:
-                done = edge.feed_head(data)
-                if edge.bytes > lim.max_header_bytes or edge.lines > lim.max_headers + 2:
-                    self._refuse("big")
-                    return
-                if not done:
-                    self._arm(lim.header_timeout_s, "head")
-                    super().data_received(data)
-                    return
-                self._disarm()
-            super().data_received(data)
-            cycle = self.cycle
-            if cycle is not None and cycle.more_body and not cycle.response_complete:
-                self._arm(lim.body_timeout_s, "body")
-            elif edge.timer is not None:
-                self._disarm()
-
-    Protocol.__name__ = Protocol.__qualname__ = f"Hardened{base.__name__}"
-    return Protocol
+    attrs = {
+        "_limits": lim,
+        "_max_connections": max_connections,
+        "_answers": _answers(lim, max_connections),
+        "_on_reject": staticmethod(on_reject) if on_reject is not None else None,
+    }
+    return type(f"Hardened{base.__name__}", (_Hardened, base), attrs)
 
 
 def _answers(lim: EdgeLimits, max_connections: int) -> dict[str, bytes]:
