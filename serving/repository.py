@@ -544,10 +544,18 @@ class ModelRepository:
             )
         return now - books.trouble_since < self.removal_grace_s
 
-    def _clear_trouble(self, name: str, books: _Bookkeeping) -> None:
+    def _clear_trouble(self, name: str, books: _Bookkeeping, recovered: bool) -> None:
         if books.trouble_since is not None:
             took = time.monotonic() - books.trouble_since
-            _log.info("model '%s': recovered after %.1f s (%s)", name, took, books.trouble)
+            if recovered:
+                _log.info("model '%s': recovered after %.1f s (%s)", name, took, books.trouble)
+            else:
+                _log.warning(
+                    "model '%s': %s for %.0f s, past the grace period; unloading",
+                    name,
+                    books.trouble,
+                    took,
+                )
             books.trouble_since, books.trouble = None, ""
 
     def _remove_model(self, name: str, problem: str) -> None:
@@ -586,7 +594,7 @@ class ModelRepository:
         ):
             self._publish(name, state.versions, labels, books)
             return
-        self._clear_trouble(name, books)
+        self._clear_trouble(name, books, recovered=bool(serving))
         self._retire(name, state, serving, newly, books)
         self._publish(name, serving, labels, books, missing=self._why_empty(model_dir, books))
 
@@ -630,8 +638,8 @@ class ModelRepository:
         now = sorted(serving)
         for version in sorted(set(state.versions) - set(serving)):
             books.ended[version] = VersionStatus(version, "END")
-            if not state.versions[version].path.exists():
-                why = "its directory was removed"
+            if not _exists(state.versions[version].path):
+                why = "its directory was removed or cannot be read"
             else:
                 why = f"replaced by version(s) {now}" if newly else "the version policy"
             _log.info("model '%s' version %d unloaded: %s; serving %s", name, version, why, now)
@@ -734,6 +742,13 @@ class ModelRepository:
         _log.info("model '%s' is no longer served", name)
         if self.metrics is not None:
             self.metrics.loaded_versions.labels(name).set(0)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _parse_labels(data: object) -> dict[str, int]:
