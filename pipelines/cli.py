@@ -126,7 +126,8 @@ def _serve_demo(serving_dir: Path, model: str, port: int) -> None:
     body = json.dumps({"instances": [row]})
     print(
         f"\nServing {serving_dir}/{model} on http://127.0.0.1:{port} (Ctrl-C to stop). Try:\n\n"
-        f"  curl -s http://127.0.0.1:{port}/v1/models/{model}:predict -d '{body}'\n",
+        f"  curl -s http://127.0.0.1:{port}/v1/models/{model}:predict "
+        f"-H 'Content-Type: application/json' -d '{body}'\n",
         flush=True,
     )
     with contextlib.suppress(KeyboardInterrupt):
@@ -172,17 +173,9 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from jaxtx.serving.server import serve
+    from jaxtx.serving.cli import serve_from_args
 
-    base = Path(args.model_base_path)
-    if not base.is_dir():
-        raise UsageError(f"{base}: no such directory (expected <base>/<model>/<version>/)")
-    overrides: dict[str, Any] = {}
-    if args.no_batching:
-        from jaxtx.serving.batching import BatchingConfig
-
-        overrides["batching"] = BatchingConfig(enabled=False)
-    serve(str(base), host=args.host, port=args.port, **overrides)
+    serve_from_args(args)
     return 0
 
 
@@ -253,11 +246,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     v.set_defaults(fn=_cmd_validate)
 
+    from jaxtx.serving.cli import add_serve_arguments
+
     s = sub.add_parser("serve", help="serve exported models (TF Serving REST + Open Inference v2)")
-    s.add_argument("model_base_path", help="<base> holding <model>/<version>/ directories")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    s.add_argument("--port", type=int, default=8501)
-    s.add_argument("--no-batching", action="store_true")
+    add_serve_arguments(s)
     s.set_defaults(fn=_cmd_serve)
 
     rb = sub.add_parser("rollback", help="move a model's alias and served version back")

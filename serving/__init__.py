@@ -1,9 +1,12 @@
 """jaxtx.serving: load exported jaxtx models and serve them over HTTP.
 
 `jaxtx.serving.runtime` loads and calls a model (numpy and jax only);
-`jaxtx.serving.server` serves a model repository over TF Serving's REST API
-and the Open Inference Protocol v2. Names are imported on first use, so that
-``import jaxtx.serving`` stays light.
+`jaxtx.serving.repository` loads, swaps and unloads versions without dropping
+a request; `jaxtx.serving.server` serves a repository over TF Serving's REST
+API and the Open Inference Protocol v2 (HTTP: `app`, `tf_rest`, `v2`,
+`transport`; gRPC: `grpc_server`); `jaxtx.serving.cli` is the command line
+``jaxtx serve`` and ``python -m jaxtx.serving`` share. Names are imported on
+first use, so that ``import jaxtx.serving`` stays light.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "BatchingConfig",
+    "EdgeLimits",
     "InputError",
     "LoadedModel",
     "ModelLoadError",
@@ -20,8 +24,10 @@ __all__ = [
     "ServerConfig",
     "Signature",
     "VersionPolicy",
+    "add_serve_arguments",
     "create_app",
     "serve",
+    "serve_from_args",
 ]
 
 _WHERE = {
@@ -32,9 +38,12 @@ _WHERE = {
     "Signature": "runtime",
     "ModelRepository": "repository",
     "VersionPolicy": "repository",
-    "ServerConfig": "server",
-    "create_app": "server",
+    "ServerConfig": "app",
+    "create_app": "app",
     "serve": "server",
+    "EdgeLimits": "transport",
+    "add_serve_arguments": "cli",
+    "serve_from_args": "cli",
 }
 
 

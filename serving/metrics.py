@@ -101,6 +101,24 @@ class ServingMetrics:
             registry=self.registry,
         )
 
+        self.scan_errors = Counter(
+            "jaxtx_serving_repository_scan_errors_total",
+            "Times a scan found a model's files missing or unreadable (kept serving meanwhile).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.oov_values = Counter(
+            "jaxtx_serving_oov_values_total",
+            "String values outside a feature's vocabulary (mapped to an OOV bucket).",
+            ["model", "version", "feature"],
+            registry=self.registry,
+        )
+        self.rejected_connections = Counter(
+            "jaxtx_serving_rejected_connections_total",
+            "Connections answered 503 at once because too many were open.",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         """Render every metric in the Prometheus text exposition format.
 

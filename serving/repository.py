@@ -6,11 +6,25 @@ is a version. A version policy picks which versions serve; labels
 (``<base>/<model>/labels.json`` such as ``{"stable": 3, "canary": 4}``, or
 the configuration) name versions.
 
-A poller thread rescans the directory. A new version is loaded and warmed up
-before it is swapped in, in one assignment; requests already running keep
-their reference to the old version, so none fails during a swap. A version
-that fails to load is reported (status, metrics, log) and never replaces one
-that works; it is retried when its files change.
+A poller thread rescans the directory. Every transition preserves
+availability, as TF Serving's policy does: a version leaves service only once
+its replacement is loaded and warmed up, then the two swap in one assignment;
+requests already running keep their reference to the old version, so none
+fails during a swap. This holds for new versions, rollbacks (the served
+version's directory removed or renamed aside while an older one remains),
+deletes and policy changes. A version that fails to load is reported (status,
+metrics, log) and never replaces one that works; it is retried when its files
+change.
+
+A model whose directory disappears, or has no loadable version left, keeps
+serving what it served for ``removal_grace_s`` seconds (a move or copy in
+progress, an unmounted volume); an error reading a directory (``EACCES``,
+``EIO``) is transient the same way. Either is logged once, retried with
+backoff, and logged again when it clears; a model gone for longer than the
+grace period is unloaded.
+
+Lifecycle lines (loading, loaded, serving, unloaded, failed, with the reason)
+go to the ``jaxtx.serving.repository`` logger at INFO (failures at ERROR).
 
 Write new versions atomically: build them in a hidden directory (a name
 starting with ``.``) beside the versions, then rename it to the version number.
@@ -50,6 +64,7 @@ _log = logging.getLogger(__name__)
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
 _MAX_ENDED = 32
+_MAX_BACKOFF_S = 10.0
 
 VersionState = Literal["LOADING", "AVAILABLE", "UNLOADING", "END"]
 
@@ -181,6 +196,7 @@ class _ModelState:
     versions: Mapping[int, LoadedModel]
     statuses: Mapping[int, VersionStatus]
     labels: Mapping[str, int]
+    missing: str = ""  # why no version serves (for 503 messages)
 
 
 @dataclass
@@ -191,6 +207,8 @@ class _Bookkeeping:
     ended: dict[int, VersionStatus] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     labels_fingerprint: object = None
+    trouble_since: float | None = None  # when the model's files went missing or unreadable
+    trouble: str = ""
 
 
 _EMPTY = _ModelState(MappingProxyType({}), MappingProxyType({}), MappingProxyType({}))
@@ -210,6 +228,8 @@ class ModelRepository:
         warmup_batch_sizes: Batch sizes to compile before a version serves.
         max_batch_size: Most rows one request may hold.
         metrics: Metrics to update (load failures, loaded versions).
+        removal_grace_s: Seconds a model keeps serving after its directory,
+            or every loadable version in it, disappeared or became unreadable.
     """
 
     def __init__(
@@ -224,6 +244,7 @@ class ModelRepository:
         warmup_batch_sizes: Iterable[int] = (1,),
         max_batch_size: int = 8192,
         metrics: ServingMetrics | None = None,
+        removal_grace_s: float = 30.0,
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError("poll_interval_s must be > 0")
@@ -236,6 +257,8 @@ class ModelRepository:
         self.warmup_batch_sizes = tuple(warmup_batch_sizes)
         self.max_batch_size = max_batch_size
         self.metrics = metrics
+        self.removal_grace_s = removal_grace_s
+        self._base_trouble = ""
         self._models: Mapping[str, _ModelState] = MappingProxyType({})
         self._books: dict[str, _Bookkeeping] = {}
         self._poll_lock = threading.Lock()
@@ -397,10 +420,22 @@ class ModelRepository:
 
     @staticmethod
     def _not_ready_message(model: str, state: _ModelState) -> str:
-        errors = [f"version {s.version}: {s.error}" for s in state.statuses.values() if s.error]
-        if errors:
-            return f"model '{model}' has no version serving; " + "; ".join(errors)
-        return f"model '{model}' has no version serving yet; retry shortly"
+        loading = sorted(s.version for s in state.statuses.values() if s.state == "LOADING")
+        if loading:
+            return (
+                f"model '{model}' has no version serving yet: version {loading[-1]} is "
+                "loading; retry shortly"
+            )
+        return f"model '{model}' has no version serving: {state.missing or 'retry shortly'}"
+
+    @property
+    def troubled_models(self) -> dict[str, str]:
+        """Models kept serving through a transient problem, with the problem.
+
+        Returns:
+            Model name to a description (missing directory, read error).
+        """
+        return {n: b.trouble for n, b in self._books.items() if b.trouble_since is not None}
 
     # ---------------------------------------------------------------- polling
     def start(self) -> None:
@@ -423,99 +458,212 @@ class ModelRepository:
             thread.join(timeout)
 
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 self.poll_once()
             except Exception:
                 _log.exception("model repository scan of %s failed", self.base_dir)
-            self._stop.wait(self.poll_interval_s)
+            troubled = bool(self._base_trouble) or any(
+                b.trouble_since is not None for b in self._books.values()
+            )
+            failures = failures + 1 if troubled else 0
+            # Back off while something is missing or unreadable (up to 10 s, or the interval).
+            wait = self.poll_interval_s * (2 ** min(failures, 6))
+            self._stop.wait(min(wait, max(_MAX_BACKOFF_S, self.poll_interval_s)))
 
     def poll_once(self) -> None:
         """Scan the base directory once and load, swap and unload versions."""
         with self._poll_lock:
             try:
                 names = self._discover_models()
+                if names is None:  # the base directory is unreadable or gone
+                    for name in sorted(self._models):
+                        self._remove_model(name, self._base_trouble)
+                    return
                 for name in names:
                     if self._stop.is_set():
                         break
                     self._sync_model(name)
-                for gone in set(self._models) - set(names):
-                    _log.info("model '%s' removed from %s; unloading it", gone, self.base_dir)
-                    self._publish_remove(gone)
+                for gone in sorted(set(self._models) - set(names)):
+                    self._remove_model(gone, f"its directory {self.base_dir / gone} is missing")
             finally:
                 self._polled.set()
 
-    def _discover_models(self) -> list[str]:
-        if not self.base_dir.is_dir():
-            _log.warning("model base directory %s does not exist", self.base_dir)
-            return []
-        names = []
-        for child in self.base_dir.iterdir():
-            if not _MODEL_NAME.match(child.name) or not child.is_dir():
-                continue
-            if self.only_models is not None and child.name not in self.only_models:
-                continue
-            names.append(child.name)
+    def _discover_models(self) -> list[str] | None:
+        """Model names under the base directory; None when it cannot be read."""
+        try:
+            children = [c for c in self.base_dir.iterdir() if _MODEL_NAME.match(c.name)]
+            names = [c.name for c in children if c.is_dir()]
+        except OSError as exc:
+            problem = f"cannot read the model base directory {self.base_dir}: {exc}"
+            if problem != self._base_trouble:
+                _log.warning("%s; serving what was loaded, retrying", problem)
+                self._count_scan_error("base_dir")
+            self._base_trouble = problem
+            return None
+        if self._base_trouble:
+            _log.info("model base directory %s is readable again", self.base_dir)
+            self._base_trouble = ""
+        if self.only_models is not None:
+            names = [n for n in names if n in self.only_models]
         return sorted(names)
 
     def _scan_versions(self, model_dir: Path) -> dict[int, Path]:
+        """Loadable version directories; raises OSError when the directory cannot be read."""
         found: dict[int, Path] = {}
-        try:
-            children = list(model_dir.iterdir())
-        except OSError:
-            return found
-        for child in children:
+        for child in model_dir.iterdir():
             if not _VERSION.match(child.name):
                 continue
             if (child / SIGNATURE_FILE).is_file() and (child / EXPORT_FILE).is_file():
                 found[int(child.name)] = child
         return found
 
+    def _count_scan_error(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.scan_errors.labels(kind).inc()
+
+    def _keep_through_trouble(self, name: str, books: _Bookkeeping, problem: str) -> bool:
+        """Whether a model whose files are missing or unreadable keeps serving (grace period).
+
+        The first time logs a warning; every time counts toward the grace period.
+        """
+        state = self._models.get(name, _EMPTY)
+        if not state.versions:
+            return False
+        now = time.monotonic()
+        if books.trouble_since is None:
+            books.trouble_since, books.trouble = now, problem
+            self._count_scan_error("model")
+            _log.warning(
+                "model '%s': %s; still serving version(s) %s, retrying for up to %.0f s",
+                name,
+                problem,
+                sorted(state.versions),
+                self.removal_grace_s,
+            )
+        return now - books.trouble_since < self.removal_grace_s
+
+    def _clear_trouble(self, name: str, books: _Bookkeeping, recovered: bool) -> None:
+        if books.trouble_since is not None:
+            took = time.monotonic() - books.trouble_since
+            if recovered:
+                _log.info("model '%s': recovered after %.1f s (%s)", name, took, books.trouble)
+            else:
+                _log.warning(
+                    "model '%s': %s for %.0f s, past the grace period; unloading",
+                    name,
+                    books.trouble,
+                    took,
+                )
+            books.trouble_since, books.trouble = None, ""
+
+    def _remove_model(self, name: str, problem: str) -> None:
+        """Unload a model whose directory is gone, once its grace period is over."""
+        books = self._books.get(name)
+        if books is not None and self._keep_through_trouble(name, books, problem):
+            return
+        for version in self.serving_versions(name):
+            _log.info("model '%s' version %d unloaded: %s", name, version, problem)
+        self._publish_remove(name)
+
     def _sync_model(self, name: str) -> None:
         model_dir = self.base_dir / name
         books = self._books.setdefault(name, _Bookkeeping())
         state = self._models.get(name, _EMPTY)
-        on_disk = self._scan_versions(model_dir)
+        try:
+            on_disk = self._scan_versions(model_dir)
+        except OSError as exc:
+            if self._keep_through_trouble(name, books, f"cannot read {model_dir}: {exc}"):
+                return
+            on_disk = {}
+        if not on_disk and self._keep_through_trouble(
+            name, books, f"no loadable version left in {model_dir}"
+        ):
+            return
         labels = self._read_labels(name, model_dir, books)
-        policy = self.policies.get(name, self.policy)
-
         for version in list(books.failed):
             if version not in on_disk or books.failed[version][0] != _fingerprint(on_disk[version]):
                 del books.failed[version]
+        policy = self.policies.get(name, self.policy)
+        newly = self._load_targets(name, on_disk, state, labels, books, policy)
+        target = policy.select(set(on_disk) - set(books.failed))
+        serving = {v: m for v, m in {**state.versions, **newly}.items() if v in target}
+        if not serving and self._keep_through_trouble(
+            name, books, "every version that could replace the served one failed to load"
+        ):
+            self._publish(name, state.versions, labels, books)
+            return
+        self._clear_trouble(name, books, recovered=bool(serving))
+        self._retire(name, state, serving, newly, books)
+        self._publish(name, serving, labels, books, missing=self._why_empty(model_dir, books))
 
-        loaded: dict[int, LoadedModel] = dict(state.versions)
-        for version in list(loaded):
-            if version not in on_disk:
-                del loaded[version]
+    def _load_targets(
+        self,
+        name: str,
+        on_disk: Mapping[int, Path],
+        state: _ModelState,
+        labels: Mapping[str, int],
+        books: _Bookkeeping,
+        policy: VersionPolicy,
+    ) -> dict[int, LoadedModel]:
+        """Load and warm up every version the policy wants that is not serving yet.
+
+        What serves keeps serving meanwhile (published with the version loading).
+        """
         newly: dict[int, LoadedModel] = {}
         while True:
-            candidates = set(on_disk) - set(books.failed)
-            target = policy.select(candidates)
-            todo = sorted(target - set(loaded) - set(newly), reverse=True)
-            if not todo:
-                break
+            target = policy.select(set(on_disk) - set(books.failed))
+            todo = sorted(target - set(state.versions) - set(newly), reverse=True)
+            if not todo or self._stop.is_set():
+                return newly
             version = todo[0]
-            self._publish(name, loaded, labels, books, loading={version})
+            self._publish(name, state.versions, labels, books, loading={version})
             model = self._load(name, version, on_disk[version], books)
             if model is not None:
                 newly[version] = model
-        serving = {v: m for v, m in {**loaded, **newly}.items() if v in target}
-        for version in set(state.versions) - set(serving):
+
+    def _retire(
+        self,
+        name: str,
+        state: _ModelState,
+        serving: Mapping[int, LoadedModel],
+        newly: Mapping[int, LoadedModel],
+        books: _Bookkeeping,
+    ) -> None:
+        """Log and record the versions that start and stop serving."""
+        for version in sorted(newly):
+            if version in serving:
+                _log.info("model '%s' version %d is serving", name, version)
+        now = sorted(serving)
+        for version in sorted(set(state.versions) - set(serving)):
             books.ended[version] = VersionStatus(version, "END")
-            _log.info("unloading model '%s' version %d", name, version)
+            if not _exists(state.versions[version].path):
+                why = "its directory was removed or cannot be read"
+            else:
+                why = f"replaced by version(s) {now}" if newly else "the version policy"
+            _log.info("model '%s' version %d unloaded: %s; serving %s", name, version, why, now)
         for version in serving:
             books.ended.pop(version, None)
         if len(books.ended) > _MAX_ENDED:
             for version in sorted(books.ended)[: len(books.ended) - _MAX_ENDED]:
                 del books.ended[version]
-        for version in newly:
-            if version in serving:
-                _log.info("model '%s' version %d is serving", name, version)
-        self._publish(name, serving, labels, books)
+
+    def _why_empty(self, model_dir: Path, books: _Bookkeeping) -> str:
+        if books.failed:
+            failed = "; ".join(
+                f"version {v} failed to load: {r}" for v, (_, r) in books.failed.items()
+            )
+            return failed
+        return (
+            f"no version directory in {model_dir} (a positive integer holding "
+            f"{SIGNATURE_FILE} and {EXPORT_FILE})"
+        )
 
     def _load(self, name: str, version: int, path: Path, books: _Bookkeeping) -> LoadedModel | None:
         start = time.perf_counter()
         fingerprint = _fingerprint(path)
+        _log.info("model '%s' version %d loading from %s", name, version, path)
         try:
             model = LoadedModel.load(
                 path, name=name, version=version, max_batch_size=self.max_batch_size
@@ -530,8 +678,10 @@ class ModelRepository:
             if self.metrics is not None:
                 self.metrics.load_failures.labels(name, str(version)).inc()
             return None
+        took = time.perf_counter() - start
+        _log.info("model '%s' version %d loaded and warmed up in %.2f s", name, version, took)
         if self.metrics is not None:
-            self.metrics.load_latency.labels(name).observe(time.perf_counter() - start)
+            self.metrics.load_latency.labels(name).observe(took)
         return model
 
     def _read_labels(self, name: str, model_dir: Path, books: _Bookkeeping) -> dict[str, int]:
@@ -563,6 +713,7 @@ class ModelRepository:
         labels: Mapping[str, int],
         books: _Bookkeeping,
         loading: Iterable[int] = (),
+        missing: str = "",
     ) -> None:
         statuses: dict[int, VersionStatus] = dict(books.ended)
         for version, (_, reason) in books.failed.items():
@@ -575,6 +726,7 @@ class ModelRepository:
             versions=MappingProxyType(dict(serving)),
             statuses=MappingProxyType(statuses),
             labels=MappingProxyType(dict(labels)),
+            missing=missing,
         )
         models = dict(self._models)
         models[name] = new
@@ -587,8 +739,16 @@ class ModelRepository:
         models.pop(name, None)
         self._models = MappingProxyType(models)
         self._books.pop(name, None)
+        _log.info("model '%s' is no longer served", name)
         if self.metrics is not None:
             self.metrics.loaded_versions.labels(name).set(0)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _parse_labels(data: object) -> dict[str, int]:

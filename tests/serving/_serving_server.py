@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from jaxtx.serving.server import ServerConfig, create_app
+from jaxtx.serving.server import ServerConfig, create_app, uvicorn_options
 
 __all__ = ["RunningServer", "metric_value"]
 
@@ -21,10 +21,11 @@ class RunningServer:
         config: Server settings.
         freeze_gc: Let the server call `gc.freeze` (off by default: the server
             shares its process with the whole test session).
-        http: Uvicorn's ``http`` setting (a name or a protocol class).
+        http: Uvicorn's ``http`` setting (a name or a protocol class); default:
+            the hardened protocol `serve` uses.
     """
 
-    def __init__(self, config: ServerConfig, freeze_gc: bool = False, http: Any = "auto") -> None:
+    def __init__(self, config: ServerConfig, freeze_gc: bool = False, http: Any = None) -> None:
         import dataclasses
 
         import uvicorn
@@ -37,10 +38,12 @@ class RunningServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        options = uvicorn_options(self.app)
+        options.pop("loop")
+        if http is not None:
+            options["http"] = http
         self._server = uvicorn.Server(
-            uvicorn.Config(
-                self.app, log_level="warning", lifespan="on", timeout_keep_alive=30, http=http
-            )
+            uvicorn.Config(self.app, log_level="warning", lifespan="on", **options)
         )
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import shutil
 import socket
 from collections.abc import Iterator
@@ -77,7 +76,7 @@ def _complete(data: bytes, responses: int) -> bool:
 
 def _post(path: str, body: bytes, extra: str = "") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n{extra}\r\n"
     ).encode() + body
 
@@ -129,11 +128,6 @@ def test_other_methods_go_through_the_router(served: RunningServer) -> None:
 def test_json_the_fast_parser_does_not_read_like_the_json_module(served: RunningServer) -> None:
     c = served.client
     url = "/v1/models/logistic:predict"
-    # NaN is a missing float; the answer carries NaN back, as the json module writes it.
-    r = c.post(url, content=b'{"instances": [{"x1": NaN, "x2": 1.0, "color": "red"}]}')
-    assert r.status_code == 200, r.text
-    assert b"NaN" in r.content
-    assert math.isnan(r.json()["predictions"][0]["logits"])
     # Integers past 64 bits stay integers (and convert to the float feature).
     big = 123456789012345678901234567890
     r = c.post(url, content=b'{"instances": [{"x1": %d, "x2": 0, "color": "red"}]}' % big)
@@ -141,10 +135,53 @@ def test_json_the_fast_parser_does_not_read_like_the_json_module(served: Running
     # ... and stay integers in error messages about them.
     r = c.post(url, content=b'{"instances": [{"x1": 1, "x2": 0, "color": %d}]}' % big)
     assert r.status_code == 400 and f"integer {big}"[:30] in r.json()["error"]
-    # A lone surrogate in a name the error message repeats.
-    r = c.post(url, content=b'{"instances": [{"x1": 1, "x2": 0, "color": "a", "\\ud800": 1}]}')
-    assert r.status_code == 400
-    assert r.json()["error"].startswith("invalid input '\ud800'")
-    # Infinities in the output are written as the json module writes them.
+    # null is a missing float; the answer is strict JSON.
+    r = c.post(url, json={"instances": [{"x1": None, "x2": 1.0, "color": "red"}]})
+    assert r.status_code == 200, r.text
+    json.loads(r.content, parse_constant=_no_constants)
+
+
+def _no_constants(text: str) -> None:
+    raise AssertionError(f"{text} in a response: not valid JSON")
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "found"),
+    [
+        (b'{"instances": [{"x1": NaN, "x2": 1.0, "color": "red"}]}', "instances[0].x1", "NaN"),
+        (b'{"instances": [{"x1": 1, "x2": 1e400, "color": "red"}]}', "instances[0].x2", "1e400"),
+        (b'{"inputs": {"x1": [Infinity], "x2": [1], "color": ["a"]}}', "inputs.x1[0]", "Infinity"),
+        (b'{"inputs": {"x1": [1], "x2": [-Infinity], "color": ["a"]}}', "inputs.x2[0]", "-Inf"),
+        (
+            b'{"inputs": [{"name": "x1", "shape": [1], "datatype": "FP32", "data": [NaN]}]}',
+            "inputs[0].data[0]",
+            "input 'x1'",
+        ),
+    ],
+)
+def test_non_finite_inputs_are_400_naming_the_field(
+    served: RunningServer, body: bytes, field: str, found: str
+) -> None:
+    url = "/v2/models/logistic/infer" if b'"name"' in body else "/v1/models/logistic:predict"
+    r = served.client.post(url, content=body)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]
+    assert field in message and found in message and "not a finite number" in message
+
+
+def test_out_of_range_and_invalid_unicode_are_400(served: RunningServer) -> None:
+    c = served.client
+    url = "/v1/models/logistic:predict"
+    # Finite in JSON, infinite as the model's float32: rejected naming the feature.
     r = c.post(url, content=b'{"instances": [{"x1": 1e39, "x2": 0, "color": "red"}]}')
-    assert r.status_code == 200 and b"Infinity" in r.content
+    assert r.status_code == 400 and "'x1'" in r.json()["error"], r.text
+    # A lone surrogate, as a value or as a key, and bytes that are not UTF-8.
+    for body in (
+        b'{"instances": [{"x1": 1, "x2": 0, "color": "\\ud800"}]}',
+        b'{"instances": [{"x1": 1, "x2": 0, "color": "a", "\\ud800": 1}]}',
+        b'{"instances": [{"x1": 1, "x2": 0, "color": "\xed\xa0\x80"}]}',
+    ):
+        r = c.post(url, content=body)
+        assert r.status_code == 400, (body, r.text)
+        assert "unicode" in r.json()["error"].lower() or "UTF-8" in r.json()["error"]
+        json.loads(r.content)

@@ -136,7 +136,7 @@ def test_removed_versions_and_models_unload(tmp_path: Path, copy_model: CopyMode
     copy_model(tmp_path, "logistic", 1)
     copy_model(tmp_path, "logistic", 2)
     copy_model(tmp_path, "vector", 1)
-    repo = ModelRepository(tmp_path, policy=VersionPolicy.all())
+    repo = ModelRepository(tmp_path, policy=VersionPolicy.all(), removal_grace_s=0)
     repo.poll_once()
     assert repo.model_names() == ["logistic", "vector"]
     shutil.rmtree(tmp_path / "logistic" / "2")
@@ -176,3 +176,29 @@ def test_poller_thread_picks_up_new_versions(tmp_path: Path, copy_model: CopyMod
         assert np.isclose(_logit(repo), _want(3))
     finally:
         repo.stop()
+
+
+def test_unreadable_model_past_the_grace_period_unloads(
+    tmp_path: Path, copy_model: CopyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    copy_model(tmp_path, "logistic", 1)
+    repo = ModelRepository(tmp_path, removal_grace_s=0.0)
+    repo.poll_once()
+    model_dir = tmp_path / "logistic"
+    real_iterdir = Path.iterdir
+
+    def failing_iterdir(self: Path):  # type: ignore[no-untyped-def]
+        if self == model_dir:
+            raise OSError(errno.EIO, "I/O error", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", failing_iterdir)
+    repo.poll_once()
+    assert repo.serving_versions("logistic") == []
+    with pytest.raises(ModelNotReadyError, match="no version serving"):
+        repo.resolve("logistic")
+    monkeypatch.setattr(Path, "iterdir", real_iterdir)
+    repo.poll_once()
+    assert repo.serving_versions("logistic") == [1]

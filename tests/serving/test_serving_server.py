@@ -444,35 +444,3 @@ def test_not_ready_server(
     assert status[0]["state"] == "END"
     assert status[0]["status"]["error_code"] == "UNKNOWN"
     assert "not a jax.export" in status[0]["status"]["error_message"]
-
-
-def test_command_line_builds_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    import jaxtx.serving.__main__ as cli
-
-    seen: dict = {}
-    monkeypatch.setattr(cli.logging, "basicConfig", lambda **kw: None)
-    monkeypatch.setattr(
-        cli,
-        "serve",
-        lambda base, host, port, **kw: seen.update(kw, base=base, host=host, port=port),
-    )
-    cli.main(
-        [
-            "--model-base-path",
-            "/m",
-            "--port",
-            "9000",
-            "--version-policy",
-            "specific:1,3",
-            "--no-batching",
-            "--max-body-bytes",
-            "1024",
-            "--log-level",
-            "warning",
-        ]
-    )
-    config = seen["config"]
-    assert (seen["base"], seen["host"], seen["port"]) == ("/m", "127.0.0.1", 9000)
-    assert config.version_policy == VersionPolicy.specific(1, 3)
-    assert config.batching.enabled is False
-    assert config.max_body_bytes == 1024

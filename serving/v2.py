@@ -1,0 +1,537 @@
+"""Open Inference Protocol v2 (KServe v2, Triton) over HTTP.
+
+``GET  /v2/models/{m}[/versions/{v}]``          model metadata
+``GET  /v2/models/{m}[/versions/{v}]/ready``    model readiness
+``POST /v2/models/{m}[/versions/{v}]/infer``    inference with JSON tensors,
+or the binary tensor data extension that Triton clients use by default
+(``Inference-Header-Content-Length``); shared memory is not supported.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from ._http import (
+    THREAD_PARSE_BYTES,
+    Call,
+    Ctx,
+    HTTPError,
+    Reply,
+    check_json_type,
+    check_prepared,
+    check_rows,
+    decode_json,
+    encode,
+    json_reply,
+    parse_version,
+    read_body,
+)
+from .batching import Batcher
+from .metrics import ServingMetrics
+from .repository import ModelNotReadyError, ModelRepository
+from .runtime import InputError, LoadedModel, Signature, TensorSpec
+
+__all__ = [
+    "V2API",
+    "V2_DTYPES",
+    "V2Request",
+    "format_v2_outputs",
+    "model_metadata",
+    "parse_v2_infer",
+]
+
+HEADER_LENGTH = b"inference-header-content-length"
+_V2_APIS = {a: f"v2_{a}" for a in ("metadata", "ready", "infer")}
+V2_DTYPES = {
+    "bool": "BOOL",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "float16": "FP16",
+    "bfloat16": "BF16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "string": "BYTES",
+}
+V2_NUMPY = {
+    "BOOL": np.dtype(bool),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+_V2_INTS = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+_V2_FLOATS = {"FP16", "FP32", "FP64"}
+
+
+class V2API:
+    """Handler of ``/v2/models/...`` requests.
+
+    Args:
+        repository: The models served.
+        batcher: Runs model calls.
+        max_body_bytes: Largest request body accepted.
+        metrics: Where to count out-of-vocabulary values.
+    """
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        batcher: Batcher,
+        max_body_bytes: int,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        self.repository = repository
+        self.batcher = batcher
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, call: Call, ctx: Ctx) -> Reply:
+        """Answer one request; errors are raised for the caller to turn into replies."""
+        rest = call.rest
+        model, version, action = _parse_v2_path(rest)
+        ctx.api = _V2_APIS[action]
+        ctx.known(self.repository, model)
+        want = "POST" if action == "infer" else "GET"
+        if call.method != want:
+            raise HTTPError(405, f"use {want} for /v2/models/{rest}", {"Allow": want})
+        repo = self.repository
+        if action == "ready":
+            try:
+                ctx.bind(repo.resolve(model, version))
+            except ModelNotReadyError:
+                return json_reply({"name": model, "ready": False}, 400)
+            return json_reply({"name": model, "ready": True})
+        loaded = ctx.bind(repo.resolve(model, version))
+        if action == "metadata":
+            return json_reply(model_metadata(loaded, repo.serving_versions(model)))
+        return await self._infer(call, loaded)
+
+    async def _infer(self, call: Call, loaded: LoadedModel) -> Reply:
+        header_length = call.header(HEADER_LENGTH)
+        check_json_type(call, binary=header_length is not None)
+        body = await read_body(call, self.max_body_bytes)
+        offload = len(body) > THREAD_PARSE_BYTES
+        metrics = self.metrics
+        parsed = await _maybe_thread(
+            offload, lambda: parse_v2_infer(body, header_length, loaded, metrics)
+        )
+        outputs = await self.batcher.predict(loaded, parsed.arrays)
+        payload, blobs = await _maybe_thread(
+            offload, lambda: format_v2_outputs(outputs, loaded, parsed)
+        )
+        text = await _maybe_thread(offload, lambda: encode(payload))
+        if not blobs:
+            return Reply(text)
+        return Reply(
+            b"".join([text, *blobs]),
+            content_type=b"application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(text))},
+        )
+
+
+async def _maybe_thread(offload: bool, fn: Callable[[], Any]) -> Any:
+    """Run CPU-heavy parsing in a thread when the body is large."""
+    if offload:
+        return await run_in_threadpool(fn)
+    return fn()
+
+
+def _parse_v2_path(rest: str) -> tuple[str, int | None, str]:
+    usage = "use /v2/models/<model>[/versions/<n>][/ready|/infer]"
+    parts = rest.split("/")
+    action = "metadata"
+    if len(parts) in (2, 4) and parts[-1] in ("ready", "infer"):
+        action = parts.pop()
+    version = None
+    if len(parts) == 3 and parts[1] == "versions":
+        version = parse_version(parts[2])
+    elif len(parts) != 1:
+        raise HTTPError(404, f"no such endpoint: /v2/models/{rest[:200]}; {usage}")
+    if not parts[0]:
+        raise HTTPError(404, f"no model named in the path; {usage}")
+    return parts[0], version, action
+
+
+def _v2_tensor_meta(spec: TensorSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "datatype": V2_DTYPES.get(spec.dtype, spec.dtype.upper()),
+        "shape": [-1 if d is None else d for d in spec.shape],
+    }
+
+
+def model_metadata(model: LoadedModel, versions: list[int]) -> dict[str, Any]:
+    """The v2 model metadata document.
+
+    Args:
+        model: The version that answers.
+        versions: Every version served.
+
+    Returns:
+        ``{name, versions, platform, inputs, outputs}``.
+    """
+    return {
+        "name": model.name,
+        "versions": [str(v) for v in versions],
+        "platform": "jax_export",
+        "inputs": [_v2_tensor_meta(s) for s in model.signature.inputs],
+        "outputs": [_v2_tensor_meta(s) for s in model.output_specs],
+    }
+
+
+@dataclass
+class V2Request:
+    """A parsed inference request: prepared inputs, its id, the outputs asked for."""
+
+    arrays: dict[str, np.ndarray]
+    request_id: str | None
+    outputs: list[tuple[str, bool]]
+
+
+def _accepts(spec: TensorSpec, datatype: str) -> bool:
+    if spec.dtype == "string":
+        return datatype == "BYTES"
+    if spec.dtype == "bool":
+        return datatype == "BOOL"
+    if spec.dtype in ("float16", "bfloat16", "float32", "float64"):
+        return datatype in _V2_FLOATS or datatype in _V2_INTS
+    return datatype in _V2_INTS
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if all(not isinstance(v, list) for v in data):
+        return data
+    flat: list[Any] = []
+    stack: list[Any] = [iter(data)]
+    depth_limit = 64
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                if len(stack) >= depth_limit:
+                    raise ValueError("tensor data is nested too deeply")
+                stack.append(iter(value))
+                break
+            flat.append(value)
+        else:
+            stack.pop()
+    return flat
+
+
+def _check_v2_values(name: str, datatype: str, values: list[Any]) -> None:
+    if datatype == "BYTES":
+        return
+    if datatype == "BOOL":
+        ok: Callable[[Any], bool] = lambda v: isinstance(v, bool)  # noqa: E731
+        what = "true/false"
+    elif datatype in _V2_INTS:
+        ok = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+        what = "whole numbers"
+    else:
+        ok = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+        what = "numbers"
+    for i, v in enumerate(values):
+        if not ok(v):
+            raise InputError(
+                name,
+                f"{datatype} data ({what})",
+                f"{type(v).__name__} {repr(v)[:40]} at flat index {i}",
+                "make the data match the declared datatype",
+            )
+
+
+def _decode_bytes_tensor(name: str, raw: bytes, count: int) -> list[bytes]:
+    out: list[bytes] = []
+    offset = 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise InputError(name, "4-byte length prefixes", "truncated BYTES data")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise InputError(name, f"an element of {length} bytes", "truncated BYTES data")
+        out.append(raw[offset : offset + length])
+        offset += length
+    if len(out) != count:
+        raise InputError(name, f"{count} elements (the shape's product)", f"{len(out)} elements")
+    return out
+
+
+def _split_binary(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tensor data after it."""
+    if header_length is None:
+        return body, b""
+    if not header_length.strip().isdigit() or int(header_length) > len(body):
+        raise HTTPError(
+            400,
+            f"Inference-Header-Content-Length {header_length[:40]!r} is not a length "
+            "within the body",
+        )
+    n = int(header_length)
+    return body[:n], body[n:]
+
+
+def _read_envelope(doc: Any) -> tuple[str | None, dict[str, Any], list[Any]]:
+    """The request's id, parameters and input tensors, type-checked."""
+    if not isinstance(doc, dict):
+        raise InputError("body", "a JSON object with an 'inputs' list", type(doc).__name__)
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InputError("id", "a string", type(request_id).__name__)
+    params = doc.get("parameters", {})
+    if not isinstance(params, dict):
+        raise InputError("parameters", "an object", type(params).__name__)
+    tensors = doc.get("inputs")
+    if not isinstance(tensors, list) or not tensors:
+        raise InputError(
+            "inputs",
+            "a non-empty list of tensors {name, shape, datatype, data}",
+            "nothing" if tensors is None else type(tensors).__name__,
+        )
+    return request_id, params, tensors
+
+
+@dataclass
+class _TensorHead:
+    name: str
+    datatype: str
+    shape: list[int]
+    count: int
+    params: dict[str, Any]
+
+
+def _tensor_head(
+    where: str, tensor: Any, model: LoadedModel, seen: Mapping[str, Any]
+) -> _TensorHead:
+    """Check a tensor's name, datatype, shape and parameters against the signature."""
+    sig = model.signature
+    if not isinstance(tensor, dict):
+        raise InputError(
+            where, "a tensor object {name, shape, datatype, data}", type(tensor).__name__
+        )
+    name = tensor.get("name")
+    if not isinstance(name, str):
+        raise InputError(f"{where}.name", "a string", type(name).__name__)
+    if name not in sig.input_names:
+        raise InputError.unknown_feature(name, sig.input_names, "inputs")
+    if name in seen:
+        raise InputError(name, "each input once", "the input twice")
+    spec = sig.input(name)
+    datatype = tensor.get("datatype")
+    if not isinstance(datatype, str) or not _accepts(spec, datatype):
+        allowed = "BYTES" if spec.dtype == "string" else V2_DTYPES[spec.dtype]
+        raise InputError(
+            name,
+            f"datatype {allowed} (the model's input is {spec.dtype})",
+            f"datatype {str(datatype)[:20]}",
+        )
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in shape)
+    ):
+        raise InputError(
+            name,
+            f"a shape like {[-1 if d is None else d for d in spec.shape]} "
+            "with the batch size first",
+            f"shape {str(shape)[:60]}",
+        )
+    check_rows(shape[0], model)
+    count = 1
+    for d in shape:
+        count *= d
+    tparams = tensor.get("parameters", {})
+    if not isinstance(tparams, dict):
+        raise InputError(f"{name}.parameters", "an object", type(tparams).__name__)
+    if "shared_memory_region" in tparams:
+        raise InputError(
+            name,
+            "data in the request",
+            "a shared memory region",
+            "shared memory is not supported; send the data in the request",
+        )
+    return _TensorHead(name, datatype, shape, count, tparams)
+
+
+def _binary_values(head: _TensorHead, binary: bytes, offset: int) -> tuple[Any, int]:
+    """The tensor's values from the binary section; also the offset after them."""
+    name, size = head.name, head.params["binary_data_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InputError(f"{name}.parameters.binary_data_size", "a byte count", repr(size)[:40])
+    raw = binary[offset : offset + size]
+    if len(raw) != size:
+        raise InputError(name, f"{size} bytes of binary data", f"{len(raw)} bytes left in the body")
+    if head.datatype == "BYTES":
+        values: Any = np.array(_decode_bytes_tensor(name, raw, head.count) or [], dtype=object)
+    elif head.datatype == "BF16":
+        raise InputError(name, "FP32 data", "BF16 binary data", "send FP32 instead")
+    else:
+        dtype = V2_NUMPY[head.datatype]
+        if size != head.count * dtype.itemsize:
+            raise InputError(
+                name, f"{head.count * dtype.itemsize} bytes for shape {head.shape}", f"{size} bytes"
+            )
+        values = np.frombuffer(raw, dtype=dtype)
+    return values.reshape(head.shape), offset + size
+
+
+def _json_values(head: _TensorHead, tensor: dict[str, Any]) -> Any:
+    """The tensor's values from its ``data`` field."""
+    name = head.name
+    if "data" not in tensor:
+        raise InputError(f"{name}.data", "the tensor's values", "nothing")
+    try:
+        flat = _flatten(tensor["data"])
+    except ValueError as exc:
+        raise InputError(f"{name}.data", "a (nested) list of values", str(exc)) from exc
+    if len(flat) != head.count:
+        raise InputError(name, f"{head.count} values for shape {head.shape}", f"{len(flat)} values")
+    _check_v2_values(name, head.datatype, flat)
+    if len(head.shape) == 1:
+        return flat  # one value per row: `prepare` converts a plain list fastest
+    arr = np.empty(head.count, dtype=object)
+    arr[:] = flat
+    return arr.reshape(head.shape)
+
+
+def _read_tensors(tensors: list[Any], model: LoadedModel, binary: bytes) -> dict[str, Any]:
+    """Every input tensor's values by name (not yet converted for the model)."""
+    arrays: dict[str, Any] = {}
+    offset = 0
+    for i, tensor in enumerate(tensors):
+        head = _tensor_head(f"inputs[{i}]", tensor, model, arrays)
+        if head.params.get("binary_data_size") is not None:
+            arrays[head.name], offset = _binary_values(head, binary, offset)
+        else:
+            arrays[head.name] = _json_values(head, tensor)
+    if offset != len(binary):
+        raise InputError(
+            "body",
+            f"{offset} bytes of binary tensor data",
+            f"{len(binary)} bytes after the JSON header",
+        )
+    return arrays
+
+
+def _requested_outputs(
+    requested: Any, sig: Signature, default_binary: bool
+) -> list[tuple[str, bool]]:
+    """The outputs asked for, each with whether it goes back as binary data."""
+    if requested is None:
+        return [(n, default_binary) for n in sig.output_names]
+    if not isinstance(requested, list):
+        raise InputError("outputs", "a list of {name}", type(requested).__name__)
+    outputs: list[tuple[str, bool]] = []
+    for i, item in enumerate(requested):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InputError(f"outputs[{i}]", "an object {name, parameters}", repr(item)[:60])
+        oname = item["name"]
+        if oname not in sig.output_names:
+            close = InputError.unknown_feature(oname, sig.output_names)
+            raise InputError(
+                f"outputs[{i}]",
+                f"one of the outputs {sig.output_names}",
+                f"unknown output '{oname}'",
+                close.hint,
+            )
+        oparams = item.get("parameters") or {}
+        if not isinstance(oparams, dict):
+            raise InputError(f"outputs[{i}].parameters", "an object", type(oparams).__name__)
+        if "shared_memory_region" in oparams:
+            raise InputError(
+                f"outputs[{i}]",
+                "outputs in the response",
+                "a shared memory region",
+                "shared memory is not supported",
+            )
+        outputs.append((oname, oparams.get("binary_data", default_binary) is True))
+    return outputs
+
+
+def parse_v2_infer(
+    body: bytes,
+    header_length: str | None,
+    model: LoadedModel,
+    metrics: ServingMetrics | None = None,
+) -> V2Request:
+    """Decode an ``/infer`` body (JSON, or JSON plus binary tensor data).
+
+    The row limit is checked before any value is converted.
+
+    Args:
+        body: The request body.
+        header_length: The ``Inference-Header-Content-Length`` header, if sent.
+        model: The model that answers.
+        metrics: Where to count out-of-vocabulary values.
+
+    Returns:
+        The prepared inputs, the request id and the outputs asked for.
+    """
+    header, binary = _split_binary(body, header_length)
+    doc = decode_json(header, "inference request")
+    request_id, params, tensors = _read_envelope(doc)
+    sig = model.signature
+    prepared = model.prepare(_read_tensors(tensors, model, binary))
+    check_prepared(model, prepared, metrics)
+    default_binary = params.get("binary_data_output") is True
+    outputs = _requested_outputs(doc.get("outputs"), sig, default_binary)
+    return V2Request(arrays=prepared, request_id=request_id, outputs=outputs)
+
+
+def format_v2_outputs(
+    outputs: Mapping[str, np.ndarray], model: LoadedModel, request: V2Request
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The ``/infer`` answer: the JSON document and the binary output sections.
+
+    Args:
+        outputs: The model's outputs by name.
+        model: The model that answered.
+        request: The parsed request.
+
+    Returns:
+        The JSON payload and the binary blobs that follow it (in order).
+    """
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, binary in request.outputs:
+        arr = outputs[name]
+        datatype = V2_DTYPES.get(str(arr.dtype))
+        if datatype is None or datatype == "BF16":
+            arr, datatype = arr.astype(np.float32), "FP32"
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if binary:
+            raw = np.ascontiguousarray(arr, dtype=V2_NUMPY[datatype]).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            tensor["data"] = arr.reshape(-1).tolist()
+        tensors.append(tensor)
+    payload: dict[str, Any] = {
+        "model_name": model.name,
+        "model_version": str(model.version),
+    }
+    if request.request_id is not None:
+        payload["id"] = request.request_id
+    payload["outputs"] = tensors
+    return payload, blobs
