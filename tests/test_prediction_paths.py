@@ -213,7 +213,7 @@ def test_mlflow_pyfunc(fitted: Any, reference: Any, tmp_path: Path) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    from jaxtx.components._mlflow_model import log_jaxtx_model, use_tracking_uri
+    from jaxtx.components._mlflow_model import log_jaxtx_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -224,8 +224,9 @@ def test_mlflow_pyfunc(fitted: Any, reference: Any, tmp_path: Path) -> None:
         tracking_uri=uri, run_id=run.info.run_id, model_dir=fitted[2], input_example=frame
     )
     client.set_terminated(run.info.run_id)
-    with use_tracking_uri(uri):
-        loaded = mlflow.pyfunc.load_model(model_uri)
+    # Load from the logged model's storage location: no process-wide tracking URI.
+    location = client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+    loaded = mlflow.pyfunc.load_model(location)
     got = loaded.predict(frame.assign(**{LABEL: 0.0}))
     _same({k: got[k].to_numpy() for k in got.columns}, reference, "MLflow pyfunc")
 
