@@ -1,4 +1,4 @@
-"""Tests for jaxtx.data._ingest: real Beam pipelines over real files."""
+"""Tests for jaxtx.data ingestion: real Beam pipelines over real files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jaxtx.data._ingest import (
+from jaxtx.data import (
     IngestError,
     IngestResult,
     SplitConfig,

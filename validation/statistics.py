@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from jaxtx.core.beam import BatchCombineFn, BeamOptions, WriteJson, pipeline_options
+from jaxtx.core.files import expand_paths
 from jaxtx.core.numerics import merge_moments
 
 __all__ = [
@@ -897,6 +898,13 @@ class GenerateStatistics(beam.PTransform):
         )
 
 
+def _parquet_files(entries: Sequence[str]) -> list[str]:
+    """Parquet files of paths, directories or globs (local or Beam filesystem URIs)."""
+    if not entries:
+        return []
+    return expand_paths(entries, accept=lambda p: p.endswith(".parquet"), what="Parquet file")
+
+
 def _row_group_tasks(path: str, rows_per_task: int) -> Iterator[tuple[str, list[int]]]:
     """Split a Parquet file into groups of row groups of about ``rows_per_task`` rows."""
     with _open_parquet(path) as pf:
@@ -960,7 +968,8 @@ def compute_split_statistics(
     """Compute the statistics of every split in one Beam pipeline over Parquet files.
 
     Args:
-      split_files: split name -> Parquet files (local paths or any Beam filesystem URL).
+      split_files: split name -> Parquet files, directories or globs (local paths
+        or any Beam filesystem URL).
       options: statistics options.
       beam_options: Beam flags or mapping (see ``jaxtx.components._beam``).
       temp_dir: where the pipeline writes its results; must be reachable by the
@@ -985,7 +994,7 @@ def compute_split_statistics(
             for split, files in split_files.items():
                 _ = (
                     p
-                    | f"Files[{split}]" >> beam.Create(sorted(files) or [""])
+                    | f"Files[{split}]" >> beam.Create(_parquet_files(files) or [""])
                     | f"Plan[{split}]"
                     >> beam.FlatMap(
                         lambda f, n=rows_per_task: _row_group_tasks(f, n) if f else iter(())
