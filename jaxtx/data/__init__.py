@@ -9,8 +9,8 @@ Modules, one per concern: ``_pipeline`` (the Beam pipeline and :func:`ingest`),
 A library: it imports only ``jaxtx.core``.
 """
 
-from ._common import BATCH_ROWS, FORMATS, SAMPLE_ROWS, IngestError
-from ._config import IngestResult, SplitConfig
+from ._common import BATCH_ROWS, FORMATS, MAX_RECORD_BYTES, SAMPLE_ROWS, IngestError
+from ._config import CsvOptions, IngestResult, SplitConfig
 from ._hashing import row_hashes
 from ._inputs import detect_format, infer_schema
 from ._pipeline import IngestExamples, ingest, split_indices
@@ -26,7 +26,9 @@ from .spans import (
 
 __all__ = [
     "BATCH_ROWS",
+    "MAX_RECORD_BYTES",
     "FORMATS",
+    "CsvOptions",
     "SAMPLE_ROWS",
     "IngestError",
     "IngestExamples",

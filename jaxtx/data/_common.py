@@ -16,6 +16,13 @@ BATCH_ROWS = 65_536
 #: Rows of the first non-empty file used to infer the schema.
 SAMPLE_ROWS = 10_000
 
+#: The largest record read (bytes). CSV: pyarrow parses blocks of at most this
+#: size and a record must fit in one; a physical line over it is quarantined
+#: with its line number (a longer record made of shorter lines, i.e. a quoted
+#: value holding newlines, stops the ingest with a clear error). JSONL: a
+#: longer line is quarantined.
+MAX_RECORD_BYTES = 64 << 20
+
 METRICS_NAMESPACE = "jaxtx.ingest"
 _CSV_BLOCK_BYTES = 6 << 20
 _HEADER_BLOCK_BYTES = 1 << 20

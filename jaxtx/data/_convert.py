@@ -25,21 +25,25 @@ from ._common import (
 
 def _convert_batch(
     batch: pa.RecordBatch, schema: pa.Schema
-) -> tuple[pa.RecordBatch, dict[int, list[str]]]:
+) -> tuple[pa.RecordBatch, dict[int, list[str]], dict[str, list[int]]]:
     """Cast a raw batch to ``schema``.
 
     Returns:
-      The converted rows that fit, and the reasons of each row that does not.
+      The converted rows that fit, the reasons of each row that does not, and
+      per column the rows whose value does not fit its type.
     """
     is_csv = batch.schema.metadata.get(_META_FORMAT) == b"csv"
     names = set(batch.schema.names)
     reasons: dict[int, list[str]] = {}
+    bad_rows: dict[str, list[int]] = {}
     arrays = []
     for f in schema:
         if f.name in names:
             array, bad = _convert_column(batch.column(f.name), f, is_csv=is_csv)
         else:
             array, bad = pa.nulls(batch.num_rows, f.type), {}
+        if bad:
+            bad_rows[f.name] = sorted(bad)
         if not f.nullable:
             bad.update(_missing_required(array, f, bad))
         for row, reason in bad.items():
@@ -50,7 +54,7 @@ def _convert_batch(
         keep = np.ones(batch.num_rows, dtype=bool)
         keep[list(reasons)] = False
         converted = converted.filter(pa.array(keep))
-    return converted, reasons
+    return converted, reasons, bad_rows
 
 
 def _convert_column(
@@ -62,6 +66,10 @@ def _convert_column(
         column = column.dictionary_decode()
     if column.type == target:
         return column, {}
+    if target == pa.null():  # a column without a type yet (empty in the sample)
+        rows = pc.is_valid(column).to_numpy(zero_copy_only=False).nonzero()[0]
+        reason = f"column {f.name!r}: no type yet (empty in the sample)"
+        return pa.nulls(len(column)), {int(i): reason for i in rows}
     bad: dict[int, str] = {}
     if _is_binary(column.type) and not _is_binary(target):
         column, bad = _cast(column, pa.string(), f.name, "UTF-8 text")

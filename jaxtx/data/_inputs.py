@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 
@@ -20,6 +21,7 @@ from ._common import (
     IngestError,
     _is_binary,
 )
+from ._config import CsvOptions
 from ._csv import (
     _csv_header,
     _infer_csv,
@@ -68,15 +70,20 @@ def infer_schema(
     files: Sequence[str],
     *,
     input_format: str = "auto",
+    csv: CsvOptions | None = None,
     csv_delimiter: str = ",",
     sample_rows: int = SAMPLE_ROWS,
 ) -> pa.Schema:
     """Infer the target schema from the first rows of the first non-empty file.
 
+    :func:`ingest` widens these types over the whole input afterwards (see
+    its documentation); this function looks at the sample only.
+
     Args:
       files: input files (not globs), in order.
       input_format: as for :func:`ingest`.
-      csv_delimiter: as for :func:`ingest`.
+      csv: CSV dialect, as for :func:`ingest`.
+      csv_delimiter: as for :func:`ingest` (used when ``csv`` is None).
       sample_rows: rows to look at.
 
     Returns:
@@ -88,13 +95,24 @@ def infer_schema(
       IngestError: no file has a row, or a JSONL column mixes kinds of values.
     """
     formats = {f: detect_format(f, input_format) for f in files}
-    delimiters = {f: _delimiter_for(f, csv_delimiter) for f in files if formats[f] == "csv"}
-    path = _first_file_with_rows(files, formats, delimiters)
+    dialects = _dialects(files, formats, _csv_options(csv, csv_delimiter))
+    schema = _sample_schema(files, formats, dialects, sample_rows)
+    return pa.schema([f.with_type(pa.string()) if f.type == pa.null() else f for f in schema])
+
+
+def _sample_schema(
+    files: Sequence[str],
+    formats: Mapping[str, str],
+    dialects: Mapping[str, CsvOptions],
+    sample_rows: int = SAMPLE_ROWS,
+) -> pa.Schema:
+    """:func:`infer_schema`, with ``null`` for text columns empty in the sample."""
+    path = _first_file_with_rows(files, formats, dialects)
     fmt = formats[path]
     if fmt == "parquet":
         return _parquet_schema(path)
     if fmt == "csv":
-        return _infer_csv(path, delimiters[path], sample_rows)
+        return _infer_csv(path, dialects[path], sample_rows)
     return _infer_jsonl(path, sample_rows)
 
 
@@ -113,13 +131,32 @@ def _expand_inputs(input_files: Sequence[str]) -> list[str]:
     return sorted(set(files))
 
 
-def _delimiter_for(path: str, delimiter: str) -> str:
-    if len(delimiter) != 1 or delimiter in '"\r\n':
+def _csv_options(csv: CsvOptions | None, csv_delimiter: str) -> CsvOptions:
+    """The dialect from ``csv`` or, without it, from the ``csv_delimiter`` shortcut."""
+    if csv is not None:
+        if not isinstance(csv, CsvOptions):
+            raise IngestError(f"csv must be a CsvOptions, got {type(csv).__name__}.")
+        return csv
+    if not isinstance(csv_delimiter, str) or len(csv_delimiter) != 1 or csv_delimiter in '"\r\n':
         raise IngestError(
-            f"csv_delimiter must be one character other than a quote or newline, got {delimiter!r}."
+            "csv_delimiter must be one character other than a quote or newline, "
+            f"got {csv_delimiter!r}."
         )
-    name = _strip_compression(os.path.basename(path).lower())
-    return "\t" if delimiter == "," and name.endswith(".tsv") else delimiter
+    return CsvOptions(delimiter=csv_delimiter)
+
+
+def _dialects(
+    files: Sequence[str], formats: Mapping[str, str], options: CsvOptions
+) -> dict[str, CsvOptions]:
+    """The dialect of each CSV file: ``.tsv`` files use a tab when the delimiter is ``,``."""
+    out = {}
+    for path in files:
+        if formats[path] != "csv":
+            continue
+        name = _strip_compression(os.path.basename(path).lower())
+        tab = options.delimiter == "," and name.endswith(".tsv")
+        out[path] = dataclasses.replace(options, delimiter="\t") if tab else options
+    return out
 
 
 def _strip_compression(name: str) -> str:
@@ -161,11 +198,11 @@ def _check_schema(schema: pa.Schema, formats: set[str]) -> pa.Schema:
 
 
 def _first_file_with_rows(
-    files: Sequence[str], formats: Mapping[str, str], delimiters: Mapping[str, str]
+    files: Sequence[str], formats: Mapping[str, str], dialects: Mapping[str, CsvOptions]
 ) -> str:
     """The first file holding at least one row (or malformed row)."""
     for path in files:
-        if _has_rows(path, formats[path], delimiters.get(path, ",")):
+        if _has_rows(path, formats[path], dialects.get(path)):
             return path
     shown = ", ".join(files[:5]) + (f" (and {len(files) - 5} more)" if len(files) > 5 else "")
     raise IngestError(
@@ -174,7 +211,7 @@ def _first_file_with_rows(
     )
 
 
-def _has_rows(path: str, fmt: str, delimiter: str) -> bool:
+def _has_rows(path: str, fmt: str, dialect: CsvOptions | None) -> bool:
     if fmt == "parquet":
         try:
             return pq.read_metadata(fs.open_input(path, binary=True)).num_rows > 0
@@ -183,7 +220,8 @@ def _has_rows(path: str, fmt: str, delimiter: str) -> bool:
     if fmt == "jsonl":
         with fs.open_input(path) as stream:
             return any(line.strip() for line in _iter_lines(stream))
-    for _ in _read_csv(path, delimiter):
+    # Read as latin-1 (byte-exact): whether a row exists needs no UTF-8 scan.
+    for _ in _read_csv(path, dialect or CsvOptions(), latin1=True):
         return True
     return False
 
@@ -191,14 +229,14 @@ def _has_rows(path: str, fmt: str, delimiter: str) -> bool:
 def _check_same_columns(
     files: Sequence[str],
     formats: Mapping[str, str],
-    delimiters: Mapping[str, str],
+    dialects: Mapping[str, CsvOptions],
     schema: pa.Schema,
 ) -> None:
     """With an inferred schema, every CSV/Parquet file must have the same columns."""
     expected = set(schema.names)
     for path in files:
         if formats[path] == "csv":
-            found = _csv_header(path, delimiters[path])[0]
+            found = _csv_header(path, dialects[path])[0]
         elif formats[path] == "parquet":
             found = _parquet_schema(path).names
         else:

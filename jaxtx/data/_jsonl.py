@@ -17,7 +17,9 @@ from ._common import (
     _JSON_BLOCK_BYTES,
     _JSON_CHUNK_BYTES,
     _LINE,
+    _MAX_SHOWN,
     BATCH_ROWS,
+    MAX_RECORD_BYTES,
     IngestError,
     _show,
     _with_meta,
@@ -42,9 +44,15 @@ def _read_jsonl(
     for chunk in _line_chunks(path):
         starts, ends = _line_bounds(chunk)
         nonblank = _nonblank(chunk, starts, ends)
+        long = (ends - starts)[nonblank] > MAX_RECORD_BYTES
+        if long.any():
+            for i in nonblank[long]:
+                yield _too_long(path, int(first_line + i), chunk[starts[i] : ends[i]])
+            nonblank = nonblank[~long]
         lines = [chunk[starts[i] : ends[i]] for i in nonblank] if len(nonblank) else []
         numbers = first_line + nonblank
-        table, good, bad = parser.parse(chunk[starts[nonblank[0]] :] if lines else b"", lines)
+        data = chunk[starts[nonblank[0]] :] if lines else b""
+        table, good, bad = parser.parse(b"\n".join(lines) if long.any() else data, lines)
         for offset in range(0, table.num_rows if table is not None else 0, BATCH_ROWS):
             for batch in table.slice(offset, BATCH_ROWS).to_batches():
                 rows = numbers[good[offset : offset + batch.num_rows]]
@@ -57,6 +65,19 @@ def _read_jsonl(
                 "raw": lines[index].decode("utf-8", "backslashreplace").rstrip("\r"),
             }
         first_line += len(starts)
+
+
+def _too_long(path: str, line: int, raw: bytes) -> dict[str, Any]:
+    """The quarantine record of a line over :data:`MAX_RECORD_BYTES`."""
+    return {
+        "source": path,
+        "line": line,
+        "reason": (
+            f"the record holds {len(raw)} bytes, more than the limit of {MAX_RECORD_BYTES} "
+            "(jaxtx.data.MAX_RECORD_BYTES)"
+        ),
+        "raw": raw[:_MAX_SHOWN].decode("utf-8", "backslashreplace"),
+    }
 
 
 class _JsonLines:

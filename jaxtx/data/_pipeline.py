@@ -42,25 +42,31 @@ Conventions:
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 
 from jaxtx.core import files as fs
 from jaxtx.core.beam import BeamOptions, pipeline_options
 
 from ._common import (
+    _META_SOURCE,
     _REJECTED,
     METRICS_NAMESPACE,
     IngestError,
     _dump,
 )
 from ._config import (
+    CsvOptions,
     IngestResult,
     SplitConfig,
 )
@@ -78,11 +84,12 @@ from ._inputs import (
     _check_num_shards,
     _check_same_columns,
     _check_schema,
-    _delimiter_for,
+    _csv_options,
+    _dialects,
     _expand_inputs,
     _first_file_with_rows,
+    _sample_schema,
     detect_format,
-    infer_schema,
 )
 from ._jsonl import (
     _read_jsonl,
@@ -94,15 +101,19 @@ from ._outputs import (
 from ._parquet import (
     _read_parquet,
 )
+from ._widen import MergeObservations, Observation, merge, observe, widen_schema
+
+_TYPES = "types"
 
 
 def ingest(
-    input_files: Sequence[str],
+    input_files: Sequence[str] | Mapping[str, Sequence[str] | str],
     output_dir: str,
     *,
     input_format: str = "auto",
     splits: SplitConfig = SplitConfig(),
     schema: pa.Schema | None = None,
+    csv: CsvOptions | None = None,
     csv_delimiter: str = ",",
     beam_options: BeamOptions = None,
     num_shards: int | None = None,
@@ -111,14 +122,21 @@ def ingest(
     """Read input files, convert them to one schema, split, and write Parquet.
 
     Args:
-      input_files: files, globs or directories (all data files below them).
+      input_files: files, globs or directories (all data files below them),
+        hash-split by ``splits``; or a mapping ``{split name: files}`` for
+        fixed splits (``{"train": "train.csv", "eval": "test.csv"}``), in
+        which case ``splits`` is not used.
       output_dir: artifact directory; its ``data/`` and ``quarantine/``
         subdirectories are replaced.
-      input_format: ``auto`` (by extension, per file), ``csv``, ``parquet`` or ``jsonl``.
+      input_format: ``auto`` (by extension, per file), ``csv``, ``parquet`` or
+        ``jsonl``; an explicit format reads files of any extension.
       splits: split names, ratio and optional partition feature.
-      schema: target Arrow schema; inferred from a sample when None.
-      csv_delimiter: CSV field delimiter (``.tsv`` files use a tab when this is ``,``).
-      beam_options: Beam flags or mapping (see ``jaxtx.components._beam``).
+      schema: target Arrow schema, used as given; inferred when None (from a
+        sample, then widened over the whole input: see ``jaxtx.data._widen``).
+      csv: the CSV dialect (header, names, delimiter, quoting, null markers,
+        trimming, skipped rows, comments, encoding).
+      csv_delimiter: shortcut for ``CsvOptions(delimiter=...)`` when ``csv`` is None.
+      beam_options: Beam flags or mapping (see ``jaxtx.core.beam``).
       num_shards: Parquet shards per split; None lets the runner decide.
       seed: mixed into the split hash; another seed gives another split.
 
@@ -129,49 +147,118 @@ def ingest(
       IngestError: a missing path, no rows at all, an unknown format, columns
         that differ between files, or an invalid configuration.
     """
-    files = _expand_inputs(input_files)
+    files, file_splits, splits = _inputs_and_splits(input_files, splits)
     formats = {f: detect_format(f, input_format) for f in files}
-    delimiters = {f: _delimiter_for(f, csv_delimiter) for f in files if formats[f] == "csv"}
+    dialects = _dialects(files, formats, _csv_options(csv, csv_delimiter))
     _check_num_shards(num_shards)
     strict = schema is None
     if schema is None:
-        schema = infer_schema(files, input_format=input_format, csv_delimiter=csv_delimiter)
-        _check_same_columns(files, formats, delimiters, schema)
+        schema = _sample_schema(files, formats, dialects)
+        _check_same_columns(files, formats, dialects, schema)
     else:
         schema = _check_schema(schema, set(formats.values()))
-        _first_file_with_rows(files, formats, delimiters)
+        _first_file_with_rows(files, formats, dialects)
     if splits.partition_feature is not None and splits.partition_feature not in schema.names:
         raise IngestError(
             f"partition_feature {splits.partition_feature!r} is not a column; "
             f"columns: {', '.join(schema.names)}."
         )
-
     if fs.is_local(output_dir):
         output_dir = os.path.abspath(output_dir.removeprefix("file://"))
-    _clear_outputs(output_dir)
+    plan = _Plan(
+        files, output_dir, formats, dialects, splits, file_splits, strict, num_shards, seed
+    )
+    result, observed = _run(plan, schema, beam_options)
+    if strict:
+        widened = widen_schema(schema, observed)
+        if widened != schema:  # some values need a wider type: read again with it
+            result, _ = _run(plan, widened, beam_options)
+    return result
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything of one ingestion but the schema."""
+
+    files: Sequence[str]
+    output_dir: str
+    formats: Mapping[str, str]
+    dialects: Mapping[str, CsvOptions]
+    splits: SplitConfig
+    file_splits: Mapping[str, int] | None
+    strict: bool
+    num_shards: int | None
+    seed: str
+
+
+def _run(
+    plan: _Plan, schema: pa.Schema, beam_options: BeamOptions
+) -> tuple[IngestResult, Observation]:
+    """Run the pipeline once with ``schema``; the result and the type observations."""
+    _clear_outputs(plan.output_dir)
+    observe_dir = fs.join(plan.output_dir, "_types")
     transform = IngestExamples(
-        files,
-        output_dir,
-        formats=formats,
-        delimiters=delimiters,
+        plan.files,
+        plan.output_dir,
+        formats=plan.formats,
+        dialects=plan.dialects,
         schema=schema,
-        splits=splits,
-        strict_fields=strict,
-        num_shards=num_shards,
-        seed=seed,
+        splits=plan.splits,
+        file_splits=plan.file_splits,
+        strict_fields=plan.strict,
+        num_shards=plan.num_shards,
+        seed=plan.seed,
+        observe_dir=observe_dir if plan.strict else None,
     )
     pipeline = beam.Pipeline(options=pipeline_options(beam_options))
     _ = pipeline | "IngestExamples" >> transform
     result = pipeline.run()
     result.wait_until_finish()
-    return _collect_result(result, output_dir, splits.names, schema, files)
+    observed = _read_observation(observe_dir) if plan.strict else {}
+    out = _collect_result(result, plan.output_dir, plan.splits.names, schema, plan.files)
+    return out, observed
+
+
+def _read_observation(directory: str) -> Observation:
+    """Read and remove the merged type observation written by the pipeline."""
+    observed: Observation = {}
+    for path in fs.glob(fs.join(directory, "types-*.json")):
+        with fs.open_input(path) as f:
+            for line in f.read().decode("utf-8").splitlines():
+                if line.strip():
+                    observed = merge(observed, json.loads(line))
+    _remove(directory)
+    return observed
+
+
+def _inputs_and_splits(
+    input_files: Sequence[str] | Mapping[str, Sequence[str] | str], splits: SplitConfig
+) -> tuple[list[str], dict[str, int] | None, SplitConfig]:
+    """Expanded files, the split of each file for fixed splits, and the split config."""
+    if not isinstance(input_files, Mapping):
+        return _expand_inputs(input_files), None, splits
+    if not input_files:
+        raise IngestError("No splits given; map each split name to its files.")
+    names = tuple(input_files)
+    config = SplitConfig(names=names, buckets=(1,) * len(names))
+    file_splits: dict[str, int] = {}
+    for index, name in enumerate(names):
+        for path in _expand_inputs(input_files[name]):
+            if path in file_splits:
+                other = names[file_splits[path]]
+                raise IngestError(
+                    f"{path} is an input of both split {other!r} and split {name!r}; "
+                    "give each split its own files."
+                )
+            file_splits[path] = index
+    return sorted(file_splits), file_splits, config
 
 
 class IngestExamples(beam.PTransform):
     """Read, convert, split and write examples (applied to a pipeline root).
 
     Returns a dict of PCollections of written file names: ``data/<split>`` for
-    each split and ``quarantine``.
+    each split, ``quarantine`` and, when asked, ``types``.
     """
 
     def __init__(
@@ -180,12 +267,14 @@ class IngestExamples(beam.PTransform):
         output_dir: str,
         *,
         formats: Mapping[str, str],
-        delimiters: Mapping[str, str],
+        dialects: Mapping[str, CsvOptions],
         schema: pa.Schema,
         splits: SplitConfig,
         strict_fields: bool,
         num_shards: int | None,
         seed: str,
+        file_splits: Mapping[str, int] | None = None,
+        observe_dir: str | None = None,
     ) -> None:
         """Configure the transform.
 
@@ -193,23 +282,28 @@ class IngestExamples(beam.PTransform):
           files: input files.
           output_dir: artifact directory.
           formats: format of each file.
-          delimiters: CSV delimiter of each CSV file.
+          dialects: CSV dialect of each CSV file.
           schema: the target schema.
           splits: split configuration.
           strict_fields: quarantine JSONL rows with keys outside ``schema``.
           num_shards: shards per split (None: runner decides).
           seed: split hash seed.
+          file_splits: fixed splits: the split index of each file (None: hash split).
+          observe_dir: write the type observation of text columns there
+            (``types-*.json``, see ``jaxtx.data._widen``); None to skip.
         """
         super().__init__()
         self._files = list(files)
         self._output_dir = output_dir
         self._formats = dict(formats)
-        self._delimiters = dict(delimiters)
+        self._dialects = dict(dialects)
         self._schema = schema
         self._splits = splits
+        self._file_splits = dict(file_splits) if file_splits is not None else None
         self._strict = strict_fields
         self._num_shards = num_shards or 0
         self._seed = seed
+        self._observe_dir = observe_dir
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         """Build the pipeline.
@@ -225,32 +319,19 @@ class IngestExamples(beam.PTransform):
             | "ListFiles" >> beam.Create(self._files)
             | "ReadFiles"
             >> beam.ParDo(
-                _ReadFileFn(self._formats, self._delimiters, self._schema, self._strict)
+                _ReadFileFn(self._formats, self._dialects, self._schema, self._strict)
             ).with_outputs(_REJECTED, main="batches")
         )
         converted = read.batches | "ConvertToSchema" >> beam.ParDo(
-            _ConvertFn(self._schema)
-        ).with_outputs(_REJECTED, main="examples")
+            _ConvertFn(self._schema, observe=self._observe_dir is not None)
+        ).with_outputs(_REJECTED, _TYPES, main="examples")
         split = converted.examples | "AssignSplits" >> beam.ParDo(
-            _SplitFn(self._splits, self._seed)
+            _SplitFn(self._splits, self._seed, self._file_splits)
         ).with_outputs(*self._splits.names)
-
-        outputs: dict[str, beam.PCollection] = {}
-        for name in self._splits.names:
-            prefix = fs.join(self._output_dir, "data", name, "part")
-            outputs[f"data/{name}"] = (
-                split[name]
-                | f"ToTable[{name}]" >> beam.Map(_to_table)
-                | f"WriteSplit[{name}]"
-                >> beam.io.WriteToParquetBatched(
-                    prefix,
-                    schema=self._schema,
-                    codec="snappy",
-                    file_name_suffix=".parquet",
-                    num_shards=self._num_shards,
-                    shard_name_template="-SSSSS-of-NNNNN",
-                )
-            )
+        outputs = {
+            f"data/{name}": split[name] | f"WriteSplit[{name}]" >> self._write_split(name)
+            for name in self._splits.names
+        }
         outputs["quarantine"] = (
             (read[_REJECTED], converted[_REJECTED])
             | "MergeRejected" >> beam.Flatten()
@@ -261,7 +342,31 @@ class IngestExamples(beam.PTransform):
                 shard_name_template="-SSSSS-of-NNNNN",
             )
         )
+        if self._observe_dir is not None:
+            outputs["types"] = (
+                converted[_TYPES]
+                | "MergeTypes" >> beam.CombineGlobally(MergeObservations())
+                | "TypesJson" >> beam.Map(json.dumps)
+                | "WriteTypes"
+                >> beam.io.WriteToText(
+                    fs.join(self._observe_dir, "types"),
+                    file_name_suffix=".json",
+                    shard_name_template="-SSSSS-of-NNNNN",
+                )
+            )
         return outputs
+
+    def _write_split(self, name: str) -> beam.PTransform:
+        """Batches of one split -> Parquet shards."""
+        prefix = fs.join(self._output_dir, "data", name, "part")
+        return (f"ToTable[{name}]" >> beam.Map(_to_table)) | beam.io.WriteToParquetBatched(
+            prefix,
+            schema=self._schema,
+            codec="snappy",
+            file_name_suffix=".parquet",
+            num_shards=self._num_shards,
+            shard_name_template="-SSSSS-of-NNNNN",
+        )
 
 
 def split_indices(batch: pa.RecordBatch, splits: SplitConfig, seed: str = "") -> np.ndarray:
@@ -287,12 +392,12 @@ class _ReadFileFn(beam.DoFn):
     def __init__(
         self,
         formats: Mapping[str, str],
-        delimiters: Mapping[str, str],
+        dialects: Mapping[str, CsvOptions],
         schema: pa.Schema,
         strict_fields: bool,
     ) -> None:
         self._formats = dict(formats)
-        self._delimiters = dict(delimiters)
+        self._dialects = dict(dialects)
         self._schema = schema
         self._strict = strict_fields
         self._rows_read = Metrics.counter(METRICS_NAMESPACE, "rows_read")
@@ -301,7 +406,7 @@ class _ReadFileFn(beam.DoFn):
     def process(self, path: str) -> Iterator[Any]:
         fmt = self._formats[path]
         if fmt == "csv":
-            items = _read_csv(path, self._delimiters[path])
+            items = _read_csv(path, self._dialects[path])
         elif fmt == "jsonl":
             items = _read_jsonl(path, self._schema, self._strict)
         else:
@@ -317,33 +422,53 @@ class _ReadFileFn(beam.DoFn):
 
 
 class _ConvertFn(beam.DoFn):
-    """Cast raw batches to the target schema; rows with values that do not fit are rejected."""
+    """Cast raw batches to the target schema; rows with values that do not fit are rejected.
 
-    def __init__(self, schema: pa.Schema) -> None:
+    With ``observe``, every batch also reports what its text columns held
+    (``types`` output, see ``jaxtx.data._widen``).
+    """
+
+    def __init__(self, schema: pa.Schema, *, observe: bool = False) -> None:
         self._schema = schema
+        self._observe = observe
         self._rows_rejected = Metrics.counter(METRICS_NAMESPACE, "rows_rejected")
 
     def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
-        converted, reasons = _convert_batch(batch, self._schema)
+        converted, reasons, bad_rows = _convert_batch(batch, self._schema)
+        if self._observe:
+            observation = observe(batch, self._schema, bad_rows)
+            if observation:
+                yield beam.pvalue.TaggedOutput(_TYPES, observation)
         if reasons:
             self._rows_rejected.inc(len(reasons))
             for record in _rejected_records(batch, reasons):
                 yield beam.pvalue.TaggedOutput(_REJECTED, _dump(record))
         if converted.num_rows:
-            yield converted
+            source = batch.schema.metadata[_META_SOURCE]
+            yield converted.replace_schema_metadata({_META_SOURCE: source})
 
 
 class _SplitFn(beam.DoFn):
-    """Route each row to its split by a content hash."""
+    """Route each row to its split: by its file (fixed splits) or by a content hash."""
 
-    def __init__(self, splits: SplitConfig, seed: str) -> None:
+    def __init__(
+        self, splits: SplitConfig, seed: str, file_splits: Mapping[str, int] | None = None
+    ) -> None:
         self._splits = splits
         self._seed = seed
+        self._file_splits = dict(file_splits) if file_splits is not None else None
         self._written = {
             n: Metrics.counter(METRICS_NAMESPACE, f"rows_written[{n}]") for n in splits.names
         }
 
     def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
+        batch_meta = batch.schema.metadata or {}
+        batch = batch.replace_schema_metadata(None)
+        if self._file_splits is not None:
+            name = self._splits.names[self._file_splits[batch_meta[_META_SOURCE].decode()]]
+            self._written[name].inc(batch.num_rows)
+            yield beam.pvalue.TaggedOutput(name, batch)
+            return
         index = split_indices(batch, self._splits, self._seed)
         for i, name in enumerate(self._splits.names):
             mask = index == i
@@ -357,3 +482,10 @@ class _SplitFn(beam.DoFn):
 
 def _to_table(batch: pa.RecordBatch) -> pa.Table:
     return pa.Table.from_batches([batch])
+
+
+def _remove(directory: str) -> None:
+    if fs.is_local(directory):
+        shutil.rmtree(directory, ignore_errors=True)
+    elif FileSystems.exists(directory):
+        FileSystems.delete([directory])
