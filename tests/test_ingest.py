@@ -722,3 +722,51 @@ def test_jsonl_large_records_and_the_limit(tmp_path: Path, monkeypatch: pytest.M
     _assert_consistent(result)
     [bad] = _quarantine(result)
     assert bad["line"] == 1 and "more than the limit" in bad["reason"]
+
+
+# ------------------------------------------------------------------ ExampleGen component
+
+
+def test_examplegen_fixed_splits_with_spans_and_headerless_files(tmp_path: Path, store) -> None:
+    from jaxtx.components.example_gen import ExampleGen
+
+    for span in (1, 2):
+        d = tmp_path / f"span-{span}"
+        d.mkdir()
+        (d / "train.data").write_text("".join(f"{i}, a{i % 3}\n" for i in range(40 * span)))
+        (d / "test.data").write_text("".join(f"{i}, b\n" for i in range(10 * span)))
+    root = str(tmp_path / "span-{SPAN}")
+
+    ex = ExampleGen(
+        split_patterns={"train": root + "/train.data", "test": root + "/test.data"},
+        input_format="csv",
+        csv_header=False,
+        column_names=["n", "tag"],
+        trim_whitespace=True,
+        store=store,
+    )
+
+    assert ex.properties["span"] == 2
+    assert ex.properties["split_names"] == ["train", "test"]
+    assert ex.properties["split_counts"] == {"train": 80, "test": 20}
+    assert ex.properties["num_read"] == 100 and ex.properties["num_rejected"] == 0
+    assert set(ex.read("test").column("tag").to_pylist()) == {"b"}
+
+    older = ExampleGen(
+        split_patterns={"train": root + "/train.data", "test": root + "/test.data"},
+        span=1,
+        input_format="csv",
+        csv_header=False,
+        column_names=["n", "tag"],
+        store=store,
+    )
+    assert older.properties["split_counts"] == {"train": 40, "test": 10}
+    assert older.properties["span"] == 1
+
+
+def test_examplegen_needs_one_kind_of_input(tmp_path: Path, store) -> None:
+    from jaxtx.components.example_gen import ExampleGen
+
+    src = _write_csv(tmp_path / "a.csv", "x", ["1"])
+    with pytest.raises(ValueError, match="either input_pattern"):
+        ExampleGen(input_pattern=str(src), split_patterns={"train": str(src)}, store=store)

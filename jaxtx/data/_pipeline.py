@@ -4,7 +4,8 @@ One Apache Beam pipeline whose elements are ``pyarrow.RecordBatch``:
 
 ``ListFiles`` -> ``ReadFiles`` (record batches of each file) -> ``ConvertToSchema``
 (cast every column to the target Arrow schema) -> ``AssignSplits`` (deterministic
-hash split) -> ``WriteSplit[<name>]`` (Parquet shards) and ``WriteQuarantine``.
+hash split, or the split of the row's file) -> ``WriteSplit[<name>]`` (Parquet
+shards) and ``WriteQuarantine``.
 
 Output layout (docs/formats.md)::
 
@@ -15,13 +16,17 @@ Every split directory holds at least one (possibly empty) Parquet file.
 
 Conventions:
 
-* CSV: the first line is the header. Every value is read as text and cast per
+* CSV: the first line is the header unless ``CsvOptions(header=False)``
+  (then ``column_names`` or ``f0, f1...``); ``CsvOptions`` also sets the
+  delimiter, quoting, escaping, extra null markers, trimming, skipped lines,
+  comment lines and the encoding. Every value is read as text and cast per
   column, so one bad value quarantines its row only. An unquoted empty field
-  is missing (null) for every type; a quoted empty field (``""``) is the empty
-  string in a string column and missing in any other column. Only empty fields
-  are missing (``NA``, ``null``... are ordinary text). Numbers may carry
-  surrounding spaces. A line whose fields are all empty (a blank line, or only
-  delimiters) holds no example: it is skipped and not counted.
+  (or a null marker) is missing (null) for every type; a quoted empty field
+  (``""``) is the empty string in a string column and missing in any other
+  column. Numbers may carry surrounding spaces. A line whose fields are all
+  empty (a blank line, a comment line, or only delimiters) holds no example:
+  it is skipped and not counted. Records up to ``MAX_RECORD_BYTES`` are read;
+  longer physical lines are quarantined.
 * JSONL: one JSON object per line; blank lines are skipped; ``null`` or an
   absent key is missing. A line that is not JSON, not an object, or holds a
   value of the wrong type is quarantined.
@@ -32,10 +37,15 @@ Conventions:
   (JSONL), or the 1-based row number, i.e. row index + 1 (Parquet).
 * Without ``schema`` the column types are inferred from the first
   ``SAMPLE_ROWS`` rows of the first non-empty file (int64, float64, bool or
-  string for text formats; the file's own types for Parquet). Files must then
-  agree on their columns: a CSV/Parquet file with other columns is an error, a
-  JSONL key outside the sample's keys quarantines its row. With ``schema``,
-  other columns/keys are ignored and absent ones are null.
+  string for text formats; the file's own types for Parquet), then widened
+  over the whole input for CSV (``jaxtx.data._widen``: no row is quarantined
+  for a value a wider type holds; the input is read a second time when a type
+  changes). Files must then agree on their columns: a CSV/Parquet file with
+  other columns is an error, a JSONL key outside the sample's keys
+  quarantines its row. With ``schema``, types are used as given, other
+  columns/keys are ignored and absent ones are null.
+* Splits: a hash of each row's content (or of ``partition_feature``) picks
+  its split; with ``{split: files}`` every file's rows go to its split.
 * ``num_read == num_written + num_rejected`` always; the counts come from the
   written files and are checked against the pipeline's metrics.
 """
