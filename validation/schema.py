@@ -112,6 +112,8 @@ DEFAULT_SEVERITIES: Mapping[str, str] = MappingProxyType(
         "FLOAT_TYPE_SMALL_FLOAT": "fail",
         "COMPARATOR_L_INFTY_HIGH": "warn",
         "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH": "warn",
+        # jaxtx's own: rows ExampleGen quarantined, above the validator's threshold.
+        "MALFORMED_ROWS": "fail",
     }
 )
 ANOMALY_TYPES: tuple[str, ...] = tuple(DEFAULT_SEVERITIES)
