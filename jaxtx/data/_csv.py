@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import codecs
+import functools
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -537,7 +539,28 @@ def _restore_latin1(col: pa.Array) -> pa.Array:
 
 
 def _is_utf8(path: str, limit: int | None = None) -> bool:
-    """Whether the file (or its first ``limit`` bytes) is valid UTF-8."""
+    """Whether the file (or its first ``limit`` bytes) is valid UTF-8.
+
+    A whole local file is scanned once per (size, modification time): schema
+    inference and the main read ask about the same file.
+    """
+    if limit is None and fs.is_local(path):
+        local = path.removeprefix("file://")
+        try:
+            st = os.stat(local)
+        except OSError:
+            return _scan_utf8(path, None)
+        return _is_utf8_cached(local, st.st_size, st.st_mtime_ns)
+    return _scan_utf8(path, limit)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_utf8_cached(path: str, size: int, mtime_ns: int) -> bool:
+    return _scan_utf8(path, None)
+
+
+def _scan_utf8(path: str, limit: int | None) -> bool:
+    """Decode the file (or its first ``limit`` bytes) as UTF-8."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     remaining = limit
     with fs.open_input(path) as stream:

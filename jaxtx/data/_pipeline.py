@@ -66,7 +66,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 
 from jaxtx.core import files as fs
-from jaxtx.core.beam import BeamOptions, pipeline_options
+from jaxtx.core.beam import BeamOptions, WriteJson, pipeline_options
 
 from ._common import (
     _META_SOURCE,
@@ -111,9 +111,10 @@ from ._outputs import (
 from ._parquet import (
     _read_parquet,
 )
-from ._widen import MergeObservations, Observation, merge, observe, widen_schema
+from ._widen import MergeObservations, Observation, observe, widen_schema
 
 _TYPES = "types"
+_TYPES_FILE = "types.json"
 
 
 def ingest(
@@ -231,12 +232,9 @@ def _run(
 
 def _read_observation(directory: str) -> Observation:
     """Read and remove the merged type observation written by the pipeline."""
-    observed: Observation = {}
-    for path in fs.glob(fs.join(directory, "types-*.json")):
-        with fs.open_input(path) as f:
-            for line in f.read().decode("utf-8").splitlines():
-                if line.strip():
-                    observed = merge(observed, json.loads(line))
+    path = fs.join(directory, _TYPES_FILE)
+    with FileSystems.open(path) as f:
+        observed: Observation = json.loads(f.read().decode("utf-8"))
     _remove(directory)
     return observed
 
@@ -356,13 +354,7 @@ class IngestExamples(beam.PTransform):
             outputs["types"] = (
                 converted[_TYPES]
                 | "MergeTypes" >> beam.CombineGlobally(MergeObservations())
-                | "TypesJson" >> beam.Map(json.dumps)
-                | "WriteTypes"
-                >> beam.io.WriteToText(
-                    fs.join(self._observe_dir, "types"),
-                    file_name_suffix=".json",
-                    shard_name_template="-SSSSS-of-NNNNN",
-                )
+                | "WriteTypes" >> beam.ParDo(WriteJson(fs.join(self._observe_dir, _TYPES_FILE)))
             )
         return outputs
 
