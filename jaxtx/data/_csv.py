@@ -290,7 +290,7 @@ def _first_record_names(
 ) -> tuple[list[str], int] | None:
     """The fields of the first record (after ``skip_rows`` and blank or comment lines)
     and the physical lines up to its end, counted from ``skip_rows``."""
-    blank = _leading_blank_lines(path, options) if options.header else 0
+    blank = _leading_blank_lines(path, options)
     block = _HEADER_BLOCK_BYTES
     while True:
         try:
