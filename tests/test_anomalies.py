@@ -779,3 +779,34 @@ def test_validate_file_and_pipeline_give_the_same_anomalies(tmp_path: Path, stor
     small = _only(from_cli, "INT_TYPE_SMALL_INT")
     assert small.found == "min -3, 1 value below"  # exact, not "about"
     assert _only(from_cli, "MALFORMED_ROWS").severity == "warn"  # 1 of 335 rows < 1%
+
+
+def test_default_inference_raises_no_false_alarm_on_a_later_span() -> None:
+    from jaxtx.validation.statistics import statistics_from_table
+
+    rng = np.random.default_rng(21)
+    train = pa.table(
+        {
+            "age": rng.integers(17, 80, size=2000),
+            "note": pa.array([None if i % 25 == 0 else "x" for i in range(2000)]),
+            "country": [f"c{i % 30}" for i in range(2000)],
+        }
+    )
+    later = pa.table(
+        {
+            "age": np.append(rng.integers(17, 80, size=999), 95),  # above the training max
+            "note": pa.array([None if i % 10 == 0 else "x" for i in range(1000)]),  # fewer
+            "country": [f"c{i % 30}" for i in range(1000)],
+        }
+    )
+    schema = infer_schema({"train": statistics_from_table(train)})
+    assert schema.feature("country").domain is not None  # 30 values: a TFDV-sized domain
+    assert validate_statistics(statistics_from_table(later), schema) == []
+
+    strict = infer_schema(
+        {"train": statistics_from_table(train)}, infer_ranges=True, infer_min_fraction=True
+    )
+    assert sorted(_types(validate_statistics(statistics_from_table(later), strict))) == [
+        "FEATURE_TYPE_LOW_FRACTION_PRESENT",
+        "INT_TYPE_BIG_INT",
+    ]

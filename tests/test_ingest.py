@@ -770,3 +770,11 @@ def test_examplegen_needs_one_kind_of_input(tmp_path: Path, store) -> None:
     src = _write_csv(tmp_path / "a.csv", "x", ["1"])
     with pytest.raises(ValueError, match="either input_pattern"):
         ExampleGen(input_pattern=str(src), split_patterns={"train": str(src)}, store=store)
+
+
+def test_headerless_csv_with_leading_blank_lines(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("\n\n1,a,x\n2,b,y\n")
+    result = ingest([str(src)], str(tmp_path / "out"), csv=CsvOptions(header=False))
+    assert result.schema.names == ["f0", "f1", "f2"]
+    assert result.num_read == 2 and result.num_rejected == 0
