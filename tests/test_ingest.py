@@ -778,3 +778,12 @@ def test_headerless_csv_with_leading_blank_lines(tmp_path: Path) -> None:
     result = ingest([str(src)], str(tmp_path / "out"), csv=CsvOptions(header=False))
     assert result.schema.names == ["f0", "f1", "f2"]
     assert result.num_read == 2 and result.num_rejected == 0
+
+
+def test_many_failing_values_are_found_by_pattern(tmp_path: Path) -> None:
+    from jaxtx.data._convert import _failing_rows
+
+    values = pa.array(["1", " 2", "x", None, "9" * 30, *[f"t{i}" for i in range(100)], "3"])
+    failing = _failing_rows(values, pa.int64())
+    assert failing == [1, 2, 4, *range(5, 105)]  # " 2" untrimmed, "x", overflow, the texts
+    assert _failing_rows(pa.array(["1", "x", "2"]), pa.int64()) == [1]  # few: bisection

@@ -21,6 +21,7 @@ from ._common import (
     _json_text,
     _show,
 )
+from ._widen import FLOAT_RE, INT_RE
 
 
 def _convert_batch(
@@ -128,8 +129,26 @@ def _cast(
     return pc.cast(cleaned, target), bad
 
 
+#: Beyond this many values that cannot be numbers, failing rows are found by
+#: pattern (vectorized) instead of one bisection per failing value.
+_DENSE_FAILURES = 64
+
+
 def _failing_rows(column: pa.Array, target: pa.DataType) -> list[int]:
-    """Indices of the values that do not cast (bisection over slices)."""
+    """Indices of the values that do not cast.
+
+    Bisection over slices, which is exact and fast while failures are few;
+    when many text values cannot be numbers (a numeric column that turns to
+    text), those are found by pattern first and bisection checks the rest.
+    """
+    dense = _failing_by_pattern(column, target)
+    if dense is not None:
+        return dense
+    return _bisect_failing(column, target)
+
+
+def _bisect_failing(column: pa.Array, target: pa.DataType) -> list[int]:
+    """Indices of the values that do not cast, by bisection."""
     failing: list[int] = []
 
     def visit(offset: int, length: int) -> None:
@@ -147,6 +166,23 @@ def _failing_rows(column: pa.Array, target: pa.DataType) -> list[int]:
 
     visit(0, len(column))
     return failing
+
+
+def _failing_by_pattern(column: pa.Array, target: pa.DataType) -> list[int] | None:
+    """Failing rows of a text -> number cast when they are many, else None."""
+    numeric = pa.types.is_integer(target) or pa.types.is_floating(target)
+    if not numeric or not pa.types.is_string(column.type):
+        return None
+    trimmed = pc.utf8_lower(pc.utf8_trim_whitespace(column))
+    pattern = INT_RE if pa.types.is_integer(target) else FLOAT_RE
+    fits = pc.fill_null(pc.match_substring_regex(trimmed, pattern), True)
+    fits_np = fits.to_numpy(zero_copy_only=False)
+    if int((~fits_np).sum()) <= _DENSE_FAILURES:
+        return None
+    rest = np.flatnonzero(fits_np)
+    more = _bisect_failing(column.take(pa.array(rest, pa.int64())), target) if len(rest) else []
+    failing = np.concatenate([np.flatnonzero(~fits_np), rest[more]]).astype(np.int64)
+    return sorted(int(i) for i in failing)
 
 
 def _prepare_text(column: pa.Array) -> pa.Array:
