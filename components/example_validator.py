@@ -78,6 +78,7 @@ def _examples_checks(
     def values_of(split: str) -> Callable[[str], Any] | None:
         if split not in examples.split_names or counts.get(split, 0) > EXACT_COUNT_ROWS:
             return None
+
         def read(name: str) -> Any:
             table = examples.read(split, columns=[name])
             return None if table is None else table.column(name)
