@@ -69,6 +69,7 @@ def _csv_options(
     comment_prefix: str | None,
     encoding: str | None,
 ) -> CsvOptions:
+    """The library's CSV dialect from the component's flat parameters."""
     return CsvOptions(
         header=header,
         column_names=tuple(column_names) if column_names else None,

@@ -101,6 +101,7 @@ def _names(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _texts(what: str, values: Sequence[str]) -> tuple[str, ...]:
+    """Validated texts (one text is a one-element tuple)."""
     if isinstance(values, str):
         values = (values,)
     out = tuple(values)
@@ -110,6 +111,7 @@ def _texts(what: str, values: Sequence[str]) -> tuple[str, ...]:
 
 
 def _check_char(what: str, value: str | None, *, allow_none: bool = True) -> None:
+    """Refuse anything but one non-newline character (or None when allowed)."""
     if value is None and allow_none:
         return
     if not isinstance(value, str) or len(value) != 1 or value in "\r\n":
