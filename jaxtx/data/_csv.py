@@ -30,7 +30,6 @@ from ._config import CsvOptions
 from ._widen import TYPE_TOLERANCE, text_kinds
 
 _SHOWN_BYTES = 200
-_FLOAT_RE = r"^[+-]?(([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?|inf|infinity|nan)$"
 
 
 class _RecordTooLarge(Exception):
@@ -111,7 +110,11 @@ def _read_csv_once(
         return "skip"
 
     stream = _source(path, options, MAX_RECORD_BYTES if cut_long else None)
-    reader = _open_csv(stream, options, layout, on_invalid, block)
+    try:
+        reader = _open_csv(stream, options, layout, on_invalid, block)
+    except BaseException:
+        stream.close()
+        raise
     lines = _CsvLines(first_record=layout.first_record(options))
     try:
         for raw in reader:
@@ -227,10 +230,9 @@ def _clean(column: pa.Array, options: CsvOptions, latin1: bool) -> pa.Array:
         column = _restore_latin1(column)
     if not options.trim_whitespace:
         return column
-    trimmed = pc.utf8_trim_whitespace(column.view(pa.string())) if not latin1 else None
-    if trimmed is None:
-        trimmed = pc.ascii_trim_whitespace(column.view(pa.string()))
-    trimmed = trimmed.view(pa.binary())
+    # Bytes restored from latin-1 may not be UTF-8: trim ASCII spaces only there.
+    trim = pc.ascii_trim_whitespace if latin1 else pc.utf8_trim_whitespace
+    trimmed = trim(column.view(pa.string())).view(pa.binary())
     if options.null_values:
         markers = pa.array([v.encode() for v in options.null_values], pa.binary())
         trimmed = pc.if_else(pc.is_in(trimmed, value_set=markers), None, trimmed)
