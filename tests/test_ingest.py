@@ -787,3 +787,17 @@ def test_many_failing_values_are_found_by_pattern(tmp_path: Path) -> None:
     failing = _failing_rows(values, pa.int64())
     assert failing == [1, 2, 4, *range(5, 105)]  # " 2" untrimmed, "x", overflow, the texts
     assert _failing_rows(pa.array(["1", "x", "2"]), pa.int64()) == [1]  # few: bisection
+
+
+def test_jsonl_types_from_the_whole_input(tmp_path: Path) -> None:
+    lines = [json.dumps({"id": i, "amount": i, "late": None}) for i in range(10_100)]
+    lines += [json.dumps({"id": 10_100, "amount": 300.5, "late": 7})]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    _assert_consistent(result)
+    assert result.schema.field("amount").type == pa.float64()
+    assert result.schema.field("late").type == pa.int64()
+    assert result.num_rejected == 0 and result.num_written == 10_101

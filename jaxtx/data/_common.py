@@ -33,6 +33,8 @@ _META_SOURCE = b"jaxtx.source"
 _META_FORMAT = b"jaxtx.format"
 _META_DELIMITER = b"jaxtx.delimiter"
 _REJECTED = "rejected"
+#: Key of a rejected record's type observation (removed before the record is written).
+TYPES_KEY = "__jaxtx_types__"
 _MAX_SHOWN = 200
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _EXTENSIONS = {

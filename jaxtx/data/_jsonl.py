@@ -20,6 +20,7 @@ from ._common import (
     _MAX_SHOWN,
     BATCH_ROWS,
     MAX_RECORD_BYTES,
+    TYPES_KEY,
     IngestError,
     _show,
     _with_meta,
@@ -27,7 +28,7 @@ from ._common import (
 
 
 def _read_jsonl(
-    path: str, schema: pa.Schema, strict_fields: bool
+    path: str, schema: pa.Schema, strict_fields: bool, *, observe: bool = False
 ) -> Iterator[pa.RecordBatch | dict[str, Any]]:
     """Typed batches (+ line numbers) and rejected-line records of a JSONL file.
 
@@ -35,6 +36,9 @@ def _read_jsonl(
       path: the file.
       schema: the target schema (pyarrow parses straight into it).
       strict_fields: reject lines with keys outside ``schema``.
+      observe: add to each rejected record, under ``TYPES_KEY``, what a wider
+        type would hold (``jaxtx.data._widen``): a number with a fraction in
+        an int64 column, any value in a column still without a type.
 
     Yields:
       Record batches and one dict per rejected line.
@@ -58,13 +62,43 @@ def _read_jsonl(
                 rows = numbers[good[offset : offset + batch.num_rows]]
                 yield _with_meta(batch, rows, path, "jsonl")
         for index, reason in bad:
-            yield {
+            record = {
                 "source": path,
                 "line": int(numbers[index]),
                 "reason": reason,
                 "raw": lines[index].decode("utf-8", "backslashreplace").rstrip("\r"),
             }
+            if observe:
+                record[TYPES_KEY] = _json_widening(lines[index], schema)
+            yield record
         first_line += len(starts)
+
+
+def _json_widening(raw: bytes, schema: pa.Schema) -> dict[str, list[int]]:
+    """The observation (see ``jaxtx.data._widen``) of one rejected JSONL line."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, list[int]] = {}
+    for f in schema:
+        v = value.get(f.name)
+        if v is None:
+            continue
+        if f.type == pa.int64() and isinstance(v, float):
+            out[f.name] = [0, 1, 0, 1, 0]
+        elif f.type == pa.null():
+            kind = _kind(v)
+            out[f.name] = [
+                0,
+                1,
+                int(kind == "int"),
+                int(kind in ("int", "float")),
+                int(kind == "bool"),
+            ]
+    return out
 
 
 def _too_long(path: str, line: int, raw: bytes) -> dict[str, Any]:
@@ -246,7 +280,7 @@ def _infer_json_type(path: str, key: str, values: list[Any]) -> pa.DataType:
     present = [v for v in values if v is not None]
     kinds = {_kind(v) for v in present}
     if not kinds:
-        return pa.string()
+        return pa.null()  # typed by its first values (ingest), string otherwise
     if kinds == {"bool"}:
         return pa.bool_()
     if kinds == {"int"}:

@@ -72,6 +72,7 @@ from ._common import (
     _META_SOURCE,
     _REJECTED,
     METRICS_NAMESPACE,
+    TYPES_KEY,
     IngestError,
     _dump,
 )
@@ -327,8 +328,14 @@ class IngestExamples(beam.PTransform):
             | "ListFiles" >> beam.Create(self._files)
             | "ReadFiles"
             >> beam.ParDo(
-                _ReadFileFn(self._formats, self._dialects, self._schema, self._strict)
-            ).with_outputs(_REJECTED, main="batches")
+                _ReadFileFn(
+                    self._formats,
+                    self._dialects,
+                    self._schema,
+                    self._strict,
+                    observe=self._observe_dir is not None,
+                )
+            ).with_outputs(_REJECTED, _TYPES, main="batches")
         )
         converted = read.batches | "ConvertToSchema" >> beam.ParDo(
             _ConvertFn(self._schema, observe=self._observe_dir is not None)
@@ -352,7 +359,8 @@ class IngestExamples(beam.PTransform):
         )
         if self._observe_dir is not None:
             outputs["types"] = (
-                converted[_TYPES]
+                (read[_TYPES], converted[_TYPES])
+                | "FlattenTypes" >> beam.Flatten()
                 | "MergeTypes" >> beam.CombineGlobally(MergeObservations())
                 | "WriteTypes" >> beam.ParDo(WriteJson(fs.join(self._observe_dir, _TYPES_FILE)))
             )
@@ -397,11 +405,14 @@ class _ReadFileFn(beam.DoFn):
         dialects: Mapping[str, CsvOptions],
         schema: pa.Schema,
         strict_fields: bool,
+        *,
+        observe: bool = False,
     ) -> None:
         self._formats = dict(formats)
         self._dialects = dict(dialects)
         self._schema = schema
         self._strict = strict_fields
+        self._observe = observe
         self._rows_read = Metrics.counter(METRICS_NAMESPACE, "rows_read")
         self._rows_rejected = Metrics.counter(METRICS_NAMESPACE, "rows_rejected")
 
@@ -410,13 +421,16 @@ class _ReadFileFn(beam.DoFn):
         if fmt == "csv":
             items = _read_csv(path, self._dialects[path])
         elif fmt == "jsonl":
-            items = _read_jsonl(path, self._schema, self._strict)
+            items = _read_jsonl(path, self._schema, self._strict, observe=self._observe)
         else:
             items = _read_parquet(path, self._schema)
         for item in items:
             if isinstance(item, dict):
                 self._rows_read.inc()
                 self._rows_rejected.inc()
+                observation = item.pop(TYPES_KEY, None)
+                if observation:
+                    yield beam.pvalue.TaggedOutput(_TYPES, observation)
                 yield beam.pvalue.TaggedOutput(_REJECTED, _dump(item))
             else:
                 self._rows_read.inc(item.num_rows)

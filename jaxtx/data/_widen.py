@@ -15,6 +15,11 @@ widens along ``null -> int64 -> float64 -> string`` (and ``bool -> string``):
 * a column empty in the sample is typed by its first real values wherever
   they are (string if it never holds one).
 
+JSON Lines rows are typed by the JSON reader: a rejected line reports a
+number with a fraction in an int64 column, or any value in a column without
+a type yet, so those widen the same way (with no tolerance: a JSON number is
+always a valid number).
+
 A user-supplied schema is never widened.
 """
 
