@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from jaxtx.validation.anomalies import Anomaly, failing, save_anomalies, validate_statistics
+from jaxtx.validation.anomalies import (
+    EXACT_COUNT_ROWS,
+    Anomaly,
+    failing,
+    malformed_rows,
+    save_anomalies,
+    validate_statistics,
+)
 from jaxtx.validation.anomalies_report import render_anomalies_html
 from jaxtx.validation.statistics import merge_statistics
 
-from ._artifacts import Anomalies, Artifact, Output, Schema, Statistics
+from ._artifacts import Anomalies, Artifact, Examples, Output, Schema, Statistics
 from ._component import component
 
 __all__ = ["ExampleValidator"]
@@ -38,6 +46,48 @@ def _merged(stats: Statistics) -> dict[str, Any]:
     return docs[0] if len(docs) == 1 else merge_statistics(docs)
 
 
+def _quarantine_records(examples: Examples, limit: int = 3) -> list[dict[str, Any]]:
+    """The first records of ExampleGen's quarantine."""
+    out: list[dict[str, Any]] = []
+    for path in sorted(examples.quarantine_files()):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    out.append(json.loads(line))
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def _examples_checks(
+    examples: Examples | None, parsed: Any, max_malformed_fraction: float
+) -> tuple[list[Anomaly], Callable[[str], Callable[[str], Any] | None]]:
+    """MALFORMED_ROWS from ExampleGen's counts, and per split a reader of exact values."""
+    if examples is None:
+        return [], lambda split: None
+    props = examples.properties
+    found = malformed_rows(
+        int(props.get("num_read") or 0),
+        int(props.get("num_rejected") or 0),
+        _quarantine_records(examples),
+        schema=parsed,
+        max_fraction=max_malformed_fraction,
+    )
+    counts = props.get("split_counts") or {}
+
+    def values_of(split: str) -> Callable[[str], Any] | None:
+        if split not in examples.split_names or counts.get(split, 0) > EXACT_COUNT_ROWS:
+            return None
+
+        def read(name: str) -> Any:
+            table = examples.read(split, columns=[name])
+            return None if table is None else table.column(name)
+
+        return read
+
+    return ([found] if found is not None else []), values_of
+
+
 @component(verdict=_verdict)
 def ExampleValidator(
     statistics: Statistics,
@@ -45,9 +95,12 @@ def ExampleValidator(
     anomalies: Output[Anomalies],
     baseline_statistics: Statistics | None = None,
     serving_statistics: Statistics | None = None,
+    examples: Examples | None = None,
     *,
     splits: list[str] | None = None,
     skew_split: str = "train",
+    environment: str | None = None,
+    max_malformed_fraction: float = 0.01,
 ) -> dict[str, float]:
     """Check statistics against a schema and report typed anomalies.
 
@@ -63,12 +116,19 @@ def ExampleValidator(
       serving_statistics: statistics of serving data: skew of ``skew_split``
         against it (all serving splits merged) for features with
         ``skew_comparator``.
+      examples: the examples the statistics describe: rows ExampleGen
+        quarantined are reported as ``MALFORMED_ROWS``, and out-of-range counts
+        are exact (splits up to ``EXACT_COUNT_ROWS`` rows), as ``jaxtx validate``.
       splits: which splits to check (default: all).
       skew_split: the training split compared with serving data.
+      environment: check only the schema's features in this environment
+        (e.g. ``SERVING`` for data without the label).
+      max_malformed_fraction: up to this fraction of quarantined rows,
+        ``MALFORMED_ROWS`` is a warning; above it, it fails.
     """
     parsed = schema.load()
     chosen = splits or statistics.split_names
-    found: list[Anomaly] = []
+    found, values_of = _examples_checks(examples, parsed, max_malformed_fraction)
     baseline_all = _merged(baseline_statistics) if baseline_statistics else None
     serving_all = _merged(serving_statistics) if serving_statistics else None
     for split in chosen:
@@ -85,6 +145,8 @@ def ExampleValidator(
             split=split,
             previous_stats=previous,
             serving_stats=serving_all if split == skew_split else None,
+            environment=environment,
+            values=values_of(split),
         )
     save_anomalies(found, str(anomalies.path / "anomalies.json"))
     title = f"Anomalies in {', '.join(chosen)} ({len(failing(found))} failing, {len(found)} in all)"

@@ -20,10 +20,11 @@ def SchemaGen(
     statistics: Statistics,
     schema: Output[Schema],
     *,
-    max_domain_size: int = 20,
-    infer_ranges: bool = True,
+    max_domain_size: int = 100,
+    infer_ranges: bool = False,
+    infer_min_fraction: bool = False,
 ) -> dict[str, float]:
-    """Infer types, presence, string domains and value ranges from statistics.
+    """Infer types, presence and string domains from statistics (TFDV's defaults).
 
     The result, ``schema.yaml``, is meant to be read and curated by a person,
     then brought back with :func:`ImportSchema` (or ``jaxtx validate --schema``).
@@ -33,9 +34,16 @@ def SchemaGen(
       max_domain_size: strings with at most this many distinct values get an
         enumerated domain.
       infer_ranges: record observed min/max of numeric features as their domain.
+      infer_min_fraction: give optional features their observed fill rate as
+        ``min_fraction`` (default: ``min_count: 1`` only, as TFDV).
     """
     stats = {s: statistics.split(s) for s in statistics.split_names}
-    inferred = infer_schema(stats, max_domain_size=max_domain_size, infer_ranges=infer_ranges)
+    inferred = infer_schema(
+        stats,
+        max_domain_size=max_domain_size,
+        infer_ranges=infer_ranges,
+        infer_min_fraction=infer_min_fraction,
+    )
     save_schema(inferred, str(schema.path / Schema.SCHEMA_FILE))
     schema.properties["features"] = list(inferred.names)
     return {"num_features": len(inferred.names)}

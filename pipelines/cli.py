@@ -138,7 +138,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from jaxtx.validation.validate_file import validate_file
 
     anomalies, report = validate_file(
-        args.data, args.schema, input_format=args.format, report_path=args.report
+        args.data,
+        args.schema,
+        input_format=args.format,
+        report_path=args.report,
+        environment=args.environment,
     )
     fails = [a for a in anomalies if a.severity == "fail"]
     for a in anomalies:
@@ -244,6 +248,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--format", default="auto", choices=["auto", "csv", "parquet", "jsonl"])
     v.add_argument("--report", help="also write an HTML report here")
     v.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    v.add_argument(
+        "--environment",
+        help="check only the schema's features in this environment (e.g. SERVING, no label)",
+    )
     v.set_defaults(fn=_cmd_validate)
 
     from jaxtx.serving.cli import add_serve_arguments

@@ -120,6 +120,7 @@ def create_pipeline(
         validated = ExampleValidator(
             statistics=stats,
             schema=curated,
+            examples=examples,
             baseline_statistics=previous_stats,
             serving_statistics=serving_stats,
         )

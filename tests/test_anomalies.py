@@ -21,6 +21,7 @@ from jaxtx.validation.anomalies import (
     jensen_shannon_divergence,
     l_infinity_distance,
     load_anomalies,
+    malformed_rows,
     save_anomalies,
     validate_statistics,
 )
@@ -105,9 +106,29 @@ def test_inferred_schema_accepts_its_own_statistics(clean: dict[str, Any]) -> No
     assert validate_statistics(clean, inferred, split="train") == []
 
 
-def test_all_anomaly_types_known() -> None:
-    assert len(ANOMALY_TYPES) == 14
-    assert "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH" in ANOMALY_TYPES
+#: TFDV's anomaly type names used here (tensorflow_metadata/proto/v0/anomalies.proto,
+#: AnomalyInfo.Type).
+_TFDV_TYPES = {
+    "SCHEMA_MISSING_COLUMN",
+    "SCHEMA_NEW_COLUMN",
+    "UNEXPECTED_DATA_TYPE",
+    "FEATURE_TYPE_LOW_FRACTION_PRESENT",
+    "FEATURE_TYPE_LOW_NUMBER_PRESENT",
+    "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
+    "FLOAT_TYPE_HAS_NAN",
+    "FLOAT_TYPE_HAS_INF",
+    "INT_TYPE_BIG_INT",
+    "INT_TYPE_SMALL_INT",
+    "FLOAT_TYPE_BIG_FLOAT",
+    "FLOAT_TYPE_SMALL_FLOAT",
+    "COMPARATOR_L_INFTY_HIGH",
+    "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
+}
+
+
+def test_anomaly_names_are_tfdvs() -> None:
+    assert set(ANOMALY_TYPES) - _TFDV_TYPES == {"MALFORMED_ROWS"}  # the one jaxtx-only type
+    assert set(ANOMALY_TYPES) >= _TFDV_TYPES
 
 
 # --------------------------------------------------------------------------- columns and types
@@ -129,10 +150,35 @@ def test_missing_and_new_columns(schema: SchemaSpec, clean: dict[str, Any]) -> N
     assert "'extra'" in new.description and "INT" in new.description
 
 
-def test_other_type_columns_are_not_reported(schema: SchemaSpec, clean: dict[str, Any]) -> None:
+def test_new_columns_of_every_type_are_reported(schema: SchemaSpec, clean: dict[str, Any]) -> None:
     nested = {"type": "OTHER", "arrow_type": "list<item: int64>", "num_present": N}
     nested |= {"num_missing": 0, "num": None, "str": None, "sketches": {}}
-    assert validate_statistics(_replace(clean, nested=nested), schema) == []
+    record = dict(nested, arrow_type="struct<a: int64, b: string>")
+    anomalies = validate_statistics(_replace(clean, nested=nested, record=record), schema)
+    assert [(a.feature, a.type) for a in anomalies] == [
+        ("nested", "SCHEMA_NEW_COLUMN"),
+        ("record", "SCHEMA_NEW_COLUMN"),
+    ]
+    assert "list<item: int64>" in anomalies[0].description
+    assert "struct<a: int64, b: string>" in anomalies[1].description
+
+
+def test_new_list_and_struct_columns_from_real_statistics() -> None:
+    from jaxtx.validation.statistics import statistics_from_table
+
+    table = pa.table(
+        {
+            "x": [1, 2, 3],
+            "tags": pa.array([["a"], [], ["b", "c"]]),
+            "point": pa.array([{"a": 1}, {"a": 2}, None]),
+        }
+    )
+    schema = SchemaSpec(features=(FeatureSchema("x", "INT"),))
+    anomalies = validate_statistics(statistics_from_table(table), schema)
+    assert [(a.feature, a.type) for a in anomalies] == [
+        ("tags", "SCHEMA_NEW_COLUMN"),
+        ("point", "SCHEMA_NEW_COLUMN"),
+    ]
 
 
 def test_unexpected_data_type(schema: SchemaSpec, clean: dict[str, Any]) -> None:
@@ -588,7 +634,7 @@ def test_with_statistics_from_table() -> None:
     )
     train_stats = statistics.statistics_from_table(train)
     serving_stats = statistics.statistics_from_table(serving)
-    inferred = infer_schema({"train": train_stats})
+    inferred = infer_schema({"train": train_stats}, infer_ranges=True)
     assert validate_statistics(train_stats, inferred, split="train") == []
 
     curated = SchemaSpec(
@@ -623,3 +669,144 @@ def test_with_statistics_from_table() -> None:
     assert "5 of 2000 values" in _only(anomalies, "FLOAT_TYPE_HAS_NAN").description
     assert "'Unknown' (1)" in _only(anomalies, "ENUM_TYPE_UNEXPECTED_STRING_VALUES").description
     assert _only(anomalies, "SCHEMA_NEW_COLUMN").feature == "zip"
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def test_serving_environment_without_the_label(clean: dict[str, Any]) -> None:
+    schema = Schema(
+        features=(
+            FeatureSchema("age", "INT"),
+            FeatureSchema("label", "INT", Presence(1.0, 1), not_in_environment=("SERVING",)),
+        ),
+        default_environment=("TRAINING", "SERVING"),
+    )
+    stats = make_stats(age=num_feature([30, 40, 50]))
+    assert _types(validate_statistics(stats, schema)) == ["SCHEMA_MISSING_COLUMN"]
+    assert validate_statistics(stats, schema, environment="SERVING") == []
+    with_label = make_stats(age=num_feature([30, 40]), label=num_feature([0, 1]))
+    assert validate_statistics(with_label, schema, environment="SERVING") == []  # not new
+    assert _types(validate_statistics(stats, schema, environment="TRAINING")) == [
+        "SCHEMA_MISSING_COLUMN"
+    ]
+
+
+# --------------------------------------------------------------------------- exact counts
+
+
+def test_out_of_range_counts_are_exact_when_values_are_given() -> None:
+    rng = np.random.default_rng(5)
+    values = np.append(rng.integers(0, 100, size=333), -3)
+    table = pa.table({"x": values})
+    from jaxtx.validation.statistics import statistics_from_table
+
+    stats = statistics_from_table(table)
+    schema = SchemaSpec(features=(FeatureSchema("x", "INT", domain=Domain(min=0, max=1000)),))
+    exact = _only(
+        validate_statistics(stats, schema, values=lambda name: table.column(name)),
+        "INT_TYPE_SMALL_INT",
+    )
+    assert "1 of 334 values (0.3%) below the minimum 0" in exact.description
+    assert "about" not in exact.description
+    estimated = _only(validate_statistics(stats, schema), "INT_TYPE_SMALL_INT")
+    assert "about" in estimated.description  # the sketch compacts past 200 values
+
+
+def test_malformed_rows_threshold_and_override() -> None:
+    rejected = [{"source": "f.csv", "line": 7, "reason": "expected 3 fields, found 2"}]
+    assert malformed_rows(100, 0) is None
+    warn = malformed_rows(1000, 3, rejected)
+    assert (warn.type, warn.severity, warn.feature) == ("MALFORMED_ROWS", "warn", "<rows>")
+    assert "3 of 1000 rows" in warn.description and "f.csv:7" in warn.description
+    assert malformed_rows(1000, 3, rejected, max_fraction=0.0).severity == "fail"
+    relaxed = Schema(default_severities={"MALFORMED_ROWS": "warn"})
+    assert malformed_rows(100, 50, rejected, schema=relaxed).severity == "warn"
+
+
+# --------------------------------------------------------------------------- one verdict
+
+
+def _verdict_key(anomalies: Sequence[Anomaly]) -> list[tuple[str, str, str, str, str]]:
+    return sorted((a.feature, a.type, a.severity, a.expected, a.found) for a in anomalies)
+
+
+def test_validate_file_and_pipeline_give_the_same_anomalies(tmp_path: Path, store) -> None:
+    from jaxtx.components.example_gen import ExampleGen
+    from jaxtx.components.example_validator import ExampleValidator
+    from jaxtx.components.schema_gen import ImportSchema
+    from jaxtx.components.statistics_gen import StatisticsGen
+    from jaxtx.validation.validate_file import validate_file
+
+    rng = np.random.default_rng(11)
+    lines = ["age,workclass,hours,extra"]
+    for i in range(334):
+        age = -3 if i == 100 else int(rng.integers(17, 91))
+        work = "Unknown" if i == 7 else WORKCLASS[i % 3]
+        lines.append(f"{age},{work},{int(rng.integers(1, 80))},{i}")
+    lines.insert(50, "41,Private")  # malformed: 2 fields
+    data = tmp_path / "data.csv"
+    data.write_text("\n".join(lines) + "\n")
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(
+        "default_severities: {INT_TYPE_SMALL_INT: warn, ENUM_TYPE_UNEXPECTED_STRING_VALUES: warn}\n"
+        "features:\n"
+        "  age: {type: INT, domain: {min: 0, max: 120}}\n"
+        "  workclass: {type: STRING, domain: {values: [Gov, Private, Self-emp]}}\n"
+        "  hours: {type: INT, presence: {min_fraction: 1.0, min_count: 1}}\n"
+        "  label: {type: INT, presence: {min_count: 1}, not_in_environment: [SERVING]}\n"
+    )
+
+    from_cli, _ = validate_file(str(data), str(schema_file), environment="SERVING")
+
+    examples = ExampleGen(
+        input_pattern=str(data), split_names=["data"], split_ratios=[1], store=store
+    )
+    stats = StatisticsGen(examples=examples, store=store)
+    schema = ImportSchema(schema_file=str(schema_file), store=store)
+    validated = ExampleValidator(
+        statistics=stats, schema=schema, examples=examples, environment="SERVING", store=store
+    )
+    from_pipeline = [Anomaly(**a) for a in validated.anomalies()]
+
+    assert _verdict_key(from_pipeline) == _verdict_key(from_cli)
+    assert sorted(a.type for a in from_cli) == [
+        "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
+        "INT_TYPE_SMALL_INT",
+        "MALFORMED_ROWS",
+        "SCHEMA_NEW_COLUMN",
+    ]
+    small = _only(from_cli, "INT_TYPE_SMALL_INT")
+    assert small.found == "min -3, 1 value below"  # exact, not "about"
+    assert _only(from_cli, "MALFORMED_ROWS").severity == "warn"  # 1 of 335 rows < 1%
+
+
+def test_default_inference_raises_no_false_alarm_on_a_later_span() -> None:
+    from jaxtx.validation.statistics import statistics_from_table
+
+    rng = np.random.default_rng(21)
+    train = pa.table(
+        {
+            "age": rng.integers(17, 80, size=2000),
+            "note": pa.array([None if i % 25 == 0 else "x" for i in range(2000)]),
+            "country": [f"c{i % 30}" for i in range(2000)],
+        }
+    )
+    later = pa.table(
+        {
+            "age": np.append(rng.integers(17, 80, size=999), 95),  # above the training max
+            "note": pa.array([None if i % 10 == 0 else "x" for i in range(1000)]),  # fewer
+            "country": [f"c{i % 30}" for i in range(1000)],
+        }
+    )
+    schema = infer_schema({"train": statistics_from_table(train)})
+    assert schema.feature("country").domain is not None  # 30 values: a TFDV-sized domain
+    assert validate_statistics(statistics_from_table(later), schema) == []
+
+    strict = infer_schema(
+        {"train": statistics_from_table(train)}, infer_ranges=True, infer_min_fraction=True
+    )
+    assert sorted(_types(validate_statistics(statistics_from_table(later), strict))) == [
+        "FEATURE_TYPE_LOW_FRACTION_PRESENT",
+        "INT_TYPE_BIG_INT",
+    ]

@@ -63,6 +63,7 @@ def test_validator_fail_stops_with_feature_anomaly_and_report(tmp_path: Path, st
         statistics=StatisticsGen(
             examples=ExampleGen(input_pattern=str(good), store=store), store=store
         ),
+        infer_ranges=True,  # TFDV infers no ranges by default
         store=store,
     )
     stats = StatisticsGen(examples=ExampleGen(input_pattern=str(bad), store=store), store=store)

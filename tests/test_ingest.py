@@ -1,4 +1,4 @@
-"""Tests for jaxtx.data._ingest: real Beam pipelines over real files."""
+"""Tests for jaxtx.data ingestion: real Beam pipelines over real files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jaxtx.data._ingest import (
+from jaxtx.data import (
+    MAX_RECORD_BYTES,
+    CsvOptions,
     IngestError,
     IngestResult,
     SplitConfig,
@@ -458,3 +460,344 @@ def test_unknown_partition_feature(tmp_path: Path) -> None:
     src = _write_csv(tmp_path / "in.csv", "x", ["1"])
     with pytest.raises(IngestError, match="partition_feature 'user'"):
         ingest([str(src)], str(tmp_path / "out"), splits=SplitConfig(partition_feature="user"))
+
+
+# ------------------------------------------------------------ users' own files (dialects)
+
+
+def test_headerless_csv_with_names_counts_every_row(tmp_path: Path) -> None:
+    src = tmp_path / "adult.data"
+    src.write_text("39,State-gov,77516\n50,Self-emp,83311\n38,Private\n53,Private,234721\n")
+
+    result = ingest(
+        [str(src)],
+        str(tmp_path / "out"),
+        input_format="csv",
+        csv=CsvOptions(header=False, column_names=("age", "workclass", "fnlwgt")),
+    )
+
+    _assert_consistent(result)
+    assert result.schema.names == ["age", "workclass", "fnlwgt"]
+    assert result.num_read == 4 and result.num_written == 3 and result.num_rejected == 1
+    assert sorted(r["age"] for r in _all_rows(result)) == [39, 50, 53]
+    [bad] = _quarantine(result)
+    assert bad["line"] == 3 and "expected 3 fields (as in column_names), found 2" in bad["reason"]
+
+
+def test_headerless_csv_without_names_gets_positional_names(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "in.csv", "1,a", ["2,b", "3,c"])
+    result = ingest([str(src)], str(tmp_path / "out"), csv=CsvOptions(header=False))
+    assert result.schema.names == ["f0", "f1"]
+    assert result.num_read == 3 and result.num_written == 3
+
+
+def test_header_names_can_be_replaced(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "in.csv", "A B,C-D", ["1,2"])
+    result = ingest([str(src)], str(tmp_path / "out"), csv=CsvOptions(column_names=("ab", "cd")))
+    assert _all_rows(result) == [{"ab": 1, "cd": 2}]
+
+
+def test_csv_dialect_options(tmp_path: Path) -> None:
+    src = tmp_path / "census.txt"
+    text = (
+        "exported 2026-01-01\n"  # junk line, skipped
+        "\n"
+        "age;workclass;note;hours\n"
+        "# a comment line\n"
+        "39; State-gov ;'it''s;ok';40\n"
+        "50;?;NA;NULL\n"
+        "#another comment\n"
+        "38; Private;'line\\'s end'\n"
+        "41;Private ;plain;35\n"
+    )
+    src.write_bytes(text.encode("latin-1"))
+    options = CsvOptions(
+        delimiter=";",
+        quote_char="'",
+        escape_char="\\",
+        null_values=("?", "NA", "NULL"),
+        trim_whitespace=True,
+        skip_rows=1,
+        comment_prefix="#",
+    )
+
+    result = ingest([str(src)], str(tmp_path / "out"), input_format="csv", csv=options)
+
+    _assert_consistent(result)
+    assert result.schema == pa.schema(
+        [
+            ("age", pa.int64()),
+            ("workclass", pa.string()),
+            ("note", pa.string()),
+            ("hours", pa.int64()),
+        ]
+    )
+    rows = sorted(_all_rows(result), key=lambda r: r["age"])
+    assert rows == [
+        {"age": 39, "workclass": "State-gov", "note": "it's;ok", "hours": 40},
+        {"age": 41, "workclass": "Private", "note": "plain", "hours": 35},
+        {"age": 50, "workclass": None, "note": None, "hours": None},
+    ]
+    [bad] = _quarantine(result)
+    assert bad["line"] == 8 and "expected 4 fields (as in the header), found 3" in bad["reason"]
+    assert result.num_read == 4
+
+
+def test_declared_encoding_reads_latin1(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes("name,city\nJosé,Zürich\nAnaïs,Orléans\n".encode("latin-1"))
+
+    default = ingest([str(src)], str(tmp_path / "a"))
+    assert default.num_rejected == 2  # not UTF-8: quarantined, as documented
+
+    result = ingest([str(src)], str(tmp_path / "b"), csv=CsvOptions(encoding="latin-1"))
+    assert result.num_rejected == 0
+    assert sorted(r["city"] for r in _all_rows(result)) == ["Orléans", "Zürich"]
+
+
+def test_invalid_csv_options_are_refused() -> None:
+    with pytest.raises(IngestError, match="encoding"):
+        CsvOptions(encoding="no-such-codec")
+    with pytest.raises(IngestError, match="column_names"):
+        CsvOptions(column_names=("a", "a"))
+    with pytest.raises(IngestError, match="skip_rows"):
+        CsvOptions(skip_rows=-1)
+
+
+# --------------------------------------------------------------------- fixed splits
+
+
+def test_fixed_splits_from_file_patterns(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    _write_csv(tmp_path / "train" / "a.csv", "x,y", [f"{i},{i % 2}" for i in range(50)])
+    _write_csv(tmp_path / "train" / "b.csv", "x,y", [f"{i},{i % 2}" for i in range(50, 70)])
+    _write_csv(tmp_path / "holdout.csv", "x,y", [f"{i},1" for i in range(100, 130)])
+
+    result = ingest(
+        {"training": str(tmp_path / "train" / "*.csv"), "test": str(tmp_path / "holdout.csv")},
+        str(tmp_path / "out"),
+    )
+
+    _assert_consistent(result)
+    assert result.split_counts == {"training": 70, "test": 30}
+    assert sorted(_read_split(result, "test").column("x").to_pylist()) == list(range(100, 130))
+    assert max(_read_split(result, "training").column("x").to_pylist()) == 69
+
+
+def test_fixed_splits_refuse_a_file_in_two_splits(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "a.csv", "x", ["1"])
+    with pytest.raises(IngestError, match="both split 'train' and split 'eval'"):
+        ingest({"train": str(src), "eval": str(tmp_path / "*.csv")}, str(tmp_path / "out"))
+
+
+# ------------------------------------------------------------ types from the whole input
+
+
+def test_integer_column_with_some_decimals_is_float(tmp_path: Path) -> None:
+    rows = [f"{i},{i}.5" if i % 300 == 7 else f"{i},{i}" for i in range(12_000)]
+    src = _write_csv(tmp_path / "in.csv", "id,amount", rows)
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    assert result.schema.field("amount").type == pa.float64()
+    assert result.num_rejected == 0 and result.num_written == 12_000
+
+
+def test_decimals_after_the_sample_widen_the_column(tmp_path: Path) -> None:
+    rows = [f"{i},{i}" for i in range(10_500)] + ["10500,300.5", "10501,7"]
+    src = _write_csv(tmp_path / "in.csv", "id,amount", rows)
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    _assert_consistent(result)
+    assert result.schema.field("amount").type == pa.float64()
+    assert result.num_rejected == 0
+    assert (
+        300.5
+        in _read_split(result, "train").column("amount").to_pylist()
+        + _read_split(result, "eval").column("amount").to_pylist()
+    )
+
+
+def test_column_first_filled_after_the_sample_is_typed_by_its_values(tmp_path: Path) -> None:
+    rows = [f"{i}," for i in range(10_200)] + [f"{i},{i % 7}" for i in range(10_200, 10_300)]
+    src = _write_csv(tmp_path / "in.csv", "id,late", rows)
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    assert result.schema.field("late").type == pa.int64()
+    assert result.num_rejected == 0
+    assert sum(v is not None for v in (r["late"] for r in _all_rows(result))) == 100
+
+
+def test_always_empty_column_is_string(tmp_path: Path) -> None:
+    src = _write_csv(tmp_path / "in.csv", "id,empty", [f"{i}," for i in range(20)])
+    result = ingest([str(src)], str(tmp_path / "out"))
+    assert result.schema.field("empty").type == pa.string()
+    assert infer_schema([str(src)]).field("empty").type == pa.string()
+
+
+def test_stray_text_in_a_numeric_column_is_still_quarantined(tmp_path: Path) -> None:
+    rows = [f"{i},{20 + i % 50}" for i in range(12_000)] + ["12000,forty"]
+    src = _write_csv(tmp_path / "in.csv", "id,age", rows)
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    assert result.schema.field("age").type == pa.int64()
+    [bad] = _quarantine(result)
+    assert bad["line"] == 12_002 and "forty" in bad["reason"]
+
+
+def test_mostly_text_after_the_sample_makes_the_column_string(tmp_path: Path) -> None:
+    rows = [f"{i},{i}" for i in range(10_000)] + [f"{i},code-{i}" for i in range(10_000, 10_500)]
+    src = _write_csv(tmp_path / "in.csv", "id,code", rows)
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    assert result.schema.field("code").type == pa.string()
+    assert result.num_rejected == 0 and result.num_written == 10_500
+
+
+def test_a_given_schema_is_never_widened(tmp_path: Path) -> None:
+    rows = [f"{i},{i}" for i in range(100)] + ["100,300.5"]
+    src = _write_csv(tmp_path / "in.csv", "id,amount", rows)
+    schema = pa.schema([("id", pa.int64()), ("amount", pa.int64())])
+
+    result = ingest([str(src)], str(tmp_path / "out"), schema=schema)
+
+    assert result.schema == schema
+    [bad] = _quarantine(result)
+    assert bad["line"] == 102 and "expected int64, found '300.5'" in bad["reason"]
+
+
+# ---------------------------------------------------------------------- record sizes
+
+
+def test_first_record_larger_than_a_block_is_read(tmp_path: Path) -> None:
+    big = "x" * (7 << 20)
+    src = tmp_path / "in.csv"
+    src.write_text(f'id,text\n1,{big}\n2,short\n3,"{big}"\n')
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    _assert_consistent(result)
+    assert result.num_written == 3 and result.num_rejected == 0
+    lengths = sorted(len(r["text"]) for r in _all_rows(result))
+    assert lengths == [5, 7 << 20, 7 << 20]
+
+
+def test_records_over_the_limit_are_quarantined_with_their_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jaxtx.data import _csv
+
+    assert MAX_RECORD_BYTES >= 64 << 20
+    monkeypatch.setattr(_csv, "_CSV_BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(_csv, "MAX_RECORD_BYTES", 2 << 20)
+    src = tmp_path / "in.csv"
+    src.write_text("id,text\n1,a\n2," + "y" * (3 << 20) + "\n3,c\n")
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    _assert_consistent(result)
+    assert sorted(r["id"] for r in _all_rows(result)) == [1, 3]
+    [bad] = _quarantine(result)
+    assert bad["line"] == 3 and "more than the limit" in bad["reason"]
+    assert result.num_read == 3
+
+
+def test_jsonl_large_records_and_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jaxtx.data import _jsonl
+
+    src = tmp_path / "in.jsonl"
+    big = "z" * (3 << 20)
+    src.write_text(
+        json.dumps({"id": 1, "text": big}) + "\n" + json.dumps({"id": 2, "text": "s"}) + "\n"
+    )
+    result = ingest([str(src)], str(tmp_path / "a"))
+    assert result.num_written == 2 and result.num_rejected == 0
+
+    monkeypatch.setattr(_jsonl, "MAX_RECORD_BYTES", 1 << 20)
+    result = ingest([str(src)], str(tmp_path / "b"))
+    _assert_consistent(result)
+    [bad] = _quarantine(result)
+    assert bad["line"] == 1 and "more than the limit" in bad["reason"]
+
+
+# ------------------------------------------------------------------ ExampleGen component
+
+
+def test_examplegen_fixed_splits_with_spans_and_headerless_files(tmp_path: Path, store) -> None:
+    from jaxtx.components.example_gen import ExampleGen
+
+    for span in (1, 2):
+        d = tmp_path / f"span-{span}"
+        d.mkdir()
+        (d / "train.data").write_text("".join(f"{i}, a{i % 3}\n" for i in range(40 * span)))
+        (d / "test.data").write_text("".join(f"{i}, b\n" for i in range(10 * span)))
+    root = str(tmp_path / "span-{SPAN}")
+
+    ex = ExampleGen(
+        split_patterns={"train": root + "/train.data", "test": root + "/test.data"},
+        input_format="csv",
+        csv_header=False,
+        column_names=["n", "tag"],
+        trim_whitespace=True,
+        store=store,
+    )
+
+    assert ex.properties["span"] == 2
+    assert ex.properties["split_names"] == ["train", "test"]
+    assert ex.properties["split_counts"] == {"train": 80, "test": 20}
+    assert ex.properties["num_read"] == 100 and ex.properties["num_rejected"] == 0
+    assert set(ex.read("test").column("tag").to_pylist()) == {"b"}
+
+    older = ExampleGen(
+        split_patterns={"train": root + "/train.data", "test": root + "/test.data"},
+        span=1,
+        input_format="csv",
+        csv_header=False,
+        column_names=["n", "tag"],
+        store=store,
+    )
+    assert older.properties["split_counts"] == {"train": 40, "test": 10}
+    assert older.properties["span"] == 1
+
+
+def test_examplegen_needs_one_kind_of_input(tmp_path: Path, store) -> None:
+    from jaxtx.components.example_gen import ExampleGen
+
+    src = _write_csv(tmp_path / "a.csv", "x", ["1"])
+    with pytest.raises(ValueError, match="either input_pattern"):
+        ExampleGen(input_pattern=str(src), split_patterns={"train": str(src)}, store=store)
+
+
+def test_headerless_csv_with_leading_blank_lines(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("\n\n1,a,x\n2,b,y\n")
+    result = ingest([str(src)], str(tmp_path / "out"), csv=CsvOptions(header=False))
+    assert result.schema.names == ["f0", "f1", "f2"]
+    assert result.num_read == 2 and result.num_rejected == 0
+
+
+def test_many_failing_values_are_found_by_pattern(tmp_path: Path) -> None:
+    from jaxtx.data._convert import _failing_rows
+
+    values = pa.array(["1", " 2", "x", None, "9" * 30, *[f"t{i}" for i in range(100)], "3"])
+    failing = _failing_rows(values, pa.int64())
+    assert failing == [1, 2, 4, *range(5, 105)]  # " 2" untrimmed, "x", overflow, the texts
+    assert _failing_rows(pa.array(["1", "x", "2"]), pa.int64()) == [1]  # few: bisection
+
+
+def test_jsonl_types_from_the_whole_input(tmp_path: Path) -> None:
+    lines = [json.dumps({"id": i, "amount": i, "late": None}) for i in range(10_100)]
+    lines += [json.dumps({"id": 10_100, "amount": 300.5, "late": 7})]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    _assert_consistent(result)
+    assert result.schema.field("amount").type == pa.float64()
+    assert result.schema.field("late").type == pa.int64()
+    assert result.num_rejected == 0 and result.num_written == 10_101

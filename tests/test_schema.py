@@ -21,6 +21,7 @@ from jaxtx.validation.schema import (
     Presence,
     SchemaError,
     SchemaSpec,
+    feature_in_environment,
     infer_schema,
     load_schema,
     save_schema,
@@ -49,20 +50,18 @@ def train_stats() -> dict[str, Any]:
 
 
 def test_infer_schema_types_presence_and_domains(train_stats: dict[str, Any]) -> None:
-    schema = infer_schema(train_stats)
+    schema = infer_schema(train_stats)  # TFDV's defaults
 
     assert schema.names == ("age", "income", "workclass", "user_id", "flag")
     age = schema.feature("age")
     assert age.type == "INT"
-    assert age.presence == Presence(min_fraction=0.97, min_count=1)  # 975/1000 rounded down
-    assert age.domain == Domain(min=17, max=90)
-    assert isinstance(age.domain.min, int)
+    assert age.presence == Presence(min_fraction=0.0, min_count=1)  # optional: min_count only
+    assert age.domain is None  # no ranges unless asked
 
     income = schema.feature("income")
     assert income.type == "FLOAT"
     assert income.presence == Presence(min_fraction=1.0, min_count=1)
-    num = train_stats["features"]["income"]["num"]
-    assert income.domain == Domain(min=num["min"], max=num["max"])
+    assert income.domain is None
     assert not income.allow_nan and not income.allow_inf
 
     workclass = schema.feature("workclass")
@@ -88,10 +87,24 @@ def test_infer_schema_options_and_incomplete_value_counts(train_stats: dict[str,
     assert schema.feature("small").domain == Domain(values=("v0", "v1", "v2", "v3", "v4"))
     assert infer_schema(stats, max_domain_size=4).feature("small").domain is None
 
-    no_ranges = infer_schema(train_stats, infer_ranges=False)
-    assert no_ranges.feature("age").domain is None
-    assert no_ranges.feature("income").domain is None
-    assert no_ranges.feature("workclass").domain is not None
+    strict = infer_schema(train_stats, infer_ranges=True, infer_min_fraction=True)
+    age = strict.feature("age")
+    assert age.domain == Domain(min=17, max=90)
+    assert isinstance(age.domain.min, int)
+    assert age.presence == Presence(min_fraction=0.97, min_count=1)  # 975/1000 rounded down
+    num = train_stats["features"]["income"]["num"]
+    assert strict.feature("income").domain == Domain(min=num["min"], max=num["max"])
+    assert strict.feature("workclass").domain is not None
+
+
+def test_string_domains_follow_tfdv_threshold() -> None:
+    stats = make_stats(
+        hundred=str_feature([f"v{i % 100}" for i in range(1000)]),
+        more=str_feature([f"v{i % 101}" for i in range(1000)]),
+    )
+    schema = infer_schema(stats)
+    assert len(schema.feature("hundred").domain.values) == 100
+    assert schema.feature("more").domain is None
 
 
 def test_infer_schema_across_splits() -> None:
@@ -105,7 +118,9 @@ def test_infer_schema_across_splits() -> None:
         s=str_feature(["c", "a", "a", "b"]),
         z=num_feature([1.0, 2.0, np.inf, 0.0], type_="FLOAT"),
     )
-    schema = infer_schema({"train": train, "eval": eval_})
+    schema = infer_schema(
+        {"train": train, "eval": eval_}, infer_ranges=True, infer_min_fraction=True
+    )
 
     x = schema.feature("x")
     assert x.type == "FLOAT"  # INT in train, FLOAT in eval
@@ -213,7 +228,7 @@ def test_save_load_round_trip_yaml_and_json(train_stats: dict[str, Any], tmp_pat
 
 def test_yaml_has_curation_header(train_stats: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "schema.yaml"
-    save_schema(infer_schema(train_stats), path)
+    save_schema(infer_schema(train_stats, infer_ranges=True), path)
     text = path.read_text()
     assert text.startswith("#")
     header = text[: text.index("format:")]
@@ -228,7 +243,7 @@ def test_yaml_has_curation_header(train_stats: dict[str, Any], tmp_path: Path) -
 
 def test_hand_edited_yaml_loads(train_stats: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "schema.yaml"
-    save_schema(infer_schema(train_stats), path)
+    save_schema(infer_schema(train_stats, infer_ranges=True), path)
     text = path.read_text()
 
     # Add a value to the enum, widen the range, switch on drift, relax a severity.
@@ -391,3 +406,33 @@ def test_unparsable_yaml_names_file(tmp_path: Path) -> None:
 def test_load_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_schema(tmp_path / "nope.yaml")
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def test_environments_round_trip_and_membership(tmp_path: Path) -> None:
+    path = tmp_path / "schema.yaml"
+    path.write_text(
+        "default_environment: [TRAINING, SERVING]\n"
+        "features:\n"
+        "  age: {type: INT}\n"
+        "  label: {type: INT, not_in_environment: [SERVING]}\n"
+        "  weight: {type: FLOAT, in_environment: [TRAINING]}\n"
+    )
+    schema = load_schema(path)
+    assert schema.default_environment == ("TRAINING", "SERVING")
+    label, weight, age = schema.feature("label"), schema.feature("weight"), schema.feature("age")
+    assert label.not_in_environment == ("SERVING",)
+    assert not feature_in_environment(schema, label, "SERVING")
+    assert feature_in_environment(schema, label, "TRAINING")
+    assert feature_in_environment(schema, label, None)
+    assert feature_in_environment(schema, weight, "TRAINING")
+    assert not feature_in_environment(schema, age, "EVAL")  # not a default environment
+    save_schema(schema, tmp_path / "again.yaml")
+    assert load_schema(tmp_path / "again.yaml") == schema
+
+    open_schema = SchemaSpec(features=(label,))  # no default_environment: every environment
+    assert feature_in_environment(open_schema, label, "TRAINING")
+    with pytest.raises(SchemaError, match="not_in_environment"):
+        schema_from_dict({"features": {"x": {"type": "INT", "not_in_environment": "SERVING"}}})

@@ -24,7 +24,6 @@ batches.
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import queue
@@ -33,6 +32,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
+
+from jaxtx.core.files import PathNotFoundError, expand_paths
 
 __all__ = ["ArrayDataset", "DataError", "ParquetDataset", "prefetch"]
 
@@ -597,32 +598,11 @@ def _check_labels(labels: np.ndarray, label: str, where: str, row_offset: int) -
 
 
 def _expand_files(files: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
-    items = [files] if isinstance(files, str | os.PathLike) else list(files)
-    out: list[str] = []
-    for item in items:
-        p = os.fspath(item)
-        if os.path.isdir(p):
-            found = sorted(
-                os.path.join(root, f)
-                for root, _, names in os.walk(p)
-                for f in names
-                if f.endswith(".parquet")
-            )
-            if not found:
-                raise DataError(f"no *.parquet files under directory {p}")
-            out += found
-        elif any(c in p for c in "*?["):
-            found = sorted(glob.glob(p, recursive=True))
-            if not found:
-                raise DataError(f"no files match {p!r}")
-            out += found
-        elif os.path.exists(p):
-            out.append(p)
-        else:
-            raise DataError(f"input file {p} does not exist")
-    if not out:
-        raise DataError("no input files given; pass Parquet paths, a directory or a glob")
-    return out
+    """Parquet files of paths, directories or globs, local or any Beam filesystem URI."""
+    try:
+        return expand_paths(files, accept=lambda p: p.endswith(".parquet"), what="*.parquet files")
+    except PathNotFoundError as e:
+        raise DataError(str(e)) from None
 
 
 def _arrow_kind(pa: Any, typ: Any) -> str | None:

@@ -19,7 +19,17 @@ INT_TYPE_BIG_INT / INT_TYPE_SMALL_INT      fail     INT values above / below the
 FLOAT_TYPE_BIG_FLOAT / ..._SMALL_FLOAT     fail     FLOAT values above / below the domain
 COMPARATOR_L_INFTY_HIGH                    warn     categorical drift or skew over threshold
 COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH  warn     numeric drift or skew over threshold
+MALFORMED_ROWS                             fail     rows ExampleGen quarantined (jaxtx's own
+                                                    type; ``warn`` up to a threshold fraction)
 =========================================  =======  ==========================================
+
+Every type but ``MALFORMED_ROWS`` is a TFDV ``AnomalyInfo.Type`` name.
+``SCHEMA_NEW_COLUMN`` covers columns of every type (lists and structs too).
+With an ``environment`` (e.g. ``SERVING``) only the schema's features in that
+environment are checked (see :func:`jaxtx.validation.schema.feature_in_environment`).
+Out-of-range counts are exact when the values are given (``values=``, as
+ExampleValidator and ``jaxtx validate`` do for splits up to
+:data:`EXACT_COUNT_ROWS` rows), otherwise estimated from the KLL sketch.
 
 Severities resolve, most specific first: the comparator's own ``severity``
 (drift/skew only), the feature's ``severity`` overrides, the schema's
@@ -62,16 +72,20 @@ from jaxtx.validation.schema import (
     Comparator,
     FeatureSchema,
     SchemaSpec,
+    feature_in_environment,
 )
 
 __all__ = [
     "ANOMALY_TYPES",
     "DEFAULT_SEVERITIES",
     "Anomaly",
+    "EXACT_COUNT_ROWS",
+    "MALFORMED_ROWS",
     "failing",
     "jensen_shannon_divergence",
     "l_infinity_distance",
     "load_anomalies",
+    "malformed_rows",
     "save_anomalies",
     "validate_statistics",
 ]
@@ -88,6 +102,14 @@ _JSD_BINS = 20
 _JSD_RANKS = np.linspace(0.0, 1.0, _JSD_BINS + 1)
 _MAX_LISTED = 10
 _ANOMALY_KEYS = ("split", "feature", "type", "severity", "description", "expected", "found")
+#: Splits with at most this many rows get exact out-of-range counts (their values are read).
+EXACT_COUNT_ROWS = 10_000_000
+MALFORMED_ROWS = "MALFORMED_ROWS"
+#: Feature name of dataset-level anomalies (MALFORMED_ROWS).
+ROWS_FEATURE = "<rows>"
+
+#: Values of one feature for exact counts: ``name -> pyarrow array`` (or None if unknown).
+ValuesFn = Callable[[str], Any]
 
 
 @dataclass(frozen=True)
@@ -160,9 +182,10 @@ def _subject(feature: str, split: str | None) -> str:
 class _Reporter:
     """Creates anomalies for one split with resolved severities."""
 
-    def __init__(self, schema: SchemaSpec, split: str | None) -> None:
+    def __init__(self, schema: SchemaSpec, split: str | None, values: ValuesFn | None = None) -> None:
         self.schema = schema
         self.split = split
+        self.values = values
 
     def __call__(
         self,
@@ -298,8 +321,10 @@ def _check_non_finite(
     return out
 
 
-def _count_beyond(stats: Mapping[str, Any], bound: float, above: bool) -> tuple[int, int, int]:
-    """Count values above (or below) ``bound`` from the KLL sketch.
+def _count_beyond(
+    stats: Mapping[str, Any], bound: float, above: bool, values: Any = None
+) -> tuple[int, int, int]:
+    """Count values above (or below) ``bound``: exactly from ``values``, else from the KLL sketch.
 
     Returns:
         ``(count, total, error)``: the (estimated) count of finite values
@@ -307,6 +332,8 @@ def _count_beyond(stats: Mapping[str, Any], bound: float, above: bool) -> tuple[
         absolute rank error (99% confidence; 0 while the sketch is exact).
         ``total`` is 0 without a sketch.
     """
+    if values is not None:
+        return _exact_beyond(values, bound, above)
     sketch = _kll(stats)
     if sketch is None:
         return 0, 0, 0
@@ -317,6 +344,18 @@ def _count_beyond(stats: Mapping[str, Any], bound: float, above: bool) -> tuple[
         fraction = sketch.get_rank(float(bound), inclusive=False)
     error = math.ceil(sketch.normalized_rank_error(False) * n) if sketch.is_estimation_mode() else 0
     return max(1, round(fraction * n)), n, error
+
+
+def _exact_beyond(values: Any, bound: float, above: bool) -> tuple[int, int, int]:
+    """``(count, finite values, 0)`` of values above (or below) ``bound``, counted exactly."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = pc.cast(values, pa.float64())
+    finite = pc.is_finite(column)
+    beyond = pc.greater(column, bound) if above else pc.less(column, bound)
+    count = pc.sum(pc.and_(beyond, finite)).as_py() or 0
+    return int(count), int(pc.sum(finite).as_py() or 0), 0
 
 
 def _range_anomaly(
@@ -330,7 +369,8 @@ def _range_anomaly(
     kind = "INT" if fs.type == "INT" else "FLOAT"
     type_ = f"{kind}_TYPE_{'BIG' if above else 'SMALL'}_{kind}"
     word, limit, ext = ("above", "maximum", "max") if above else ("below", "minimum", "min")
-    count, total, error = _count_beyond(stats, bound, above)
+    values = report.values(fs.name) if report.values is not None else None
+    count, total, error = _count_beyond(stats, bound, above, values)
     about = "about " if error else ""
     if total:
         margin = f", sketch error +-{error}" if error else ""
@@ -686,6 +726,8 @@ def validate_statistics(
     split: str | None = None,
     previous_stats: Mapping[str, Any] | None = None,
     serving_stats: Mapping[str, Any] | None = None,
+    environment: str | None = None,
+    values: ValuesFn | None = None,
 ) -> list[Anomaly]:
     """Check one split's statistics against a schema.
 
@@ -697,16 +739,22 @@ def validate_statistics(
             ``drift_comparator`` are compared with it.
         serving_stats: Statistics of serving data: features with a
             ``skew_comparator`` are compared with it (``stats`` being training data).
+        environment: Check only the schema's features in this environment
+            (e.g. ``SERVING``); None checks every feature.
+        values: The values of a feature by name (a pyarrow array), for exact
+            out-of-range counts; None estimates them from the sketches.
 
     Returns:
-        The anomalies, schema features first (in schema order), then new columns.
-        Features of type OTHER in ``stats`` are not checked.
+        The anomalies, schema features first (in schema order), then new
+        columns (of every type, lists and structs included).
     """
-    report = _Reporter(schema, split)
+    report = _Reporter(schema, split, values)
     features = stats.get("features") or {}
     num_rows = int(stats.get("num_rows") or 0)
     out: list[Anomaly] = []
     for fs in schema.features:
+        if not feature_in_environment(schema, fs, environment):
+            continue
         feature_stats = features.get(fs.name)
         if feature_stats is None:
             detail = f"column is missing; the schema expects a {fs.type} column"
@@ -720,14 +768,62 @@ def validate_statistics(
             continue
         out += _comparisons(report, fs, feature_stats, previous_stats, serving_stats)
     for name, feature_stats in features.items():
-        found_type = feature_stats.get("type")
-        if name in schema or found_type not in FEATURE_TYPES:
-            continue
-        detail = f"new {found_type} column not in the schema ({feature_stats.get('num_present', 0)} values)"
-        out.append(
-            report(name, "SCHEMA_NEW_COLUMN", detail, "no such column", f"{found_type} column")
-        )
+        if name not in schema:
+            out.append(_new_column(report, name, feature_stats))
     return out
+
+
+def _new_column(report: _Reporter, name: str, feature_stats: Mapping[str, Any]) -> Anomaly:
+    """SCHEMA_NEW_COLUMN for a column of any type (OTHER: named by its Arrow type)."""
+    found_type = str(feature_stats.get("type"))
+    if found_type not in FEATURE_TYPES and feature_stats.get("arrow_type"):
+        found_type = f"{found_type} ({feature_stats['arrow_type']})"
+    present = feature_stats.get("num_present", 0)
+    detail = f"new {found_type} column not in the schema ({present} values)"
+    return report(name, "SCHEMA_NEW_COLUMN", detail, "no such column", f"{found_type} column")
+
+
+def malformed_rows(
+    num_read: int,
+    num_rejected: int,
+    rejected: Sequence[Mapping[str, Any]] = (),
+    *,
+    schema: SchemaSpec | None = None,
+    max_fraction: float = 0.01,
+) -> Anomaly | None:
+    """The ``MALFORMED_ROWS`` anomaly of rows that could not be read (None if none).
+
+    Args:
+        num_read: rows read (``num_written + num_rejected``).
+        num_rejected: rows quarantined.
+        rejected: some quarantine records (``source``, ``line``, ``reason``), named
+            in the description (the first three).
+        schema: for a severity override (``default_severities``); the default is fail.
+        max_fraction: up to this fraction of malformed rows the severity is ``warn``.
+
+    Returns:
+        The anomaly, or None when no row was rejected.
+    """
+    if num_rejected <= 0:
+        return None
+    fraction = num_rejected / num_read if num_read else 1.0
+    severity = "warn"
+    if fraction > max_fraction:
+        severity = schema.severity(MALFORMED_ROWS) if schema is not None else "fail"
+    first = "; ".join(
+        f"{r.get('source')}:{r.get('line')}: {r.get('reason')}" for r in list(rejected)[:3]
+    )
+    return Anomaly(
+        feature=ROWS_FEATURE,
+        type=MALFORMED_ROWS,
+        severity=severity,
+        description=(
+            f"{num_rejected} of {num_read} rows ({_pct(num_rejected, num_read)}) could not be "
+            f"read (threshold {_pct(max_fraction, 1)})" + (f": {first}" if first else "")
+        ),
+        expected=f"at most {_pct(max_fraction, 1)} malformed rows",
+        found=f"{num_rejected} malformed rows",
+    )
 
 
 def failing(anomalies: Iterable[Anomaly]) -> list[Anomaly]:

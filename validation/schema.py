@@ -10,6 +10,7 @@ The file format (``jaxtx.schema/1``)::
 
     format: jaxtx.schema/1
     default_severities: {}          # schema-wide overrides, e.g. {SCHEMA_NEW_COLUMN: fail}
+    default_environment: []         # e.g. [TRAINING, SERVING]; [] = every environment
     features:
       age:
         type: INT                   # INT | FLOAT | STRING | BYTES | BOOL
@@ -25,6 +26,7 @@ The file format (``jaxtx.schema/1``)::
         drift_comparator: null      # or {threshold: 0.1, severity: warn}
         skew_comparator: null
         severity: {}                # per anomaly type, e.g. {INT_TYPE_BIG_INT: warn}
+        not_in_environment: []      # e.g. [SERVING] for the label (also in_environment)
       workclass:
         type: STRING
         ...
@@ -36,9 +38,17 @@ bounds the L-infinity distance between the normalized value distributions;
 for numeric features (INT, FLOAT) it bounds the Jensen-Shannon divergence
 (base 2, between 0 and 1) of the value distributions.
 
+Environments (as in TFDV): data checked "in" an environment (``SERVING``,
+``TRAINING``...) checks only the features in it: a feature listing the
+environment in ``in_environment`` is in it, one listing it in
+``not_in_environment`` is not, otherwise it is when the environment is in
+``default_environment`` (an empty ``default_environment`` holds every
+environment). Checked without an environment, every feature is in. See
+:func:`feature_in_environment`.
+
 Missing keys take their defaults (presence 0 / 0, no domain, NaN and inf not
-allowed, comparators off, no overrides), so a minimal file only needs
-``features: {age: {type: INT}}``.
+allowed, comparators off, no overrides, no environments), so a minimal file
+only needs ``features: {age: {type: INT}}``.
 """
 
 from __future__ import annotations
@@ -67,6 +77,7 @@ __all__ = [
     "Presence",
     "SchemaSpec",
     "SchemaError",
+    "feature_in_environment",
     "infer_schema",
     "load_schema",
     "save_schema",
@@ -101,6 +112,8 @@ DEFAULT_SEVERITIES: Mapping[str, str] = MappingProxyType(
         "FLOAT_TYPE_SMALL_FLOAT": "fail",
         "COMPARATOR_L_INFTY_HIGH": "warn",
         "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH": "warn",
+        # jaxtx's own: rows ExampleGen quarantined, above the validator's threshold.
+        "MALFORMED_ROWS": "fail",
     }
 )
 ANOMALY_TYPES: tuple[str, ...] = tuple(DEFAULT_SEVERITIES)
@@ -126,6 +139,11 @@ _HEADER = """\
 #                      INT and FLOAT. Example: drift_comparator: {{threshold: 0.1}}
 #   severity:          per-feature overrides, {{ANOMALY_TYPE: warn|fail}}.
 #   description:       free text.
+#   in_environment / not_in_environment: environments (e.g. [SERVING]) the feature
+#                      is / is not part of, e.g. not_in_environment: [SERVING] for a
+#                      label; validate with `jaxtx validate --environment SERVING`.
+#
+# default_environment: environments every other feature is in ([] = all).
 #
 # default_severities: schema-wide overrides, {{ANOMALY_TYPE: warn|fail}}. Built-in:
 {defaults}
@@ -133,7 +151,7 @@ _HEADER = """\
 # Unknown keys, wrong types, unknown severities and min > max are rejected on load.
 """
 
-_TOP_KEYS = frozenset({"format", "default_severities", "features"})
+_TOP_KEYS = frozenset({"format", "default_severities", "default_environment", "features"})
 _FEATURE_KEYS = frozenset(
     {
         "type",
@@ -145,6 +163,8 @@ _FEATURE_KEYS = frozenset(
         "drift_comparator",
         "skew_comparator",
         "severity",
+        "in_environment",
+        "not_in_environment",
     }
 )
 _PRESENCE_KEYS = frozenset({"min_fraction", "min_count"})
@@ -251,6 +271,8 @@ class FeatureSchema:
         skew_comparator: Skew check of training against serving data, or None.
         severity: Per anomaly type severity overrides for this feature.
         description: Free text.
+        in_environment: Environments this feature is in (besides the defaults).
+        not_in_environment: Environments this feature is not in.
     """
 
     name: str
@@ -263,6 +285,8 @@ class FeatureSchema:
     skew_comparator: Comparator | None = None
     severity: Mapping[str, str] = field(default_factory=dict, hash=False)
     description: str = ""
+    in_environment: tuple[str, ...] = ()
+    not_in_environment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.type not in FEATURE_TYPES:
@@ -278,10 +302,13 @@ class SchemaSpec:
         features: Every expected feature, in file order.
         default_severities: Schema-wide severity overrides by anomaly type
             (on top of ``DEFAULT_SEVERITIES``).
+        default_environment: Environments every feature is in unless it says
+            otherwise; empty for every environment.
     """
 
     features: tuple[FeatureSchema, ...] = ()
     default_severities: Mapping[str, str] = field(default_factory=dict, hash=False)
+    default_environment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]
@@ -350,6 +377,24 @@ class SchemaSpec:
         return DEFAULT_SEVERITIES.get(anomaly_type, "fail")
 
 
+def feature_in_environment(schema: SchemaSpec, feature: FeatureSchema, environment: str | None) -> bool:
+    """Whether ``feature`` is checked in ``environment`` (TFDV's rule, see module doc).
+
+    Args:
+        schema: The schema (for its ``default_environment``).
+        feature: One of its features.
+        environment: The environment, or None (every feature is in).
+
+    Returns:
+        True when the feature is part of the environment.
+    """
+    if environment is None or environment in feature.in_environment:
+        return True
+    if environment in feature.not_in_environment:
+        return False
+    return not schema.default_environment or environment in schema.default_environment
+
+
 # --------------------------------------------------------------------------- inference
 
 
@@ -383,13 +428,17 @@ def _floor2(fraction: float) -> float:
     return round(math.floor(fraction * 100 + 1e-9) / 100, 2)
 
 
-def _infer_presence(observations: list[Mapping[str, Any]], num_rows: list[int]) -> Presence:
+def _infer_presence(
+    observations: list[Mapping[str, Any]], num_rows: list[int], observed_fraction: bool = False
+) -> Presence:
     present = sum(int(o.get("num_present") or 0) for o in observations)
     missing = sum(int(o.get("num_missing") or 0) for o in observations)
     if present == 0:
         return Presence(min_fraction=0.0, min_count=0)
     if missing == 0:
         return Presence(min_fraction=1.0, min_count=1)
+    if not observed_fraction:  # TFDV: an optional feature needs one value, no fraction
+        return Presence(min_fraction=0.0, min_count=1)
     fractions = [
         int(o.get("num_present") or 0) / n for o, n in zip(observations, num_rows, strict=True) if n
     ]
@@ -430,19 +479,23 @@ def _infer_range(observations: list[Mapping[str, Any]], type_: str) -> Domain | 
 def infer_schema(
     stats_by_split: Mapping[str, Any],
     *,
-    max_domain_size: int = 20,
-    infer_ranges: bool = True,
+    max_domain_size: int = 100,
+    infer_ranges: bool = False,
+    infer_min_fraction: bool = False,
 ) -> SchemaSpec:
-    """Infer a schema from statistics of one or more splits.
+    """Infer a schema from statistics of one or more splits, with TFDV's defaults.
 
     Types come from the statistics (INT and FLOAT across splits give FLOAT).
-    ``presence.min_fraction`` is 1.0 for a feature never missing, otherwise
-    the lowest observed fraction across splits rounded down to two decimals;
-    ``min_count`` is 1 for a feature that has values. STRING and BYTES
-    features get an enum domain when every split lists all their values
-    (``value_counts_complete``) and there are at most ``max_domain_size`` of
-    them; INT and FLOAT features get the observed ``[min, max]`` range when
+    ``presence.min_fraction`` is 1.0 for a feature never missing, otherwise 0
+    (or, with ``infer_min_fraction``, the lowest observed fraction across
+    splits rounded down to two decimals); ``min_count`` is 1 for a feature
+    that has values. STRING and BYTES features get an enum domain when every
+    split lists all their values (``value_counts_complete``) and there are at
+    most ``max_domain_size`` of them (TFDV's ``max_string_domain_size``, 100);
+    INT and FLOAT features get the observed ``[min, max]`` range only when
     ``infer_ranges``. NaN and inf are allowed where they were observed.
+    The defaults raise no alarm on a later span whose values merely extend
+    the observed ones; the stricter options do.
     Drift and skew comparators are left off: switch them on per feature by
     setting e.g. ``drift_comparator: {threshold: 0.1}`` in the saved file.
     Features of type OTHER (nested or unsupported Arrow types) are left out.
@@ -451,7 +504,9 @@ def infer_schema(
         stats_by_split: A ``jaxtx.statistics/1`` document, or a mapping of
             split name to such documents.
         max_domain_size: Largest number of distinct strings turned into an enum.
-        infer_ranges: Whether to infer numeric min/max domains.
+        infer_ranges: Whether to infer numeric min/max domains (off in TFDV).
+        infer_min_fraction: Whether optional features get their observed fill
+            rate as ``min_fraction`` (off in TFDV: ``min_count: 1`` only).
 
     Returns:
         The inferred schema, features in first-seen order.
@@ -484,7 +539,7 @@ def infer_schema(
             FeatureSchema(
                 name=name,
                 type=type_,
-                presence=_infer_presence(observations, rows[name]),
+                presence=_infer_presence(observations, rows[name], infer_min_fraction),
                 domain=domain,
                 allow_nan=any((n.get("num_nan") or 0) > 0 for n in nums),
                 allow_inf=any(
@@ -538,6 +593,10 @@ def _feature_to_dict(feature: FeatureSchema) -> dict[str, Any]:
     out["drift_comparator"] = _comparator_to_dict(feature.drift_comparator)
     out["skew_comparator"] = _comparator_to_dict(feature.skew_comparator)
     out["severity"] = dict(feature.severity)
+    if feature.in_environment:
+        out["in_environment"] = list(feature.in_environment)
+    if feature.not_in_environment:
+        out["not_in_environment"] = list(feature.not_in_environment)
     return out
 
 
@@ -553,6 +612,7 @@ def schema_to_dict(schema: SchemaSpec) -> dict[str, Any]:
     return {
         "format": SCHEMA_FORMAT,
         "default_severities": dict(schema.default_severities),
+        "default_environment": list(schema.default_environment),
         "features": {f.name: _feature_to_dict(f) for f in schema.features},
     }
 
@@ -671,6 +731,14 @@ def _parse_comparator(where: _Where, name: str, value: Any) -> Comparator | None
     return Comparator(threshold=float(threshold), severity=severity)
 
 
+def _parse_environments(where: _Where, name: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise where.error(name, "a list of environment names, e.g. [SERVING]", value)
+    return tuple(value)
+
+
 def _parse_bool(where: _Where, name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise where.error(name, "true or false", value)
@@ -703,6 +771,10 @@ def _parse_feature(source: str, name: Any, value: Any) -> FeatureSchema:
         skew_comparator=_parse_comparator(where, "skew_comparator", value.get("skew_comparator")),
         severity=_parse_severities(where, "severity", value.get("severity")),
         description=description,
+        in_environment=_parse_environments(where, "in_environment", value.get("in_environment")),
+        not_in_environment=_parse_environments(
+            where, "not_in_environment", value.get("not_in_environment")
+        ),
     )
 
 
@@ -733,6 +805,9 @@ def schema_from_dict(data: Any, *, source: str = "<schema>") -> SchemaSpec:
         features=tuple(_parse_feature(source, k, v) for k, v in features_data.items()),
         default_severities=_parse_severities(
             where, "default_severities", data.get("default_severities")
+        ),
+        default_environment=_parse_environments(
+            where, "default_environment", data.get("default_environment")
         ),
     )
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jaxtx.core.beam import BatchCombineFn, BeamOptions, run_and_read_json
+from jaxtx.core.files import expand_paths
 from jaxtx.core.numerics import merge_moments
 from jaxtx.core.parquet import ReadTask, iter_task_batches, row_group_tasks
 
@@ -894,6 +895,13 @@ class GenerateStatistics(beam.PTransform):
         )
 
 
+def _parquet_files(entries: Sequence[str]) -> list[str]:
+    """Parquet files of paths, directories or globs (local or Beam filesystem URIs)."""
+    if not entries:
+        return []
+    return expand_paths(entries, accept=lambda p: p.endswith(".parquet"), what="Parquet file")
+
+
 class _ReadRowGroups(beam.DoFn):
     """Read ``(path, row_groups)`` tasks as record batches."""
 
@@ -915,7 +923,8 @@ def compute_split_statistics(
     """Compute the statistics of every split in one Beam pipeline over Parquet files.
 
     Args:
-      split_files: split name -> Parquet files (local paths or any Beam filesystem URL).
+      split_files: split name -> Parquet files, directories or globs (local paths
+        or any Beam filesystem URL).
       options: statistics options.
       beam_options: Beam flags or mapping (see ``jaxtx.core.beam.pipeline_options``).
       temp_dir: where the pipeline writes its results; must be reachable by the
@@ -932,7 +941,7 @@ def compute_split_statistics(
         return {
             split: (
                 p
-                | f"Files[{split}]" >> beam.Create(sorted(files))
+                | f"Files[{split}]" >> beam.Create(_parquet_files(files))
                 | f"Plan[{split}]" >> beam.FlatMap(row_group_tasks, rows_per_task=rows_per_task)
                 | f"Read[{split}]" >> beam.ParDo(_ReadRowGroups(options.batch_size))
                 | f"Stats[{split}]" >> GenerateStatistics(options)

@@ -1,23 +1,19 @@
 """jaxtx data: reading users' files (CSV, JSON Lines, Parquet) into Arrow and
 writing split Parquet shards with a quarantine for rows that cannot be read.
 
+Modules, one per concern: ``_pipeline`` (the Beam pipeline and :func:`ingest`),
+``_csv``, ``_jsonl``, ``_parquet`` (one reader per format), ``_convert``
+(casting to the target schema), ``_hashing`` (split hashes), ``_inputs`` and
+``_outputs`` (checks, counting), ``spans`` (input patterns with spans).
+
 A library: it imports only ``jaxtx.core``.
 """
 
-from ._ingest import (
-    BATCH_ROWS,
-    FORMATS,
-    SAMPLE_ROWS,
-    IngestError,
-    IngestExamples,
-    IngestResult,
-    SplitConfig,
-    detect_format,
-    infer_schema,
-    ingest,
-    row_hashes,
-    split_indices,
-)
+from ._common import BATCH_ROWS, FORMATS, MAX_RECORD_BYTES, SAMPLE_ROWS, IngestError
+from ._config import CsvOptions, IngestResult, SplitConfig
+from ._hashing import row_hashes
+from ._inputs import detect_format, infer_schema
+from ._pipeline import IngestExamples, ingest, split_indices
 from .spans import (
     InputNotFoundError,
     ResolvedInput,
@@ -30,7 +26,9 @@ from .spans import (
 
 __all__ = [
     "BATCH_ROWS",
+    "MAX_RECORD_BYTES",
     "FORMATS",
+    "CsvOptions",
     "SAMPLE_ROWS",
     "IngestError",
     "IngestExamples",

@@ -11,17 +11,20 @@ may carry placeholders in directory or file names:
 
 By default the latest span is taken, and within a span its latest version.
 Hidden files and directories and names starting with ``_`` (``_SUCCESS``,
-``_temporary``, ``.crc``) are never inputs.
+``_temporary``, ``.crc``) are never inputs. Paths may be local or any URI
+Apache Beam's filesystems know (``gs://``, ``s3://``...): expansion is
+:mod:`jaxtx.core.files`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import glob as globlib
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from jaxtx.core import files as fs
 
 __all__ = [
     "DATA_EXTENSIONS",
@@ -58,7 +61,7 @@ class InputPatternError(ValueError):
     """The input pattern or the span arguments are malformed."""
 
 
-class InputNotFoundError(FileNotFoundError):
+class InputNotFoundError(fs.PathNotFoundError):
     """Nothing on disk matches the input pattern."""
 
 
@@ -121,7 +124,7 @@ def is_data_file(path: str) -> bool:
       after an optional compression suffix, is one of :data:`DATA_EXTENSIONS`.
     """
     name = os.path.basename(path).lower()
-    if _is_hidden(name):
+    if fs.is_hidden(name):
         return False
     for ext in _COMPRESSION_EXTENSIONS:
         if name.endswith(ext):
@@ -144,30 +147,18 @@ def list_data_files(path: str) -> list[str]:
     Raises:
       InputNotFoundError: nothing exists at ``path`` or it holds no data file.
     """
-    pattern = _absolute(path)
-    if _has_glob(pattern):
-        matches = sorted(globlib.glob(pattern, recursive=True))
-        if not matches:
-            raise InputNotFoundError(
-                f"No file matches the glob {path!r}. Check the path and the pattern; "
-                "hidden files and names starting with '_' are never matched."
-            )
-    elif os.path.exists(pattern):
-        matches = [pattern]
-    else:
-        raise InputNotFoundError(
-            f"Input path {path!r} does not exist (resolved to {pattern!r}). "
-            "Pass an existing file, directory or glob."
-        )
-    files = _expand(matches)
-    if not files:
-        raise InputNotFoundError(
-            f"{path!r} holds no data file: expected files ending in "
-            f"{', '.join(DATA_EXTENSIONS)} (optionally compressed: "
-            f"{', '.join(_COMPRESSION_EXTENSIONS)}). Point at the files themselves or "
-            "use a glob such as 'dir/*.txt' with an explicit input format."
-        )
-    return files
+    try:
+        return fs.expand_paths(path, accept=is_data_file, what="data file")
+    except fs.NoFilesError:
+        pass
+    except fs.PathNotFoundError as e:
+        raise InputNotFoundError(str(e)) from None
+    raise InputNotFoundError(
+        f"{path!r} holds no data file: expected files ending in "
+        f"{', '.join(DATA_EXTENSIONS)} (optionally compressed: "
+        f"{', '.join(_COMPRESSION_EXTENSIONS)}). Point at the files themselves or "
+        "use a glob such as 'dir/*.txt' with an explicit input format."
+    )
 
 
 def resolve_input(
@@ -204,7 +195,7 @@ def resolve_input(
 
     absolute = _absolute(pattern)
     glob_pattern, regex = _compile(absolute)
-    found = _group_matches(pattern, globlib.glob(glob_pattern, recursive=True), regex)
+    found = _group_matches(pattern, fs.glob(glob_pattern), regex)
     if not found:
         raise InputNotFoundError(
             f"Nothing matches the input pattern {pattern!r} (searched {glob_pattern!r}, "
@@ -327,10 +318,10 @@ def _group_matches(
     found: dict[tuple[int | None, int | None], set[str]] = {}
     for match in sorted(matches):
         m = regex.fullmatch(match)
-        if m is None or _is_hidden(os.path.basename(match)):
+        if m is None or fs.is_hidden(os.path.basename(match.rstrip("/"))):
             continue
         key = (_span_of(pattern, match, m), _int_group(m, "VERSION"))
-        files = _expand([match])
+        files = fs.expand_matches([match], is_data_file)
         if files:
             found.setdefault(key, set()).update(files)
     return found
@@ -410,36 +401,8 @@ def _glob_to_regex(text: str) -> str:
     return "".join(out)
 
 
-def _expand(matches: Iterable[str]) -> list[str]:
-    """Files of the given matches; directories contribute their data files."""
-    files: set[str] = set()
-    for match in matches:
-        if os.path.isdir(match):
-            files.update(_walk(match))
-        elif os.path.isfile(match) and not _is_hidden(os.path.basename(match)):
-            files.add(os.path.abspath(match))
-    return sorted(files)
-
-
-def _walk(directory: str) -> list[str]:
-    """Every data file below ``directory``, skipping hidden/underscore dirs."""
-    out = []
-    for root, dirs, names in os.walk(directory):
-        dirs[:] = [d for d in dirs if not _is_hidden(d)]
-        out.extend(os.path.abspath(os.path.join(root, n)) for n in names if is_data_file(n))
-    return out
-
-
-def _is_hidden(name: str) -> bool:
-    return name.startswith((".", "_"))
-
-
-def _has_glob(path: str) -> bool:
-    return any(c in path for c in "*?[")
-
-
 def _absolute(path: str) -> str:
-    return os.path.abspath(os.path.expanduser(path))
+    return fs.normalize(path)
 
 
 def _fmt_span(span: int, date: bool) -> str:
@@ -484,11 +447,9 @@ def resolve_span(input_pattern: str, span: int | str | None) -> ResolvedInput:
 
 def available_spans(input_pattern: str) -> list[int]:
     """Every span the pattern matches, ascending (``[]`` for a pattern without spans)."""
-    import glob
-
     names = _check_placeholders(input_pattern)
     if not ({"SPAN", "YYYY"} & names):
         return []
     glob_pattern, regex = _compile(_absolute(input_pattern))
-    found = _group_matches(input_pattern, glob.glob(glob_pattern, recursive=True), regex)
+    found = _group_matches(input_pattern, fs.glob(glob_pattern), regex)
     return sorted({s for s, _ in found if s is not None})
