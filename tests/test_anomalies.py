@@ -675,7 +675,7 @@ def test_with_statistics_from_table() -> None:
 
 
 def test_serving_environment_without_the_label(clean: dict[str, Any]) -> None:
-    schema = Schema(
+    schema = SchemaSpec(
         features=(
             FeatureSchema("age", "INT"),
             FeatureSchema("label", "INT", Presence(1.0, 1), not_in_environment=("SERVING",)),
@@ -720,7 +720,7 @@ def test_malformed_rows_threshold_and_override() -> None:
     assert (warn.type, warn.severity, warn.feature) == ("MALFORMED_ROWS", "warn", "<rows>")
     assert "3 of 1000 rows" in warn.description and "f.csv:7" in warn.description
     assert malformed_rows(1000, 3, rejected, max_fraction=0.0).severity == "fail"
-    relaxed = Schema(default_severities={"MALFORMED_ROWS": "warn"})
+    relaxed = SchemaSpec(default_severities={"MALFORMED_ROWS": "warn"})
     assert malformed_rows(100, 50, rejected, schema=relaxed).severity == "warn"
 
 
