@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from ._http import LogOnce, check_prepared
-from ._proto import predict_v2_pb2 as pb
+from ._proto import predict_v2_pb2 as _pb2
 from .batching import Batcher, BatchFailedError, OverloadedError
 from .metrics import ServingMetrics
 from .repository import ModelNotFoundError, ModelNotReadyError, ModelRepository
@@ -35,6 +35,9 @@ from .v2 import (
     format_v2_outputs,
     model_metadata,
 )
+
+# Generated messages are created at import time: typed as Any for checkers.
+pb: Any = _pb2
 
 __all__ = ["SERVICE", "GRPCServer"]
 

@@ -276,7 +276,7 @@ def http_protocol(
     if name == "httptools":
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     else:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base  # type: ignore[assignment]
     lim = limits or EdgeLimits()
     max_connections = lim.connections()
     attrs = {

@@ -534,7 +534,9 @@ class ArrayDataset(_PackedDataset):
         self.prefetch = prefetch
         labels = np.asarray(labels)
         n = labels.shape[0] if labels.ndim else 0
-        specs, floats, ints = [], [], []
+        specs: list[Any] = []
+        floats: list[Any] = []
+        ints: list[Any] = []
         for name in sorted(features):
             a = np.asarray(features[name])
             if a.ndim == 0 or a.shape[0] != n:

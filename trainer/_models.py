@@ -390,7 +390,7 @@ def from_nnx(module: Any) -> ModelDef:
     """
     from flax import nnx
 
-    graphdef, param_state, rest = nnx.split(module, nnx.Param, ...)
+    graphdef, param_state, rest = nnx.split(module, nnx.Param, ...)  # type: ignore[misc]
     pure = nnx.to_pure_dict(param_state)
     has_dropout_stream = any(
         isinstance(v, nnx.RngKey) and getattr(v, "tag", None) == "dropout"

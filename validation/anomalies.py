@@ -649,7 +649,7 @@ def _numeric_divergence(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | N
     # Bins (-inf, p0], (p0, p1], ..., (p_last, inf).
     pa = np.diff(np.concatenate([[0.0], ca, [1.0]]))
     pb = np.diff(np.concatenate([[0.0], cb, [1.0]]))
-    return jensen_shannon_divergence(pa, pb)
+    return jensen_shannon_divergence(pa.tolist(), pb.tolist())
 
 
 def _compare(

@@ -328,7 +328,7 @@ def plot_feature_histograms_png(
         else:
             top = (feature["str"].get("top_k") or [])[:_TOP_BARS]
             labels = [_mpl(_short(str(t["value"]), 18)) or "(empty)" for t in top][::-1]
-            counts = [int(t["count"]) for t in top][::-1]
+            counts = [float(t["count"]) for t in top][::-1]
             ax.barh(range(len(counts)), counts, color="#10b981")
             ax.set_yticks(range(len(counts)), labels)
     if not features:

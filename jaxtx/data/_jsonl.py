@@ -58,7 +58,7 @@ def _read_jsonl(
         data = chunk[starts[nonblank[0]] :] if lines else b""
         table, good, bad = parser.parse(b"\n".join(lines) if long.any() else data, lines)
         for offset in range(0, table.num_rows if table is not None else 0, BATCH_ROWS):
-            for batch in table.slice(offset, BATCH_ROWS).to_batches():
+            for batch in table.slice(offset, BATCH_ROWS).to_batches():  # type: ignore[union-attr]
                 rows = numbers[good[offset : offset + batch.num_rows]]
                 yield _with_meta(batch, rows, path, "jsonl")
         for index, reason in bad:

@@ -204,15 +204,15 @@ def resolve_input(
             "({YYYY} 4, {MM} and {DD} 2)."
         )
     if not has_span:
-        version = max(v for _, v in found)
+        version = max((v for _, v in found if v is not None), default=None)
         return _resolved(pattern, found, [(None, version)], names)
 
     available = sorted({s for s, _ in found if s is not None})
     chosen = _choose_spans(pattern, available, span, span_range, date="YYYY" in names)
-    keys = []
+    keys: list[tuple[int | None, int | None]] = []
     for s in chosen:
-        versions = [v for sp, v in found if sp == s]
-        keys.append((s, None if versions[0] is None else max(versions)))
+        versions = [v for sp, v in found if sp == s and v is not None]
+        keys.append((s, max(versions) if versions else None))
     return _resolved(pattern, found, keys, names)
 
 
@@ -295,13 +295,16 @@ def _choose_spans(
     """Pick the spans to read among ``available``."""
     if span is None and span_range is None:
         return [available[-1]]
-    wanted = [span] if span is not None else list(range(span_range[0], span_range[1] + 1))
+    assert span is not None or span_range is not None
+    wanted = (
+        [span] if span is not None else list(range(span_range[0], span_range[1] + 1))  # type: ignore[index]
+    )
     missing = [s for s in wanted if s not in set(available)]
     if missing:
         what = (
             f"Span {_fmt_span(missing[0], date)}"
             if span is not None
-            else (f"Span(s) {_fmt_list(missing, date)} of span_range {tuple(span_range)}")
+            else (f"Span(s) {_fmt_list(missing, date)} of span_range {span_range}")
         )
         raise SpanNotFoundError(
             f"{what} not found for input pattern {pattern!r}. Available spans: "

@@ -245,7 +245,7 @@ def transform_parquet(
     os.makedirs(out, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".staging-", dir=out)
     try:
-        files = []
+        files: list[Any] = []
         for split, paths in splits.items():
             os.makedirs(os.path.join(staging, split))
             files.extend((split, i, p, os.path.join(staging, split)) for i, p in enumerate(paths))

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import datasketches as ds
 import numpy as np
@@ -52,7 +52,7 @@ __all__ = [
     "open_source",
 ]
 
-DataLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | pa.Table | pa.RecordBatch
+DataLike: TypeAlias = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | pa.Table | pa.RecordBatch
 
 
 # ----------------------------------------------------------------- summaries

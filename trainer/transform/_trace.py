@@ -736,7 +736,7 @@ def _assign_keys(
     per_raw: dict[str, list[int]] = {}
     for nid, raw in raw_of.items():
         per_raw.setdefault(raw, []).append(nid)
-    first_output = {}
+    first_output: dict[Any, Any] = {}
     for name, nid in outputs:
         first_output.setdefault(nid, name)
     taken = {c.name for c in inputs}

@@ -403,7 +403,7 @@ def _backend() -> str:
 def _check_x64(exported: Any) -> None:
     import jax
 
-    if jax.config.jax_enable_x64:
+    if jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         return
     for aval in (*exported.in_avals, *exported.out_avals):
         if np.dtype(aval.dtype).itemsize == 8 and np.dtype(aval.dtype).kind in "iuf":
