@@ -40,6 +40,7 @@ def package_tree(dest: Path) -> Path:
 def test_libraries_type_check(tmp_path):
     tree = package_tree(tmp_path / "src")
     args = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")]
+    args += ["--cache-dir", str(tmp_path / "cache")]
     for lib in LIBRARIES:
         args += ["-p", lib]
     env = dict(os.environ, MYPYPATH=str(tree))
