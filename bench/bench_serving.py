@@ -628,7 +628,7 @@ def _run_async(coro: Coroutine[Any, Any, _T]) -> _T:
 
 
 def _answered(status: int, data: bytes) -> bool:
-    return status == 200 and data.startswith(b'{"predictions"')
+    return status == 200 and data.startswith((b'{"predictions"', b'{"model_name"'))  # v1, v2
 
 
 async def _client(
