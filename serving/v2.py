@@ -329,13 +329,14 @@ def _tensor_head(
     name = tensor.get("name")
     if not isinstance(name, str):
         raise InputError(f"{where}.name", "a string", type(name).__name__)
-    if name not in sig.input_names:
+    plan = _input_plan(model)
+    spec = plan.specs.get(name)
+    if spec is None:
         raise InputError.unknown_feature(name, sig.input_names, "inputs")
     if name in seen:
         raise InputError(name, "each input once", "the input twice")
-    spec = sig.input(name)
     datatype = tensor.get("datatype")
-    if not isinstance(datatype, str) or not _accepts(spec, datatype):
+    if not isinstance(datatype, str) or datatype not in plan.accepts[name]:
         allowed = "BYTES" if spec.dtype == "string" else V2_DTYPES[spec.dtype]
         raise InputError(
             name,
@@ -423,8 +424,9 @@ _PLAIN_TYPES: dict[str, tuple[type, ...]] = {
 
 @dataclass(frozen=True)
 class _InputPlan:
-    """Per model: each input's accepted datatypes, for the plain-request fast path."""
+    """Per model: each input's spec and accepted datatypes (looked up per request)."""
 
+    specs: dict[str, TensorSpec]
     accepts: dict[str, frozenset[str]]
     max_rows: int
 
@@ -439,8 +441,9 @@ def _input_plan(model: LoadedModel) -> _InputPlan:
         return cached[1]
     if len(_INPUT_PLANS) > 256:
         _INPUT_PLANS.clear()
-    datatypes = [*_PLAIN_TYPES, "BF16"]
+    datatypes = [*_PLAIN_TYPES, "BF16"]  # every datatype `_accepts` can say yes to
     plan = _InputPlan(
+        specs={s.name: s for s in model.signature.inputs},
         accepts={
             s.name: frozenset(d for d in datatypes if _accepts(s, d))
             for s in model.signature.inputs
