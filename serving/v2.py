@@ -470,7 +470,7 @@ def _plain_values(tensor: Any, plan: _InputPlan, seen: Mapping[str, Any]) -> lis
         return None
     accepts = plan.accepts.get(name)
     datatype = tensor.get("datatype")
-    if accepts is None or datatype not in accepts:
+    if accepts is None or type(datatype) is not str or datatype not in accepts:
         return None
     shape = tensor.get("shape")
     data = tensor.get("data")
