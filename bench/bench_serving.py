@@ -24,7 +24,12 @@ are checked on medians:
 * jaxtx (batching on) / MLflow requests/s at concurrency 8: >= 30x;
 * jaxtx (batching on) p99 at 50% of its concurrency-8 throughput: <= 5 ms;
 * jaxtx batching on / off requests/s at concurrency 32: >= 3x;
-* jaxtx over gRPC / over HTTP requests/s at concurrency 8: >= 1x.
+* jaxtx over gRPC / over HTTP requests/s at concurrency 8: >= 1x;
+* jaxtx Open Inference v2 JSON / TF Serving REST requests/s at concurrency 8
+  and 32: >= 0.9x. The v2 runs (``jaxtx-v2`` rows) go to the same
+  batching-on server, the same row per request, each run right after or
+  before its v1 run at that level (alternating), so that both protocols see
+  the same machine load; ``--no-v2`` skips them.
 
 Usage::
 
