@@ -24,7 +24,12 @@ are checked on medians:
 * jaxtx (batching on) / MLflow requests/s at concurrency 8: >= 30x;
 * jaxtx (batching on) p99 at 50% of its concurrency-8 throughput: <= 5 ms;
 * jaxtx batching on / off requests/s at concurrency 32: >= 3x;
-* jaxtx over gRPC / over HTTP requests/s at concurrency 8: >= 1x.
+* jaxtx over gRPC / over HTTP requests/s at concurrency 8: >= 1x;
+* jaxtx Open Inference v2 JSON / TF Serving REST requests/s at concurrency 8
+  and 32: >= 0.9x. The v2 runs (``jaxtx-v2`` rows) go to the same
+  batching-on server, the same row per request, each run right after or
+  before its v1 run at that level (alternating), so that both protocols see
+  the same machine load; ``--no-v2`` skips them.
 
 Usage::
 
@@ -52,7 +57,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -262,6 +267,26 @@ def _features(i: int) -> dict[str, float | str]:
 
 def _row_body(i: int) -> bytes:
     return json.dumps({"instances": [_features(i)]}).encode()
+
+
+def _v2_body(i: int) -> bytes:
+    """One-row Open Inference v2 JSON body of request ``i`` (the same row as `_row_body`)."""
+    row = _features(i)
+    tensors = [
+        {"name": n, "shape": [1], "datatype": "BYTES" if n == "color" else "FP32", "data": [row[n]]}
+        for n in _FEATURES
+    ]
+    return json.dumps({"inputs": tensors}).encode()
+
+
+def _v2_variant(target: Target) -> Target:
+    """The same running server, sent the same rows as v2 ``/infer`` requests."""
+    return replace(
+        target,
+        name="jaxtx v2 " + target.name.removeprefix("jaxtx "),
+        path="/v2/models/bench/infer",
+        body=_v2_body,
+    )
 
 
 def _dataframe_split_body(i: int) -> bytes:
@@ -608,7 +633,7 @@ def _run_async(coro: Coroutine[Any, Any, _T]) -> _T:
 
 
 def _answered(status: int, data: bytes) -> bool:
-    return status == 200 and data.startswith(b'{"predictions"')
+    return status == 200 and data.startswith((b'{"predictions"', b'{"model_name"'))  # v1, v2
 
 
 async def _client(
@@ -857,6 +882,7 @@ def _probe(target: Target) -> dict[str, float] | str:
 
 # ----------------------------------------------------------------------- main
 _ON, _OFF, _MLFLOW, _GRPC = "jaxtx-batching", "jaxtx-no-batching", "mlflow", "jaxtx-grpc"
+_V2 = "jaxtx-v2"  # the batching-on server answering v2 JSON, runs interleaved with its v1 runs
 
 
 @dataclass
@@ -925,6 +951,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="length of the paced phase at 50%% of the concurrency-8 throughput",
     )
     p.add_argument("--paced-connections", type=int, default=32)
+    p.add_argument(
+        "--no-v2",
+        dest="v2",
+        action="store_false",
+        help=f"skip the v2 JSON runs interleaved with {_ON}'s v1 runs",
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.repeats < 1:
@@ -934,7 +966,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _bench_target(
     key: str, base: Path, args: argparse.Namespace
-) -> tuple[dict[int, Summary], list[PacedResult], dict[str, float] | str]:
+) -> tuple[dict[tuple[str, int], Summary], list[PacedResult], dict[str, float] | str]:
     """Start one target; run every level ``--repeats`` times (interleaved); stop it."""
     target = TARGETS[key](base)
     target.start()
@@ -945,12 +977,18 @@ def _bench_target(
         if key in (_ON, _GRPC) and 8 not in levels:
             levels.append(8)
         runs: dict[int, list[Result]] = {c: [] for c in levels}
+        v2 = _v2_variant(target) if key == _ON and args.v2 else None
+        v2_runs: dict[int, list[Result]] = {c: [] for c in levels}
         paced: list[PacedResult] = []
         for repeat in range(args.repeats):
             for c in levels:
-                res = run_load(target, c, args.requests, args.time_cap)
-                runs[c].append(res)
-                print(f"[{repeat + 1}/{args.repeats}] {_table_row(res)}", flush=True)
+                pairs = [(target, runs[c])] + ([(v2, v2_runs[c])] if v2 is not None else [])
+                if repeat % 2:
+                    pairs.reverse()  # alternate which protocol goes first
+                for tgt, out in pairs:
+                    res = run_load(tgt, c, args.requests, args.time_cap)
+                    out.append(res)
+                    print(f"[{repeat + 1}/{args.repeats}] {_table_row(res)}", flush=True)
             if key == _ON and runs[8][-1].rps > 0:
                 rate = 0.5 * runs[8][-1].rps
                 count = max(2, round(rate * args.paced_seconds))
@@ -958,7 +996,10 @@ def _bench_target(
                     run_paced(target, rate, count, args.paced_seconds, args.paced_connections)
                 )
                 print(f"[{repeat + 1}/{args.repeats}] {_table_row(paced[-1].result)}", flush=True)
-        return {c: Summary(rs) for c, rs in runs.items()}, paced, probe
+        summaries = {(key, c): Summary(rs) for c, rs in runs.items()}
+        if v2 is not None:
+            summaries.update({(_V2, c): Summary(rs) for c, rs in v2_runs.items()})
+        return summaries, paced, probe
     finally:
         target.stop()
 
@@ -988,7 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures[key] = f"{type(exc).__name__}: {exc}".strip()
                 print(f"{key}: FAILED: {failures[key]}", flush=True)
                 continue
-            results.update({(key, c): s for c, s in summaries.items()})
+            results.update(summaries)
             paced.extend(key_paced)
     _print_report(results, failures, paced, args)
     print("\nsame row, first prediction per target:")
@@ -1110,6 +1151,12 @@ def _checks(
     out.append(
         ratio("jaxtx gRPC / HTTP req/s (batching on), concurrency 8", (_GRPC, 8), (_ON, 8), 1.0)
     )
+    for c in (8, 32):
+        out.append(
+            ratio(
+                f"jaxtx v2 / v1 JSON req/s (batching on), concurrency {c}", (_V2, c), (_ON, c), 0.9
+            )
+        )
     return out
 
 

@@ -7,7 +7,6 @@ signature and an input example. Loading needs ``jaxtx`` installed (for
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ class JaxtxPyfuncModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper over ``jaxtx.core.model_format.LoadedModel``.
 
     ``predict`` takes a DataFrame holding the model's inputs as columns (other
-    columns are ignored) and converts it with
+    columns are ignored), any number of rows (predicted in chunks of the
+    model's ``max_batch_size``; no server request limit applies), and converts it with
     :func:`jaxtx.core.model_format.to_model_inputs`, like every other path.
     """
 
@@ -31,7 +31,27 @@ class JaxtxPyfuncModel(mlflow.pyfunc.PythonModel):
         self._model = _load(context.artifacts["model_dir"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        out = self._model.predict(model_input)
+        """Predict every row of ``model_input``, in chunks of the model's largest batch.
+
+        Args:
+            context: MLflow's context (unused).
+            model_input: The inputs as columns, any number of rows.
+            params: MLflow's inference parameters (unused).
+
+        Returns:
+            One column per output (``name_j`` for column ``j`` of a wider
+            output), indexed like ``model_input``.
+        """
+        model = self._model
+        step = model.max_batch_size
+        if not isinstance(model_input, pd.DataFrame) or len(model_input) <= step:
+            out = model.predict(model_input)
+        else:
+            parts = [
+                model.predict(model_input.iloc[i : i + step])
+                for i in range(0, len(model_input), step)
+            ]
+            out = {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in parts[0]}
         cols = {}
         for name, value in out.items():
             arr = np.asarray(value)
@@ -44,9 +64,10 @@ class JaxtxPyfuncModel(mlflow.pyfunc.PythonModel):
 
 
 def _load(model_dir: str | Path) -> Any:
+    """The export at ``model_dir``, with the model format's own largest batch per call."""
     from jaxtx.core.model_format import LoadedModel
 
-    return LoadedModel.load(str(model_dir), max_batch_size=sys.maxsize)
+    return LoadedModel.load(str(model_dir))
 
 
 def log_jaxtx_model(

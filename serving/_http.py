@@ -9,7 +9,6 @@ import contextlib
 import json
 import logging
 import math
-import re
 import threading
 import time
 import weakref
@@ -53,7 +52,10 @@ __all__ = [
 THREAD_PARSE_BYTES = 64 * 1024
 JSON_TYPE = b"application/json"
 RETRY = {"Retry-After": "1"}
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# A run of 19 digits (past what orjson reads exactly) shows as 19 zeros once every
+# digit is mapped to "0" and everything else to " ": a C-speed scan, unlike a regex.
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
 _INF = math.inf
 
 
@@ -244,7 +246,7 @@ def decode_json(raw: bytes, what: str = "request body") -> Any:
         The document.
     """
     # orjson reads integers past 64 bits as floats: leave long digit runs to the json module.
-    if _LONG_DIGITS.search(raw) is None:
+    if _LONG_DIGIT_RUN not in raw.translate(_DIGITS_ONLY):
         with contextlib.suppress(orjson.JSONDecodeError):
             return orjson.loads(raw)  # strict already: no NaN, no infinities, no surrogates
     doc = _slow_decode(raw, what)

@@ -10,6 +10,7 @@ or the binary tensor data extension that Triton clients use by default
 from __future__ import annotations
 
 import struct
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,8 @@ V2_NUMPY = {
 }
 _V2_INTS = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 _V2_FLOATS = {"FP16", "FP32", "FP64"}
+# Output dtypes answered as they are, by numpy dtype (``str(dtype)`` is slow per request).
+_OUTPUT_DTYPES = {np.dtype(k): v for k, v in V2_DTYPES.items() if k not in ("string", "bfloat16")}
 
 
 class V2API:
@@ -129,16 +132,17 @@ class V2API:
         header_length = call.header(HEADER_LENGTH)
         check_json_type(call, binary=header_length is not None)
         body = await read_body(call, self.max_body_bytes)
-        offload = len(body) > THREAD_PARSE_BYTES
         metrics = self.metrics
-        parsed = await _maybe_thread(
-            offload, lambda: parse_v2_infer(body, header_length, loaded, metrics)
-        )
-        outputs = await self.batcher.predict(loaded, parsed.arrays)
-        payload, blobs = await _maybe_thread(
-            offload, lambda: format_v2_outputs(outputs, loaded, parsed)
-        )
-        text = await _maybe_thread(offload, lambda: encode(payload))
+        if len(body) <= THREAD_PARSE_BYTES:
+            parsed = parse_v2_infer(body, header_length, loaded, metrics)
+            outputs = await self.batcher.predict(loaded, parsed.arrays)
+            payload, blobs = format_v2_outputs(outputs, loaded, parsed)
+            text = encode(payload)
+        else:  # CPU-heavy parsing and encoding off the event loop
+            parsed = await run_in_threadpool(parse_v2_infer, body, header_length, loaded, metrics)
+            outputs = await self.batcher.predict(loaded, parsed.arrays)
+            payload, blobs = await run_in_threadpool(format_v2_outputs, outputs, loaded, parsed)
+            text = await run_in_threadpool(encode, payload)
         if not blobs:
             return Reply(text)
         return Reply(
@@ -146,13 +150,6 @@ class V2API:
             content_type=b"application/octet-stream",
             headers={"Inference-Header-Content-Length": str(len(text))},
         )
-
-
-async def _maybe_thread(offload: bool, fn: Callable[[], Any]) -> Any:
-    """Run CPU-heavy parsing in a thread when the body is large."""
-    if offload:
-        return await run_in_threadpool(fn)
-    return fn()
 
 
 def _parse_v2_path(rest: str) -> tuple[str, int | None, str]:
@@ -332,13 +329,14 @@ def _tensor_head(
     name = tensor.get("name")
     if not isinstance(name, str):
         raise InputError(f"{where}.name", "a string", type(name).__name__)
-    if name not in sig.input_names:
+    plan = _input_plan(model)
+    spec = plan.specs.get(name)
+    if spec is None:
         raise InputError.unknown_feature(name, sig.input_names, "inputs")
     if name in seen:
         raise InputError(name, "each input once", "the input twice")
-    spec = sig.input(name)
     datatype = tensor.get("datatype")
-    if not isinstance(datatype, str) or not _accepts(spec, datatype):
+    if not isinstance(datatype, str) or datatype not in plan.accepts[name]:
         allowed = "BYTES" if spec.dtype == "string" else V2_DTYPES[spec.dtype]
         raise InputError(
             name,
@@ -415,11 +413,89 @@ def _json_values(head: _TensorHead, tensor: dict[str, Any]) -> Any:
     return arr.reshape(head.shape)
 
 
+# What a plain JSON tensor's values may be, by datatype (the fast path's check).
+_PLAIN_TYPES: dict[str, tuple[type, ...]] = {
+    **{d: (int,) for d in _V2_INTS},
+    **{d: (float, int) for d in _V2_FLOATS},
+    "BOOL": (bool,),
+    "BYTES": (str,),
+}
+
+
+@dataclass(frozen=True)
+class _InputPlan:
+    """Per model: each input's spec and accepted datatypes (looked up per request)."""
+
+    specs: dict[str, TensorSpec]
+    accepts: dict[str, frozenset[str]]
+    max_rows: int
+
+
+_INPUT_PLANS: dict[int, tuple[weakref.ref[LoadedModel], _InputPlan]] = {}
+
+
+def _input_plan(model: LoadedModel) -> _InputPlan:
+    """The model's `_InputPlan`, built once per loaded model."""
+    cached = _INPUT_PLANS.get(id(model))
+    if cached is not None and cached[0]() is model:
+        return cached[1]
+    if len(_INPUT_PLANS) > 256:
+        _INPUT_PLANS.clear()
+    datatypes = [*_PLAIN_TYPES, "BF16"]  # every datatype `_accepts` can say yes to
+    plan = _InputPlan(
+        specs={s.name: s for s in model.signature.inputs},
+        accepts={
+            s.name: frozenset(d for d in datatypes if _accepts(s, d))
+            for s in model.signature.inputs
+        },
+        max_rows=model.max_batch_size,
+    )
+    _INPUT_PLANS[id(model)] = (weakref.ref(model), plan)  # unloaded models are not kept alive
+    return plan
+
+
+def _plain_values(tensor: Any, plan: _InputPlan, seen: Mapping[str, Any]) -> list[Any] | None:
+    """A plain one-dimensional JSON tensor's values, or None to take the checked path.
+
+    The common request (``{name, datatype, shape: [n], data: [n values]}``,
+    values of the datatype's plain JSON type, no parameters) passes with a
+    few checks; anything else returns None and `_tensor_head` and
+    `_json_values` check it in full and name what is wrong. Whatever passes
+    here would pass there with the same values.
+    """
+    if type(tensor) is not dict or "parameters" in tensor:
+        return None
+    name = tensor.get("name")
+    if type(name) is not str or name in seen:
+        return None
+    accepts = plan.accepts.get(name)
+    datatype = tensor.get("datatype")
+    if accepts is None or type(datatype) is not str or datatype not in accepts:
+        return None
+    shape = tensor.get("shape")
+    data = tensor.get("data")
+    if type(shape) is not list or len(shape) != 1 or type(data) is not list:
+        return None
+    rows = shape[0]
+    if type(rows) is not int or not 0 <= rows <= plan.max_rows or len(data) != rows:
+        return None
+    allowed = _PLAIN_TYPES[datatype]
+    for value in data:
+        if type(value) not in allowed:
+            return None
+    return data
+
+
 def _read_tensors(tensors: list[Any], model: LoadedModel, binary: bytes) -> dict[str, Any]:
     """Every input tensor's values by name (not yet converted for the model)."""
     arrays: dict[str, Any] = {}
     offset = 0
+    plan = _input_plan(model)
     for i, tensor in enumerate(tensors):
+        plain = _plain_values(tensor, plan, arrays)
+        if plain is not None:
+            arrays[tensor["name"]] = plain
+            continue
         head = _tensor_head(f"inputs[{i}]", tensor, model, arrays)
         if head.params.get("binary_data_size") is not None:
             arrays[head.name], offset = _binary_values(head, binary, offset)
@@ -516,16 +592,18 @@ def format_v2_outputs(
     blobs: list[bytes] = []
     for name, binary in request.outputs:
         arr = outputs[name]
-        datatype = V2_DTYPES.get(str(arr.dtype))
-        if datatype is None or datatype == "BF16":
-            arr, datatype = arr.astype(np.float32), "FP32"
+        datatype = _OUTPUT_DTYPES.get(arr.dtype)
+        if datatype is None:
+            datatype = V2_DTYPES.get(str(arr.dtype))
+            if datatype is None or datatype == "BF16":
+                arr, datatype = arr.astype(np.float32), "FP32"
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if binary:
             raw = np.ascontiguousarray(arr, dtype=V2_NUMPY[datatype]).tobytes()
             tensor["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
-            tensor["data"] = arr.reshape(-1).tolist()
+            tensor["data"] = (arr if arr.ndim == 1 else arr.reshape(-1)).tolist()
         tensors.append(tensor)
     payload: dict[str, Any] = {
         "model_name": model.name,
