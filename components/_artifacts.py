@@ -34,11 +34,18 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import pyarrow.fs as pafs
 
 from jaxtx.core.settings import Settings, default_home
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from jaxtx.core.model_format import LoadedModel
+    from jaxtx.trainer.transform import FittedTransform
+    from jaxtx.validation.schema import SchemaSpec
 
 __all__ = [
     "Anomalies",
@@ -195,8 +202,8 @@ class Examples(Artifact):
             if f.startswith(prefix) and f.endswith(".parquet")
         ]
 
-    def read(self, split: str, columns: list[str] | None = None) -> Any:
-        """Read one split into a ``pyarrow.Table``."""
+    def read(self, split: str, columns: list[str] | None = None) -> pa.Table | None:
+        """Read one split into a ``pyarrow.Table`` (``None`` for a split without files)."""
         import pyarrow.parquet as pq
 
         files = self.files(split)
@@ -232,8 +239,8 @@ class Schema(Artifact):
 
     SCHEMA_FILE: ClassVar[str] = "schema.yaml"
 
-    def load(self) -> Any:
-        """Parse the schema into a ``jaxtx.validation.schema.Schema``."""
+    def load(self) -> SchemaSpec:
+        """Parse the schema into a ``jaxtx.validation.schema.SchemaSpec``."""
         from jaxtx.validation.schema import load_schema, schema_from_dict
 
         uri = self.file(self.SCHEMA_FILE)
@@ -256,7 +263,7 @@ class Anomalies(Artifact):
 class TransformGraph(Artifact):
     """Fitted preprocessing: ``transform_graph.json`` (constants + op graph)."""
 
-    def load(self) -> Any:
+    def load(self) -> FittedTransform:
         """The ``jaxtx.trainer.transform.FittedTransform``."""
         from jaxtx.trainer.transform import FittedTransform as Graph
 
@@ -270,9 +277,9 @@ class Model(Artifact):
     def model_dir(self) -> Path:
         return self.path / "model"
 
-    def load(self) -> Any:
-        """A ``jaxtx.serving.runtime.LoadedModel`` (needs no training code)."""
-        from jaxtx.serving.runtime import LoadedModel
+    def load(self) -> LoadedModel:
+        """A ``jaxtx.core.model_format.LoadedModel`` (needs no training code)."""
+        from jaxtx.core.model_format import LoadedModel
 
         return LoadedModel.load(str(self.model_dir))
 
