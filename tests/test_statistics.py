@@ -566,3 +566,14 @@ def test_batches_with_a_null_typed_column_promote() -> None:
     assert x["type"] == "INT" and x["arrow_type"] == "int64"
     assert (x["num_present"], x["num_missing"]) == (3, 2)
     assert x["num"]["mean"] == pytest.approx(2.0)
+
+
+def test_html_report_shows_the_error_bounds(table: pa.Table, stats: dict) -> None:
+    html = render_statistics_html({"train": stats}, title="t")
+    assert "exact" in html  # 3000 values: exact quantiles
+    sampled = statistics_from_table(table, StatsOptions(batch_size=250, exact_quantiles_limit=100))
+    eps = sampled["features"]["f"]["num"]["rank_error"]
+    html = render_statistics_html({"train": sampled}, title="t")
+    assert f"rank error \u2264 {100 * eps:.2g}% of the count" in html
+    assert "\u00b10.81% std. error" in html  # HyperLogLog of the high-cardinality column
+    assert "counts are lower bounds" in html
