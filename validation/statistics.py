@@ -863,8 +863,9 @@ def statistics_from_table(
       options: statistics options.
 
     Returns:
-      The ``jaxtx.statistics/1`` document; equal to the Beam path's result up to
-      floating-point rounding and the sketches' randomness.
+      The ``jaxtx.statistics/1`` document; equal to the Beam path's result when
+      the record batches are the same, else up to the last bits of means and
+      standard deviations and, past the exact limit, the quantile rank error.
     """
     return StatisticsAccumulator(options).add_batch(table).to_statistics()
 
@@ -875,7 +876,9 @@ def merge_statistics(
     """Merge statistics of disjoint data (shards, spans) through their sketches.
 
     Counts, means, standard deviations, minima and maxima are exact; quantiles,
-    histograms and distinct counts carry the sketches' errors.  Exact value
+    histograms and distinct counts carry the sketches' errors (each feature's
+    ``num.rank_error`` grows by the reduction of the stored quantile summary).
+    The result does not depend on the order of ``stats``.  Exact value
     counts survive while the union has at most ``options.max_value_counts``
     distinct values.  A feature absent from some inputs counts as missing there.
 
