@@ -670,8 +670,9 @@ class _FeatureAcc:
         becomes BYTES, and any other mix becomes OTHER (counts only).
         """
         if self.kind != other.kind:
-            if other.num_present == 0:
-                return
+            mine, theirs = (self.kind, self.arrow_type), (other.kind, other.arrow_type)
+            if other.num_present == 0 and (self.num_present or mine <= theirs):
+                return  # (two sides without values: the smaller type, in any order)
             if self.num_present == 0:
                 self.kind, self.arrow_type = other.kind, other.arrow_type
                 self.num_present, self.summary = other.num_present, other.summary
