@@ -54,6 +54,7 @@ __all__ = [
     "StatisticsFormatError",
     "StatsOptions",
     "compute_split_statistics",
+    "distinct_count_estimate",
     "feature_type",
     "kll_rank_error",
     "load_statistics",
@@ -895,6 +896,19 @@ def merge_statistics(
         _check_format(s, f"statistics[{i}]")
         acc.merge(StatisticsAccumulator.from_statistics(s, options))
     return acc.to_statistics()
+
+
+def distinct_count_estimate(hll: Mapping[str, Any]) -> tuple[float, float]:
+    """The distinct-count estimate of a string feature's ``sketches.hll``.
+
+    Args:
+      hll: the ``{"lg_k", "registers"}`` document.
+
+    Returns:
+      ``(estimate, relative standard error)``.
+    """
+    sketch = _Hll.from_json(hll)
+    return sketch.estimate(), 1.04 / math.sqrt(len(sketch.registers))
 
 
 def save_statistics(stats: Mapping[str, Any], path: str) -> None:
