@@ -263,7 +263,7 @@ class _NumericAcc:
                 x = x[finite]
             if n_finite == 0:
                 return
-            lo, hi = float(x.min()), float(x.max())
+            lo, hi = float(x.min()) + 0.0, float(x.max()) + 0.0  # never -0.0
             raw = xf = x
         else:
             raw = arr.to_numpy(zero_copy_only=False)

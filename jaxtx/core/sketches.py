@@ -128,7 +128,9 @@ class QuantileSketch:
         """
         if len(x) == 0:
             return
-        self.groups.append(_Group(np.array(x, dtype=np.float64), None, len(x), 0))
+        values = np.array(x, dtype=np.float64)
+        values += 0.0  # -0.0 -> 0.0: equal values, one representation
+        self.groups.append(_Group(values, None, len(x), 0))
         self.n += len(x)
         self._settle()
 

@@ -90,8 +90,8 @@ class _MinMax:
         x = x[np.isfinite(x)]
         if len(x):
             self.n += len(x)
-            self.min = min(self.min, float(x.min()))
-            self.max = max(self.max, float(x.max()))
+            self.min = min(self.min, float(x.min()) + 0.0)  # never -0.0
+            self.max = max(self.max, float(x.max()) + 0.0)
 
     def merge(self, other: _MinMax) -> None:
         self.n += other.n
@@ -140,7 +140,7 @@ class _Counts:
                 counts = vc.field("counts").to_pylist()
                 self.counts.update(dict(zip(values, counts, strict=True)))
             return
-        x = x[np.isfinite(x)]
+        x = x[np.isfinite(x)] + 0.0  # -0.0 -> 0.0
         if len(x):
             values, counts = np.unique(x, return_counts=True)
             self.counts.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
