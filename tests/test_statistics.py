@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import apache_beam as beam
-import datasketches as ds
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -272,26 +271,30 @@ def test_bool_column(stats: dict, table: pa.Table) -> None:
     assert (num["min"], num["max"]) == (0, 1)
 
 
-def test_kll_quantiles_within_rank_error_on_100k_values() -> None:
+def test_quantiles_within_rank_error_on_100k_values() -> None:
     rng = np.random.default_rng(7)
     values = np.concatenate([rng.lognormal(0.0, 1.5, 90_000), np.round(rng.normal(5, 1, 10_000))])
     rng.shuffle(values)
-    out = statistics_from_table(pa.table({"x": values}), StatsOptions(batch_size=8192))
+    opts = StatsOptions(batch_size=8192, exact_quantiles_limit=10_000)
+    out = statistics_from_table(pa.table({"x": values}), opts)
     num = out["features"]["x"]["num"]
-    kll = ds.kll_doubles_sketch.deserialize(
-        base64.b64decode(out["features"]["x"]["sketches"]["kll"])
-    )
-    assert kll.is_estimation_mode() and kll.n == len(values)
-    eps = kll_rank_error()
-    assert 0.005 < eps < 0.02
-    _assert_quantiles_within(num, values, eps)
-    # Histogram counts: every cumulative count is within the PMF rank error.
+    eps = kll_rank_error(opts)
+    assert eps == 1 / opts.kll_k
+    # Past the exact limit: the bound of the data at hand is reported, below 1/k.
+    assert 0 < num["rank_error"] < eps
+    _assert_quantiles_within(num, values, num["rank_error"])
+    # Histogram counts: every cumulative count is within the rank error (plus rounding).
     buckets = num["histogram"]["buckets"]
     edges = [b["high"] for b in buckets[:-1]]
     exact = np.searchsorted(np.sort(values), edges, side="left")
     approx = np.cumsum([b["count"] for b in buckets[:-1]])
-    assert np.all(np.abs(approx - exact) <= kll_rank_error(pmf=True) * len(values))
+    assert np.all(np.abs(approx - exact) <= num["rank_error"] * len(values) + 0.5)
     assert sum(b["count"] for b in buckets) == len(values)
+    # Below the exact limit the quantiles are the exact inverted-CDF quantiles.
+    small = statistics_from_table(pa.table({"x": values[:5000]}), opts)["features"]["x"]["num"]
+    assert small["rank_error"] == 0.0
+    want = np.quantile(values[:5000], [q["q"] for q in small["quantiles"]], method="inverted_cdf")
+    assert [q["value"] for q in small["quantiles"]] == want.tolist()
 
 
 # -------------------------------------------------------------------------- strings
@@ -413,6 +416,53 @@ def test_accumulator_pickles(table: pa.Table) -> None:
     _assert_close(_without_sketches(clone.to_statistics()), _without_sketches(acc.to_statistics()))
 
 
+# ---------------------------------------------------------------------- determinism
+
+
+def _combine_in_random_tree(batches: list, options: StatsOptions, seed: int) -> str:
+    """Statistics of ``batches`` added to random accumulators merged in a random tree."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(batches))
+    accs = [StatisticsAccumulator(options) for _ in range(int(rng.integers(1, 6)))]
+    for i in order:
+        accs[int(rng.integers(len(accs)))].add_batch(batches[i])
+    accs = [pickle.loads(pickle.dumps(a)) for a in accs]  # as between Beam workers
+    while len(accs) > 1:
+        i, j = sorted(rng.choice(len(accs), 2, replace=False).tolist())
+        merged = accs[j].merge(accs.pop(i)) if rng.random() < 0.5 else accs[i].merge(accs.pop(j))
+        accs.append(accs.pop(accs.index(merged)))
+    return json.dumps(accs[0].to_statistics(), sort_keys=True)
+
+
+def test_statistics_do_not_depend_on_batch_order_or_merge_tree(table: pa.Table) -> None:
+    # Exact regime and sampled regime (a low exact limit) for the quantiles; a
+    # high-cardinality string column past its exact value counts.
+    for options in (
+        StatsOptions(batch_size=250),
+        StatsOptions(batch_size=250, exact_quantiles_limit=500, kll_k=16),
+    ):
+        batches = table.to_batches(max_chunksize=options.batch_size)
+        docs = {_combine_in_random_tree(batches, options, seed) for seed in range(6)}
+        assert len(docs) == 1
+    doc = json.loads(docs.pop())
+    assert doc["features"]["f"]["num"]["rank_error"] > 0
+    assert doc["features"]["hc"]["str"]["value_counts_complete"] is False
+
+
+def test_merge_statistics_does_not_depend_on_the_order_of_its_inputs(table: pa.Table) -> None:
+    parts = [statistics_from_table(table.slice(i, 1000), SMALL_BATCHES) for i in range(0, N, 1000)]
+    first = json.dumps(merge_statistics(parts, SMALL_BATCHES))
+    assert json.dumps(merge_statistics(parts[::-1], SMALL_BATCHES)) == first
+    assert json.dumps(merge_statistics(parts[1:] + parts[:1], SMALL_BATCHES)) == first
+
+
+def test_merge_refuses_statistics_with_randomized_sketches(stats: dict) -> None:
+    old = json.loads(json.dumps(stats))
+    old["features"]["f"]["sketches"] = {"kll": "AAAA"}
+    with pytest.raises(StatisticsFormatError, match="re-run StatisticsGen"):
+        merge_statistics([old, stats])
+
+
 # ------------------------------------------------------------------------------ Beam
 
 
@@ -516,3 +566,14 @@ def test_batches_with_a_null_typed_column_promote() -> None:
     assert x["type"] == "INT" and x["arrow_type"] == "int64"
     assert (x["num_present"], x["num_missing"]) == (3, 2)
     assert x["num"]["mean"] == pytest.approx(2.0)
+
+
+def test_html_report_shows_the_error_bounds(table: pa.Table, stats: dict) -> None:
+    html = render_statistics_html({"train": stats}, title="t")
+    assert "exact" in html  # 3000 values: exact quantiles
+    sampled = statistics_from_table(table, StatsOptions(batch_size=250, exact_quantiles_limit=100))
+    eps = sampled["features"]["f"]["num"]["rank_error"]
+    html = render_statistics_html({"train": sampled}, title="t")
+    assert f"rank error \u2264 {100 * eps:.2g}% of the count" in html
+    assert "\u00b10.81% std. error" in html  # HyperLogLog of the high-cardinality column
+    assert "counts are lower bounds" in html

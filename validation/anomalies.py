@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxtx.core.sketches import QuantileSketch
 from jaxtx.validation.schema import (
     ANOMALY_TYPES,
     CATEGORICAL_TYPES,
@@ -216,18 +217,29 @@ class _Reporter:
 
 def _sketch_bytes(feature_stats: Mapping[str, Any], name: str) -> bytes | None:
     encoded = (feature_stats.get("sketches") or {}).get(name)
-    return base64.b64decode(encoded) if encoded else None
+    return base64.b64decode(encoded) if isinstance(encoded, str) and encoded else None
 
 
-def _kll(feature_stats: Mapping[str, Any]) -> Any | None:
-    """The feature's KLL sketch, or None when absent or empty."""
-    import datasketches
+def _kll(feature_stats: Mapping[str, Any]) -> QuantileSketch | None:
+    """The feature's quantile summary, or None when absent or empty.
 
+    Reads the deterministic summary (``sketches.quantiles``) and, from older
+    statistics, a DataSketches KLL blob (``sketches.kll``).
+    """
+    doc = (feature_stats.get("sketches") or {}).get("quantiles")
+    if isinstance(doc, Mapping):
+        sketch = QuantileSketch.from_json(doc)
+        return sketch if sketch.n else None
     raw = _sketch_bytes(feature_stats, "kll")
     if raw is None:
         return None
-    sketch = datasketches.kll_doubles_sketch.deserialize(raw)
-    return None if sketch.is_empty() else sketch
+    import datasketches
+
+    kll = datasketches.kll_doubles_sketch.deserialize(raw)
+    if kll.is_empty():
+        return None
+    error = kll.normalized_rank_error(False) * kll.n if kll.is_estimation_mode() else 0
+    return QuantileSketch.from_weighted(list(kll), error=math.ceil(error))
 
 
 def _frequent(feature_stats: Mapping[str, Any]) -> Any | None:
@@ -245,6 +257,12 @@ def _hll_lower_bound(feature_stats: Mapping[str, Any]) -> float | None:
     """A lower bound (3 standard deviations) on the distinct count, from the HLL sketch."""
     import datasketches
 
+    doc = (feature_stats.get("sketches") or {}).get("hll")
+    if isinstance(doc, Mapping):
+        from jaxtx.validation.statistics import distinct_count_estimate
+
+        estimate, rse = distinct_count_estimate(doc)
+        return max(0.0, estimate * (1.0 - 3.0 * rse))
     raw = _sketch_bytes(feature_stats, "hll")
     if raw is None:
         return None
@@ -339,10 +357,10 @@ def _count_beyond(
         return 0, 0, 0
     n = int(sketch.n)
     if above:
-        fraction = 1.0 - sketch.get_rank(float(bound), inclusive=True)
+        fraction = 1.0 - sketch.cdf([float(bound)], inclusive=True)[0]
     else:
-        fraction = sketch.get_rank(float(bound), inclusive=False)
-    error = math.ceil(sketch.normalized_rank_error(False) * n) if sketch.is_estimation_mode() else 0
+        fraction = sketch.cdf([float(bound)], inclusive=False)[0]
+    error = math.ceil(sketch.rank_error() * n)
     return max(1, round(fraction * n)), n, error
 
 
@@ -625,14 +643,17 @@ def _quantile_points(stats: Mapping[str, Any]) -> set[float]:
     return {float(e["value"]) for e in quantiles if e.get("value") is not None}
 
 
-def _kll_pmfs(a: Any, b: Any) -> tuple[list[float], list[float]]:
-    """Masses of two KLL sketches on equal-mass bins of their pooled distribution."""
-    import datasketches
-
-    pooled = datasketches.kll_doubles_sketch.deserialize(a.serialize())
+def _kll_pmfs(a: QuantileSketch, b: QuantileSketch) -> tuple[list[float], list[float]]:
+    """Masses of two quantile summaries on equal-mass bins of their pooled distribution."""
+    pooled = QuantileSketch(a.k)
+    pooled.merge(a)
     pooled.merge(b)
-    points = sorted({float(x) for x in pooled.get_quantiles(_JSD_RANKS)})
-    return a.get_pmf(points), b.get_pmf(points)
+    points = sorted({float(x) for x in pooled.quantiles(_JSD_RANKS.tolist())})
+
+    def pmf(sketch: QuantileSketch) -> list[float]:
+        return np.diff(np.concatenate([[0.0], sketch.cdf(points), [1.0]])).tolist()
+
+    return pmf(a), pmf(b)
 
 
 def _numeric_divergence(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:

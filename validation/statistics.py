@@ -1,10 +1,18 @@
 """Descriptive statistics over Arrow data (``jaxtx.statistics/1``).
 
 The statistics of a split are computed in one pass over its record batches by
-a mergeable accumulator (:class:`StatisticsAccumulator`): exact counts, a
-numerically stable mean/variance (Chan et al.'s parallel formula), and
-Apache DataSketches for quantiles (KLL), frequent values (Misra-Gries) and
-distinct counts (HyperLogLog).  The same accumulator backs three entry points:
+a mergeable accumulator (:class:`StatisticsAccumulator`): exact counts, mean
+and variance from exact integer sums (:class:`jaxtx.core.numerics.ExactMoments`),
+a deterministic quantile summary (:class:`jaxtx.core.sketches.QuantileSketch`:
+exact up to ``StatsOptions.exact_quantiles_limit`` values, then rank error below
+``1 / kll_k``), frequent-value candidates and a HyperLogLog register array.
+
+Deterministic: the document depends only on the data's record batches (which
+the Parquet readers cut the same way every time), never on their order, on
+how a Beam runner spreads them over workers or on its merge tree: every part
+of the accumulator merges exactly (integer sums, unions, register maxima), so
+the same files give byte-identical statistics on every runner.  The same
+accumulator backs three entry points:
 
 * :class:`GenerateStatistics`: a Beam ``PTransform`` over record batches;
 * :func:`compute_split_statistics`: one Beam pipeline over Parquet splits;
@@ -22,20 +30,21 @@ import json
 import math
 import os
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-import datasketches as ds
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from jaxtx.core.beam import BatchCombineFn, BeamOptions, run_and_read_json
 from jaxtx.core.files import expand_paths
-from jaxtx.core.numerics import merge_moments
+from jaxtx.core.numerics import ExactMoments
 from jaxtx.core.parquet import ReadTask, iter_task_batches, row_group_tasks
+from jaxtx.core.sketches import DEFAULT_EXACT_LIMIT, QuantileSketch, quantile_rank_error
 
 __all__ = [
     "FORMAT",
@@ -46,6 +55,7 @@ __all__ = [
     "StatisticsFormatError",
     "StatsOptions",
     "compute_split_statistics",
+    "distinct_count_estimate",
     "feature_type",
     "kll_rank_error",
     "load_statistics",
@@ -76,12 +86,21 @@ class StatsOptions:
       top_k: length of ``top_k`` of string features.
       max_value_counts: string features with at most this many distinct values
         get exact ``value_counts`` (``value_counts_complete``); beyond it
-        counts come from the frequent-items sketch and ``value_counts`` lists
-        at most this many values.
-      kll_k: size parameter of the KLL quantile sketch.  The normalized rank
-        error (99% confidence) of a single quantile is ``2.296 / k**0.9723``,
-        1.33% for the default ``k = 200``; of histogram masses it is
-        ``2.446 / k**0.9433``, 1.65%.  See :func:`kll_rank_error`.
+        ``value_counts`` lists at most this many frequent-value candidates:
+        every value above ``1 / max(max_value_counts, 4 * top_k, 16)`` of a
+        record batch, plus each batch's ``4 * top_k`` most frequent values,
+        with counts summed over the batches that list them (lower bounds, short
+        by at most that fraction of the rows; any value above that fraction
+        of all rows is listed).
+      kll_k: size parameter of the quantile summary: past
+        ``exact_quantiles_limit`` values every record batch keeps at most
+        ``kll_k + 1`` of its values, and every rank (quantiles, CDF and so the
+        cumulative histogram counts) is off by less than ``1 / kll_k`` of the
+        count (0.5% for the default 200), deterministically; each feature's
+        ``num.rank_error`` gives the bound of its data.  See
+        :func:`kll_rank_error`.
+      exact_quantiles_limit: up to this many finite values per feature the
+        quantiles and histograms are exact.
       hll_lg_k: log2 of the HyperLogLog register count; relative standard
         error about ``1.04 / sqrt(2**hll_lg_k)`` (0.8% for 14).
       batch_size: rows per record batch when reading Parquet or splitting a
@@ -93,6 +112,7 @@ class StatsOptions:
     top_k: int = 20
     max_value_counts: int = 1000
     kll_k: int = 200
+    exact_quantiles_limit: int = DEFAULT_EXACT_LIMIT
     hll_lg_k: int = 14
     batch_size: int = 131072
 
@@ -103,6 +123,8 @@ class StatsOptions:
             raise ValueError("top_k and max_value_counts must be >= 0")
         if not 8 <= self.kll_k <= 65535:
             raise ValueError(f"kll_k must be in [8, 65535], got {self.kll_k}")
+        if self.exact_quantiles_limit < 0:
+            raise ValueError("exact_quantiles_limit must be >= 0")
         if not 7 <= self.hll_lg_k <= 21:
             raise ValueError(f"hll_lg_k must be in [7, 21], got {self.hll_lg_k}")
         if self.batch_size < 1:
@@ -110,16 +132,19 @@ class StatsOptions:
 
 
 def kll_rank_error(options: StatsOptions = StatsOptions(), *, pmf: bool = False) -> float:
-    """Return the normalized rank error of the KLL sketch for ``options.kll_k``.
+    """Return the bound of the normalized rank error of the quantile summary.
 
     Args:
       options: statistics options.
-      pmf: the error of histogram masses instead of single quantiles.
+      pmf: the bound of a histogram bucket's mass (a difference of two ranks)
+        instead of a single rank (a quantile, a cumulative count).
 
     Returns:
-      The a-priori normalized rank error (99% confidence), e.g. 0.0133 for k=200.
+      ``1 / kll_k`` (0.005 for 200), twice that with ``pmf``; a deterministic
+      bound, not a confidence level.
     """
-    return float(ds.kll_doubles_sketch.get_normalized_rank_error(options.kll_k, pmf))
+    eps = quantile_rank_error(options.kll_k)
+    return 2 * eps if pmf else eps
 
 
 # --------------------------------------------------------------------------- types
@@ -191,42 +216,36 @@ class _NumericAcc:
     """Mergeable summary of an INT, FLOAT or BOOL column (present values only)."""
 
     __slots__ = (
-        "kll",
         "max",
-        "mean",
-        "m2",
         "min",
-        "n_finite",
+        "moments",
         "num_nan",
         "num_neg_inf",
         "num_pos_inf",
         "num_zeros",
-        "shift",
+        "quantiles",
     )
 
-    def __init__(self, kll_k: int) -> None:
-        self.n_finite = 0
-        self.shift = 0.0  # moments are kept about this origin (set by the first values)
-        self.mean = 0.0  # mean - shift
-        self.m2 = 0.0
+    def __init__(self, options: StatsOptions) -> None:
+        self.moments = ExactMoments()
         self.min: float | int | None = None
         self.max: float | int | None = None
         self.num_zeros = 0
         self.num_nan = 0
         self.num_pos_inf = 0
         self.num_neg_inf = 0
-        self.kll = ds.kll_doubles_sketch(kll_k)
+        self.quantiles = QuantileSketch(options.kll_k, options.exact_quantiles_limit)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {name: getattr(self, name) for name in self.__slots__ if name != "kll"}
-        state["kll"] = self.kll.serialize()
-        return state
+        return {name: getattr(self, name) for name in self.__slots__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
-            if name != "kll":
-                setattr(self, name, value)
-        self.kll = ds.kll_doubles_sketch.deserialize(state["kll"])
+            setattr(self, name, value)
+
+    @property
+    def n_finite(self) -> int:
+        return self.moments.n
 
     def add(self, arr: pa.Array, kind: str) -> None:
         """Add the non-null values of ``arr`` (nulls already dropped)."""
@@ -245,8 +264,8 @@ class _NumericAcc:
                 x = x[finite]
             if n_finite == 0:
                 return
-            lo, hi = float(x.min()), float(x.max())
-            xf = x
+            lo, hi = float(x.min()) + 0.0, float(x.max()) + 0.0  # never -0.0
+            raw = xf = x
         else:
             raw = arr.to_numpy(zero_copy_only=False)
             if kind == "BOOL":
@@ -254,46 +273,15 @@ class _NumericAcc:
             n_finite = len(raw)
             lo, hi = int(raw.min()), int(raw.max())
             xf = raw.astype(np.float64)
-        self.num_zeros += n_finite - int(np.count_nonzero(xf))
-        # Corrected two-pass moments: ``center + correction`` is the batch mean to
-        # well below the float64 resolution of ``center``.
-        center = float(xf.mean())
-        d = xf - center
-        correction = float(d.sum()) / n_finite
-        m2 = max(float(np.dot(d, d)) - correction * correction * n_finite, 0.0)
-        if self.n_finite == 0:
-            self.shift, self.mean, self.m2, self.n_finite = center, correction, m2, n_finite
-        else:
-            self._merge_moments(n_finite, (center - self.shift) + correction, m2)
+        self.num_zeros += n_finite - int(np.count_nonzero(raw))
+        self.moments.add(raw)
         self.min = lo if self.min is None else min(self.min, lo)
         self.max = hi if self.max is None else max(self.max, hi)
-        # The sketch's array overload needs a writeable buffer (Arrow views are read-only).
-        self.kll.update(xf if xf.flags.writeable else xf.copy())
-
-    def _merge_moments(self, n_b: int, mean_b: float, m2_b: float) -> None:
-        """Combine running moments with a partial (Chan et al. parallel formula).
-
-        Args:
-          n_b: count of the partial.
-          mean_b: its mean minus ``self.shift``.
-          m2_b: its sum of squared deviations from its mean.
-        """
-        n_a = self.n_finite
-        self.n_finite, self.mean, self.m2 = merge_moments(
-            n_a, self.mean, self.m2, n_b, mean_b, m2_b
-        )
+        self.quantiles.update(xf)
 
     def merge(self, other: _NumericAcc) -> None:
         """Merge ``other`` into this accumulator."""
-        if self.n_finite == 0:
-            self.shift, self.mean, self.m2, self.n_finite = (
-                other.shift,
-                other.mean,
-                other.m2,
-                other.n_finite,
-            )
-        elif other.n_finite:
-            self._merge_moments(other.n_finite, (other.shift - self.shift) + other.mean, other.m2)
+        self.moments.merge(other.moments)
         for name in ("min", "max"):
             mine, theirs = getattr(self, name), getattr(other, name)
             if theirs is not None:
@@ -303,18 +291,17 @@ class _NumericAcc:
         self.num_nan += other.num_nan
         self.num_pos_inf += other.num_pos_inf
         self.num_neg_inf += other.num_neg_inf
-        if not other.kll.is_empty():
-            self.kll.merge(other.kll)
+        self.quantiles.merge(other.quantiles)
 
-    def to_dict(self, kind: str, options: StatsOptions) -> tuple[dict[str, Any], dict[str, str]]:
+    def to_dict(self, kind: str, options: StatsOptions) -> tuple[dict[str, Any], dict[str, Any]]:
         """Return the ``num`` block and the sketches of the feature."""
         n = self.n_finite
         cast = float if kind == "FLOAT" else int
         lo = None if self.min is None else cast(self.min)
         hi = None if self.max is None else cast(self.max)
         num: dict[str, Any] = {
-            "mean": _finite_or_none(self.shift + self.mean) if n else None,
-            "std": _finite_or_none(math.sqrt(max(self.m2, 0.0) / n)) if n else None,
+            "mean": _finite_or_none(self.moments.mean()),
+            "std": _finite_or_none(self.moments.std()),
             "min": lo,
             "max": hi,
             "num_zeros": self.num_zeros,
@@ -324,47 +311,48 @@ class _NumericAcc:
             "quantiles": [],
             "histogram": {"buckets": []},
             "quantile_histogram": {"buckets": []},
+            "rank_error": self.quantiles.rank_error(),
         }
         if n and lo is not None and hi is not None:
-            qs = _quantiles(self.kll, float(lo), float(hi), options.num_quantiles)
+            qs = _quantiles(self.quantiles, float(lo), float(hi), options.num_quantiles)
             num["quantiles"] = qs
-            num["histogram"] = {"buckets": _equi_width(self.kll, float(lo), float(hi), n, options)}
+            num["histogram"] = {
+                "buckets": _equi_width(self.quantiles, float(lo), float(hi), n, options)
+            }
             num["quantile_histogram"] = {"buckets": _equi_depth(qs, n)}
-        return num, {"kll": _b64(self.kll.serialize())}
+        sketches = {"quantiles": self.quantiles.to_json(), "moments": self.moments.to_json()}
+        return num, sketches
 
     @classmethod
     def from_dict(
-        cls, num: Mapping[str, Any], sketches: Mapping[str, str], num_present: int
+        cls, num: Mapping[str, Any], sketches: Mapping[str, Any], options: StatsOptions
     ) -> _NumericAcc:
         """Rebuild an accumulator from a feature's ``num`` block and sketches."""
-        acc = cls(8)
-        acc.kll = ds.kll_doubles_sketch.deserialize(_unb64(sketches["kll"]))
+        acc = cls(options)
+        acc.quantiles = QuantileSketch.from_json(
+            sketches["quantiles"], k=options.kll_k, exact_limit=options.exact_quantiles_limit
+        )
+        acc.moments = ExactMoments.from_json(sketches["moments"])
         acc.num_zeros = int(num["num_zeros"])
         acc.num_nan = int(num["num_nan"])
         acc.num_pos_inf = int(num["num_pos_inf"])
         acc.num_neg_inf = int(num["num_neg_inf"])
-        acc.n_finite = num_present - acc.num_nan - acc.num_pos_inf - acc.num_neg_inf
         acc.min, acc.max = num.get("min"), num.get("max")
-        if acc.n_finite > 0 and num.get("mean") is not None:
-            acc.shift, acc.mean = float(num["mean"]), 0.0
-            acc.m2 = float(num["std"]) ** 2 * acc.n_finite
-        else:
-            acc.n_finite = 0
         return acc
 
 
 def _quantiles(
-    kll: ds.kll_doubles_sketch, lo: float, hi: float, num_quantiles: int
+    sketch: QuantileSketch, lo: float, hi: float, num_quantiles: int
 ) -> list[dict[str, float]]:
     """Quantiles at ``q = i / num_quantiles`` (inverted-CDF definition), exact ends."""
     ranks = [i / num_quantiles for i in range(num_quantiles + 1)]
-    values = kll.get_quantiles(ranks, True)
+    values = sketch.quantiles(ranks)
     values[0], values[-1] = lo, hi
     return [{"q": q, "value": float(v)} for q, v in zip(ranks, values, strict=True)]
 
 
 def _equi_width(
-    kll: ds.kll_doubles_sketch, lo: float, hi: float, n: int, options: StatsOptions
+    sketch: QuantileSketch, lo: float, hi: float, n: int, options: StatsOptions
 ) -> list[dict[str, float]]:
     """Equi-width buckets over ``[lo, hi]``; counts are rounded to sum exactly to ``n``.
 
@@ -376,7 +364,7 @@ def _equi_width(
     edges = np.linspace(lo, hi, options.num_histogram_buckets + 1)
     edges[0], edges[-1] = lo, hi
     inner = np.unique(edges[1:-1])
-    cdf = np.asarray(kll.get_cdf(inner.tolist(), False), dtype=np.float64)[:-1]
+    cdf = np.asarray(sketch.cdf(inner.tolist()), dtype=np.float64)
     cum = np.concatenate([[0.0], np.round(cdf * n), [float(n)]])
     counts = np.diff(np.maximum.accumulate(np.minimum(cum, n)))
     bounds = np.concatenate([[lo], inner, [hi]])
@@ -402,42 +390,118 @@ def _equi_depth(quantiles: Sequence[Mapping[str, float]], n: int) -> list[dict[s
 # ------------------------------------------------------------------- string features
 
 
-def _frequent_lg_size(options: StatsOptions) -> int:
-    """log2 map size of the frequent-items sketch: room for max(value_counts, 4 top_k)."""
-    need = max(options.max_value_counts, 4 * options.top_k, 16)
-    lg = 3
-    while 0.75 * (1 << lg) < need:
-        lg += 1
-    return lg
+def _candidate_fraction(options: StatsOptions) -> int:
+    """``d``: values above ``1/d`` of a batch become frequent-value candidates."""
+    return max(options.max_value_counts, 4 * options.top_k, 16)
+
+
+def _hash_keys(keys: list[str]) -> np.ndarray:
+    """Stable 64-bit hashes of strings (SipHash with pandas' fixed key)."""
+    from pandas.util import hash_array
+
+    return hash_array(np.asarray(keys, dtype=object))
+
+
+class _Hll:
+    """HyperLogLog registers: the maximum rank of the hashes per register.
+
+    Registers are maxima, so the sketch depends only on the set of values
+    added, never on their order or on how partial sketches were merged.
+
+    Args:
+      lg_k: log2 of the register count.
+    """
+
+    __slots__ = ("lg_k", "registers")
+
+    def __init__(self, lg_k: int) -> None:
+        self.lg_k = lg_k
+        self.registers = np.zeros(1 << lg_k, dtype=np.uint8)
+
+    def __getstate__(self) -> tuple[int, bytes]:
+        return self.lg_k, self.registers.tobytes()
+
+    def __setstate__(self, state: tuple[int, bytes]) -> None:
+        self.lg_k = state[0]
+        self.registers = np.frombuffer(state[1], dtype=np.uint8).copy()
+
+    def update(self, hashes: np.ndarray) -> None:
+        """Add 64-bit hashes."""
+        p = self.lg_k
+        idx = (hashes >> np.uint64(64 - p)).astype(np.intp)
+        w = (hashes << np.uint64(p)) | np.uint64(1 << (p - 1))  # bounds the rank
+        hi = (w >> np.uint64(32)).astype(np.float64)
+        lo = (w & np.uint64(0xFFFFFFFF)).astype(np.float64)
+        lead = np.where(
+            hi > 0, 31 - np.floor(np.log2(np.maximum(hi, 1))), 63 - np.floor(np.log2(lo))
+        )
+        np.maximum.at(self.registers, idx, (lead + 1).astype(np.uint8))
+
+    def merge(self, other: _Hll) -> None:
+        """Union with ``other`` (the result has the smaller register count)."""
+        a, b = (self, other) if self.lg_k <= other.lg_k else (other, self)
+        folded = b._folded(a.lg_k)
+        self.lg_k = a.lg_k
+        self.registers = np.maximum(a.registers, folded)
+
+    def _folded(self, lg_k: int) -> np.ndarray:
+        """These registers as a sketch of ``2**lg_k`` registers (exact)."""
+        d = self.lg_k - lg_k
+        if d == 0:
+            return self.registers
+        j = np.arange(len(self.registers))
+        low = j & ((1 << d) - 1)  # index bits that become rank bits
+        rank = np.where(
+            low > 0,
+            d - np.floor(np.log2(np.maximum(low, 1))).astype(np.int64),
+            self.registers.astype(np.int64) + d,
+        )
+        rank = np.where(self.registers > 0, rank, 0).astype(np.uint8)
+        out = np.zeros(1 << lg_k, dtype=np.uint8)
+        np.maximum.at(out, j >> d, rank)
+        return out
+
+    def estimate(self) -> float:
+        """The distinct-count estimate (linear counting for small counts)."""
+        m = float(len(self.registers))
+        alpha = 0.7213 / (1.0 + 1.079 / m)
+        e = alpha * m * m / float(np.sum(np.ldexp(1.0, -self.registers.astype(np.int64))))
+        zeros = int(np.count_nonzero(self.registers == 0))
+        if e <= 2.5 * m and zeros:
+            return m * math.log(m / zeros)
+        return e
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lg_k": self.lg_k, "registers": _b64(zlib.compress(self.registers.tobytes(), 6))}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> _Hll:
+        hll = cls(int(doc["lg_k"]))
+        regs = np.frombuffer(zlib.decompress(_unb64(doc["registers"])), dtype=np.uint8)
+        if len(regs) != len(hll.registers):
+            raise ValueError("HyperLogLog: register count does not match lg_k")
+        hll.registers = regs.copy()
+        return hll
 
 
 class _StringAcc:
     """Mergeable summary of a STRING or BYTES column (present values only)."""
 
-    __slots__ = ("exact", "frequent", "hll", "num_empty", "total_length")
+    __slots__ = ("candidates", "exact", "hll", "num_empty", "total_length")
 
     def __init__(self, options: StatsOptions) -> None:
         self.total_length = 0
         self.num_empty = 0
         self.exact: dict[str, int] | None = {}
-        self.frequent = ds.frequent_strings_sketch(_frequent_lg_size(options))
-        self.hll = ds.hll_sketch(options.hll_lg_k, ds.tgt_hll_type.HLL_4)
+        self.candidates: dict[str, int] = {}
+        self.hll = _Hll(options.hll_lg_k)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {
-            "total_length": self.total_length,
-            "num_empty": self.num_empty,
-            "exact": self.exact,
-            "frequent": self.frequent.serialize(),
-            "hll": self.hll.serialize_compact(),
-        }
+        return {name: getattr(self, name) for name in self.__slots__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.total_length = state["total_length"]
-        self.num_empty = state["num_empty"]
-        self.exact = state["exact"]
-        self.frequent = ds.frequent_strings_sketch.deserialize(state["frequent"])
-        self.hll = ds.hll_sketch.deserialize(state["hll"])
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def add(self, arr: pa.Array, kind: str, options: StatsOptions) -> None:
         """Add the non-null values of ``arr`` (nulls already dropped)."""
@@ -453,21 +517,37 @@ class _StringAcc:
         keys = values.to_pylist()
         if kind != "STRING":
             keys = [_bytes_key(k) for k in keys]
-        weights = counts.tolist()
-        self._add_counts(keys, weights, options)
+        # Candidates: the batch's values above 1/d of it and its 4 top_k most
+        # frequent ones (count desc, then value): a function of the batch alone.
+        top = 4 * options.top_k
+        if len(keys) > top:
+            d = _candidate_fraction(options)
+            order = pc.select_k_unstable(
+                pa.table({"c": vc.field("counts"), "v": values}),
+                top,
+                [("c", "descending"), ("v", "ascending")],
+            ).to_numpy()
+            picked = np.union1d(
+                order.astype(np.int64), np.flatnonzero(counts * d > int(counts.sum()))
+            )
+        else:
+            picked = np.arange(len(keys))
+        self._add_counts(keys, counts, picked, options)
 
-    def _add_counts(self, keys: list[str], weights: list[int], options: StatsOptions) -> None:
-        """Feed distinct values and their counts to the sketches and exact counts."""
-        frequent, hll = self.frequent, self.hll
-        for key, weight in zip(keys, weights, strict=True):
-            frequent.update(key, weight)
-            hll.update(key)
+    def _add_counts(
+        self, keys: list[str], counts: np.ndarray, picked: np.ndarray, options: StatsOptions
+    ) -> None:
+        """Feed one batch's distinct values, their counts and its candidates."""
+        self.hll.update(_hash_keys(keys))
+        cand = self.candidates
+        for i, c in zip(picked.tolist(), counts[picked].tolist(), strict=True):
+            cand[keys[i]] = cand.get(keys[i], 0) + c
         exact = self.exact
         if exact is not None:
             if len(keys) > options.max_value_counts:
                 self.exact = None
                 return
-            for key, weight in zip(keys, weights, strict=True):
+            for key, weight in zip(keys, counts.tolist(), strict=True):
                 exact[key] = exact.get(key, 0) + weight
             if len(exact) > options.max_value_counts:
                 self.exact = None
@@ -476,11 +556,9 @@ class _StringAcc:
         """Merge ``other`` into this accumulator."""
         self.total_length += other.total_length
         self.num_empty += other.num_empty
-        self.frequent.merge(other.frequent)
-        union = ds.hll_union(max(self.hll.lg_config_k, other.hll.lg_config_k))
-        union.update(self.hll)
-        union.update(other.hll)
-        self.hll = union.get_result(ds.tgt_hll_type.HLL_4)
+        self.hll.merge(other.hll)
+        for key, weight in other.candidates.items():
+            self.candidates[key] = self.candidates.get(key, 0) + weight
         if self.exact is None or other.exact is None:
             self.exact = None
             return
@@ -489,19 +567,15 @@ class _StringAcc:
         if len(self.exact) > options.max_value_counts:
             self.exact = None
 
-    def to_dict(self, num_present: int, options: StatsOptions) -> tuple[dict, dict[str, str]]:
+    def to_dict(self, num_present: int, options: StatsOptions) -> tuple[dict, dict[str, Any]]:
         """Return the ``str`` block and the sketches of the feature."""
         if self.exact is not None:
             items = sorted(self.exact.items(), key=lambda kv: (-kv[1], kv[0]))
             num_unique, exact = len(items), True
         else:
-            found = self.frequent.get_frequent_items(
-                ds.frequent_items_error_type.NO_FALSE_NEGATIVES
-            )
-            items = sorted(
-                ((v, int(est)) for v, est, _, _ in found), key=lambda kv: (-kv[1], kv[0])
-            )
-            num_unique, exact = int(round(self.hll.get_estimate())), False
+            items = sorted(self.candidates.items(), key=lambda kv: (-kv[1], kv[0]))
+            num_unique = max(int(round(self.hll.estimate())), len(items))
+            exact = False
         listed = [{"value": v, "count": c} for v, c in items]
         block = {
             "num_unique": num_unique,
@@ -512,29 +586,24 @@ class _StringAcc:
             "value_counts": listed[: options.max_value_counts],
             "value_counts_complete": exact,
         }
-        sketches = {
-            "frequent": _b64(self.frequent.serialize()),
-            "hll": _b64(self.hll.serialize_compact()),
-        }
+        sketches = {"hll": self.hll.to_json(), "total_length": self.total_length}
         return block, sketches
 
     @classmethod
     def from_dict(
         cls,
         block: Mapping[str, Any],
-        sketches: Mapping[str, str],
-        num_present: int,
+        sketches: Mapping[str, Any],
         options: StatsOptions,
     ) -> _StringAcc:
         """Rebuild an accumulator from a feature's ``str`` block and sketches."""
         acc = cls(options)
-        acc.frequent = ds.frequent_strings_sketch.deserialize(_unb64(sketches["frequent"]))
-        acc.hll = ds.hll_sketch.deserialize(_unb64(sketches["hll"]))
+        acc.hll = _Hll.from_json(sketches["hll"])
         acc.num_empty = int(block["num_empty"])
-        avg = block.get("avg_length")
-        acc.total_length = round(avg * num_present) if avg is not None else 0
+        acc.total_length = int(sketches["total_length"])
+        acc.candidates = {vc["value"]: int(vc["count"]) for vc in block["value_counts"]}
         if block.get("value_counts_complete"):
-            acc.exact = {vc["value"]: int(vc["count"]) for vc in block["value_counts"]}
+            acc.exact = dict(acc.candidates)
             if len(acc.exact) > options.max_value_counts:
                 acc.exact = None
         else:
@@ -568,7 +637,7 @@ class _FeatureAcc:
         self.num_present = 0
         self.summary: _NumericAcc | _StringAcc | None
         if kind in _NUMERIC_TYPES:
-            self.summary = _NumericAcc(options.kll_k)
+            self.summary = _NumericAcc(options)
         elif kind in _STRING_TYPES:
             self.summary = _StringAcc(options)
         else:
@@ -603,8 +672,9 @@ class _FeatureAcc:
         becomes BYTES, and any other mix becomes OTHER (counts only).
         """
         if self.kind != other.kind:
-            if other.num_present == 0:
-                return
+            mine, theirs = (self.kind, self.arrow_type), (other.kind, other.arrow_type)
+            if other.num_present == 0 and (self.num_present or mine <= theirs):
+                return  # (two sides without values: the smaller type, in any order)
             if self.num_present == 0:
                 self.kind, self.arrow_type = other.kind, other.arrow_type
                 self.num_present, self.summary = other.num_present, other.summary
@@ -645,14 +715,21 @@ class _FeatureAcc:
         acc = cls(kind, feature["arrow_type"], options)
         acc.num_present = int(feature["num_present"])
         sketches = feature.get("sketches") or {}
+        if "kll" in sketches or "frequent" in sketches:
+            raise StatisticsFormatError(
+                "written by an older jaxtx (randomized DataSketches sketches), which cannot "
+                "be merged with deterministic statistics; re-run StatisticsGen on the data"
+            )
         if kind in _NUMERIC_TYPES:
-            if feature.get("num") is None or "kll" not in sketches:
-                raise StatisticsFormatError("numeric feature without 'num' block or KLL sketch")
-            acc.summary = _NumericAcc.from_dict(feature["num"], sketches, acc.num_present)
+            if feature.get("num") is None or not {"quantiles", "moments"} <= sketches.keys():
+                raise StatisticsFormatError(
+                    "numeric feature without 'num' block or 'quantiles'/'moments' sketches"
+                )
+            acc.summary = _NumericAcc.from_dict(feature["num"], sketches, options)
         elif kind in _STRING_TYPES:
-            if feature.get("str") is None or not {"frequent", "hll"} <= sketches.keys():
+            if feature.get("str") is None or not {"hll", "total_length"} <= sketches.keys():
                 raise StatisticsFormatError("string feature without 'str' block or sketches")
-            acc.summary = _StringAcc.from_dict(feature["str"], sketches, acc.num_present, options)
+            acc.summary = _StringAcc.from_dict(feature["str"], sketches, options)
         return acc
 
 
@@ -789,8 +866,9 @@ def statistics_from_table(
       options: statistics options.
 
     Returns:
-      The ``jaxtx.statistics/1`` document; equal to the Beam path's result up to
-      floating-point rounding and the sketches' randomness.
+      The ``jaxtx.statistics/1`` document; equal to the Beam path's result when
+      the record batches are the same, else up to the last bits of means and
+      standard deviations and, past the exact limit, the quantile rank error.
     """
     return StatisticsAccumulator(options).add_batch(table).to_statistics()
 
@@ -801,7 +879,9 @@ def merge_statistics(
     """Merge statistics of disjoint data (shards, spans) through their sketches.
 
     Counts, means, standard deviations, minima and maxima are exact; quantiles,
-    histograms and distinct counts carry the sketches' errors.  Exact value
+    histograms and distinct counts carry the sketches' errors (each feature's
+    ``num.rank_error`` grows by the reduction of the stored quantile summary).
+    The result does not depend on the order of ``stats``.  Exact value
     counts survive while the union has at most ``options.max_value_counts``
     distinct values.  A feature absent from some inputs counts as missing there.
 
@@ -817,6 +897,19 @@ def merge_statistics(
         _check_format(s, f"statistics[{i}]")
         acc.merge(StatisticsAccumulator.from_statistics(s, options))
     return acc.to_statistics()
+
+
+def distinct_count_estimate(hll: Mapping[str, Any]) -> tuple[float, float]:
+    """The distinct-count estimate of a string feature's ``sketches.hll``.
+
+    Args:
+      hll: the ``{"lg_k", "registers"}`` document.
+
+    Returns:
+      ``(estimate, relative standard error)``.
+    """
+    sketch = _Hll.from_json(hll)
+    return sketch.estimate(), 1.04 / math.sqrt(len(sketch.registers))
 
 
 def save_statistics(stats: Mapping[str, Any], path: str) -> None:

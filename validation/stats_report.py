@@ -159,6 +159,15 @@ def _median(num: Mapping[str, Any]) -> float | None:
     return None
 
 
+def _rank_error_text(eps: float | None) -> str:
+    """How exact the quantiles and histogram counts are (``num.rank_error``)."""
+    if eps is None:
+        return "-"
+    if eps == 0:
+        return "exact"
+    return f"rank error \u2264 {100 * eps:.2g}% of the count (deterministic bound)"
+
+
 def _numeric_card(feature: Mapping[str, Any], num_rows: int) -> str:
     num = feature.get("num") or {}
     present, missing = int(feature["num_present"]), int(feature["num_missing"])
@@ -181,6 +190,7 @@ def _numeric_card(feature: Mapping[str, Any], num_rows: int) -> str:
             f"{_fmt(nan)} / {_fmt(pinf)} / {_fmt(ninf)}",
             bool(nan or pinf or ninf),
         ),
+        ("quantiles, histogram", _rank_error_text(num.get("rank_error")), False),
     ]
     chart = _svg_histogram((num.get("histogram") or {}).get("buckets") or [])
     return _rows(rows) + chart
@@ -191,7 +201,9 @@ def _string_card(feature: Mapping[str, Any], num_rows: int) -> str:
     present, missing = int(feature["num_present"]), int(feature["num_missing"])
     unique = _fmt(block.get("num_unique"))
     if not block.get("num_unique_is_exact", True):
-        unique = "\u2248" + unique
+        lg_k = ((feature.get("sketches") or {}).get("hll") or {}).get("lg_k")
+        spread = f" (\u00b1{104 / 2 ** (lg_k / 2):.2g}% std. error)" if lg_k else ""
+        unique = "\u2248" + unique + spread
     top = block.get("top_k") or []
     top_text = ", ".join(
         f"{_short(str(t['value']), 20) or '(empty)'} ({_fmt(t['count'])})" for t in top[:3]
@@ -204,6 +216,13 @@ def _string_card(feature: Mapping[str, Any], num_rows: int) -> str:
         ("avg length", _fmt(block.get("avg_length")), False),
         ("empty", f"{_fmt(empty)} ({_pct(empty, present)})", empty > 0),
         ("top values", top_text or "-", False),
+        (
+            "value counts",
+            "exact"
+            if block.get("value_counts_complete", True)
+            else "frequent values, counts are lower bounds",
+            False,
+        ),
     ]
     return _rows(rows) + _svg_top_values(top, present)
 

@@ -2,7 +2,12 @@
 
 Every analyzer of a stage is computed in the same pass by one mergeable
 accumulator (:class:`FitAccumulator`), either in a Beam pipeline
-(``CombineGlobally`` over record batches) or in-process. An analyzer whose
+(``CombineGlobally`` over record batches) or in-process.
+
+The results are deterministic: every summary merges exactly (exact integer
+moment sums, a deterministic quantile summary, exact counts, minima and
+maxima), so they depend only on the record batches, never on their order, on
+how a runner spreads them over workers or on its merge tree. An analyzer whose
 input depends on another analyzer's result (e.g. ``scale_to_z_score`` of a
 column filled with its mean) belongs to a later stage: stage ``k`` runs after
 stages ``1..k-1`` are fitted, on values computed with their results.
@@ -22,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import datasketches as ds
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jaxtx.core.numerics import merge_moments
+from jaxtx.core.numerics import ExactMoments
 from jaxtx.core.parquet import (
     is_remote,
     iter_task_batches,
@@ -36,6 +40,7 @@ from jaxtx.core.parquet import (
     parquet_schema,
     row_group_tasks,
 )
+from jaxtx.core.sketches import QuantileSketch
 
 from ._graph import NUMERIC, Analyzer, FittedTransform, TransformError
 from ._trace import column_kind
@@ -59,34 +64,20 @@ DataLike: TypeAlias = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] 
 
 
 class _MeanStd:
-    """Count, mean and sum of squared deviations of finite values (Chan et al. merge)."""
+    """Count, mean and standard deviation of finite values (exact, order-independent sums)."""
 
     def __init__(self) -> None:
-        self.n = 0
-        self.mean = 0.0
-        self.m2 = 0.0
+        self.moments = ExactMoments()
 
     def add(self, x: np.ndarray) -> None:
-        x = x[np.isfinite(x)].astype(np.float64)
-        n = len(x)
-        if n == 0:
-            return
-        center = float(x.mean())
-        d = x - center
-        correction = float(d.sum()) / n
-        m2 = max(float(np.dot(d, d)) - correction * correction * n, 0.0)
-        self._combine(n, center + correction, m2)
-
-    def _combine(self, n_b: int, mean_b: float, m2_b: float) -> None:
-        self.n, self.mean, self.m2 = merge_moments(self.n, self.mean, self.m2, n_b, mean_b, m2_b)
+        self.moments.add(x[np.isfinite(x)])
 
     def merge(self, other: _MeanStd) -> None:
-        if other.n:
-            self._combine(other.n, other.mean, other.m2)
+        self.moments.merge(other.moments)
 
     def result(self) -> dict[str, Any]:
-        std = math.sqrt(self.m2 / self.n) if self.n else None
-        return {"count": self.n, "mean": self.mean if self.n else None, "std": std}
+        m = self.moments
+        return {"count": m.n, "mean": m.mean(), "std": m.std()}
 
 
 class _MinMax:
@@ -99,8 +90,8 @@ class _MinMax:
         x = x[np.isfinite(x)]
         if len(x):
             self.n += len(x)
-            self.min = min(self.min, float(x.min()))
-            self.max = max(self.max, float(x.max()))
+            self.min = min(self.min, float(x.min()) + 0.0)  # never -0.0
+            self.max = max(self.max, float(x.max()) + 0.0)
 
     def merge(self, other: _MinMax) -> None:
         self.n += other.n
@@ -114,31 +105,21 @@ class _MinMax:
 
 
 class _Quantiles:
-    """KLL sketch of the finite values (picklable through its serialization)."""
+    """Deterministic quantile summary of the finite values (rank error below ``1 / k``)."""
 
     def __init__(self, q: Sequence[float], k: int) -> None:
         self.q = list(q)
-        self.kll = ds.kll_doubles_sketch(k)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"q": self.q, "kll": self.kll.serialize()}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.q = state["q"]
-        self.kll = ds.kll_doubles_sketch.deserialize(state["kll"])
+        self.sketch = QuantileSketch(k)
 
     def add(self, x: np.ndarray) -> None:
-        x = x[np.isfinite(x)].astype(np.float64)  # a fresh, writeable copy
-        if len(x):
-            self.kll.update(x)
+        self.sketch.update(x[np.isfinite(x)].astype(np.float64))
 
     def merge(self, other: _Quantiles) -> None:
-        if not other.kll.is_empty():
-            self.kll.merge(other.kll)
+        self.sketch.merge(other.sketch)
 
     def result(self) -> dict[str, Any]:
-        n = int(self.kll.n)
-        values = [float(v) for v in self.kll.get_quantiles(self.q, True)] if n and self.q else []
+        n = self.sketch.n
+        values = self.sketch.quantiles(self.q) if n and self.q else []
         return {"count": n, "q": self.q, "values": values}
 
 
@@ -159,7 +140,7 @@ class _Counts:
                 counts = vc.field("counts").to_pylist()
                 self.counts.update(dict(zip(values, counts, strict=True)))
             return
-        x = x[np.isfinite(x)]
+        x = x[np.isfinite(x)] + 0.0  # -0.0 -> 0.0
         if len(x):
             values, counts = np.unique(x, return_counts=True)
             self.counts.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
@@ -441,7 +422,8 @@ def fit(
         beam_options: Beam flags or mapping (see ``jaxtx.core.beam.pipeline_options``).
         use_beam: Run each pass as a Beam pipeline (else in this process).
         batch_size: Rows per record batch.
-        kll_k: Size of the quantile sketches (rank error about ``2.3 / k**0.97``).
+        kll_k: Size of the quantile summaries: exact up to 65536 values, then
+            a deterministic rank error below ``1 / kll_k``.
         temp_dir: Where a pipeline writes its result (reachable by the workers
             and this process); a local temporary directory by default.
 
