@@ -161,3 +161,33 @@ def test_default_evaluation_split(splits, props, expected) -> None:
 def test_default_evaluation_split_needs_a_held_out_split() -> None:
     with pytest.raises(ValueError, match=r"no split besides the training split 'train'"):
         default_evaluation_split(["train"], {"train_split": "train", "eval_split": "train"})
+
+
+def test_split_hashes_are_stable() -> None:
+    """Hash splits assign the same rows to the same splits as before (values pinned)."""
+    import pyarrow as pa
+
+    from jaxtx.data import row_hashes
+
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "i": pa.array([1, None, -7, 2**40, 0, 3], pa.int64()),
+            "f": pa.array([0.5, float("nan"), -0.0, None, 1e300, 0.0], pa.float64()),
+            "b": pa.array([True, False, None, True, False, True]),
+            "s": pa.array(["a", None, "", "é", "a", "b"]),
+        }
+    )
+    assert row_hashes(batch, seed="s").tolist() == [
+        13935278257067222540,
+        10361509575852755789,
+        17231068892228132698,
+        5219236391846981221,
+        16982941341319735221,
+        6447244060035229247,
+    ]
+    assert row_hashes(batch.slice(1, 4)).tolist() == [
+        4576270267775260981,
+        16329615073054930257,
+        15469654019751348489,
+        6819480421857753193,
+    ]
