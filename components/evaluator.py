@@ -78,7 +78,10 @@ def Evaluator(
     else:
         check_splits(examples, [split], component="Evaluator", parameter="split")
         split_reason = "named by the split parameter"
-    _log.info("Evaluator: evaluating %s on split %r (%s)", model.uri, split, split_reason)
+    used = model.properties
+    seen = (used.get("early_stopping_split", "eval"), used.get("train_split", "train"))
+    level = logging.WARNING if split in seen else logging.INFO  # metrics of a split it was fit on
+    _log.log(level, "Evaluator: evaluating %s on split %r (%s)", model.uri, split, split_reason)
     table, labels = _read_split(examples, split, label)
     specs = [tuple(s) for s in (slicing_specs or [[]])]
     slice_cols = sorted({c for s in specs for c in s} | set(sensitive_features or []))
