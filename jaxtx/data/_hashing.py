@@ -84,9 +84,9 @@ def _column_hash(column: pa.Array | pa.ChunkedArray, scratch: np.ndarray) -> np.
         t = column.type
     if pa.types.is_floating(t):
         floats = pc.cast(column, pa.float64()) if t != pa.float64() else column
-        hashed = _fixed_width_values(floats, np.float64) + 0.0  # a copy; -0.0 becomes 0.0
-        hashed[np.isnan(hashed)] = np.nan  # one NaN bit pattern
-        hashed = hashed.view(np.uint64)
+        values = _fixed_width_values(floats, np.float64) + 0.0  # a copy; -0.0 becomes 0.0
+        values[np.isnan(values)] = np.nan  # one NaN bit pattern
+        hashed = values.view(np.uint64)
         _mix_inplace(hashed, scratch)
     elif pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t):
         hashed = _fixed_width_values(_as_int64(column), np.int64).view(np.uint64).copy()
