@@ -16,7 +16,9 @@ step's own):
 * ``StatisticsGen``: the component on ExampleGen's output (Beam, sketches,
   HTML and PNG reports).
 
-Prints wall time (best of ``--repeat``), rows/s, peak RSS, the ratio to the
+Runs are interleaved (every step once, ``--repeat`` times) so that load
+from other processes on a shared machine falls on all steps alike. Prints
+wall time (median of ``--repeat``), rows/s, peak RSS, the ratio to the
 bare statistics pass, and the two target ratios: ExampleGen / bare write and
 StatisticsGen / bare statistics. A component's time excludes importing its
 modules (Beam, jaxtx: a fixed cost per process), shown apart as ``+ imports``.
@@ -134,6 +136,12 @@ def run_step(step: str, csv: Path, work: Path, run: int = 0) -> dict[str, float]
     return {"seconds": seconds, "peak_mb": peak_mb, "import_seconds": import_seconds}
 
 
+def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run with the median time (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,12 +165,13 @@ def main() -> None:
         size_mb = csv.stat().st_size / 2**20
         print(
             f"generated {args.rows:,} rows x 13 columns ({size_mb:.0f} MiB CSV) "
-            f"in {time.perf_counter() - t:.1f} s; best of {args.repeat}, each step in a fresh process"
+            f"in {time.perf_counter() - t:.1f} s; median of {args.repeat} interleaved runs, "
+            "each step in a fresh process"
         )
-        results: dict[str, dict[str, float]] = {}
-        for step in ("bare", "bare_write", "examplegen", "statisticsgen"):
-            best: dict[str, float] | None = None
-            for run in range(args.repeat):
+        steps = ("bare", "bare_write", "examplegen", "statisticsgen")
+        runs: dict[str, list[dict[str, float]]] = {step: [] for step in steps}
+        for run in range(args.repeat):  # interleaved: load on a shared machine hits all steps
+            for step in steps:
                 proc = subprocess.run(
                     [
                         sys.executable,
@@ -180,11 +189,8 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                 )
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                if best is None or r["seconds"] < best["seconds"]:
-                    best = r
-            assert best is not None
-            results[step] = best
+                runs[step].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results = {step: _median_run(r) for step, r in runs.items()}
         base = results["bare"]["seconds"]
         names = {
             "bare": "bare pyarrow CSV + stats",

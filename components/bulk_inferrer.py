@@ -9,6 +9,7 @@ from jaxtx.serving.bulk import bulk_predict
 
 from ._artifacts import Examples, InferenceResult, Model, Output
 from ._component import component
+from ._splits import check_splits, split_list
 
 __all__ = ["BulkInferrer", "InferenceResult"]
 
@@ -29,12 +30,14 @@ def BulkInferrer(
     Args:
       model: the exported model (serving runtime; no training code).
       examples: raw examples holding the model's input features.
-      splits: which splits (default: all).
+      splits: the names of the splits to predict (default: all); a name the
+        examples do not have is an error listing theirs.
       prefix: prefix of the added columns (``prediction_probabilities``, ...).
       batch_rows: rows per model call.
       beam_options: standard Beam flags.
     """
-    chosen = splits or examples.split_names
+    chosen = split_list(splits, examples.split_names)
+    check_splits(examples, chosen, component="BulkInferrer", parameter="splits")
     counts: dict[str, int] = {}
     for split in chosen:
         counts[split] = bulk_predict(

@@ -8,6 +8,7 @@ MLflow registry (:func:`jaxtx.components._registry.resolve_baseline`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,8 +18,11 @@ import numpy as np
 from ._artifacts import Examples, Model, ModelBlessing, ModelEvaluation, Output
 from ._component import RunContext, component
 from ._registry import resolve_baseline
+from ._splits import check_splits, default_evaluation_split
 
 __all__ = ["Evaluator", "resolve_baseline"]
+
+_log = logging.getLogger("jaxtx.evaluator")
 
 
 @component
@@ -31,7 +35,7 @@ def Evaluator(
     baseline_model: Model | None = None,
     *,
     label: str,
-    split: str = "eval",
+    split: str | None = None,
     slicing_specs: list[list[str]] | None = None,
     min_slice_size: int = 30,
     sensitive_features: list[str] | None = None,
@@ -50,7 +54,11 @@ def Evaluator(
       baseline_model: an explicit baseline; otherwise ``registered_model_name``'s
         ``baseline_alias`` in the MLflow registry (none: first model).
       label: the label column.
-      split: the split to evaluate on.
+      split: the split to evaluate on; default: one the Trainer did not use
+        (``test`` when it trained on ``train`` and early-stopped on
+        ``eval``), else its validation split (see
+        ``components._splits.default_evaluation_split``). The split used and
+        why are in the evaluation's properties, ``evaluation.json`` and the report.
       slicing_specs: ``[[]]`` (overall), ``[["sex"]]``, ``[["sex", "race"]]``, ...
       min_slice_size: smaller slices are reported as skipped.
       sensitive_features: fairness indicators per group of these features.
@@ -65,6 +73,15 @@ def Evaluator(
     from jaxtx.validation.model_scoring import evaluate_predictions, score_table
 
     task = str(model.properties.get("task", "binary_classification"))
+    if split is None:
+        split, split_reason = default_evaluation_split(examples.split_names, model.properties)
+    else:
+        check_splits(examples, [split], component="Evaluator", parameter="split")
+        split_reason = "named by the split parameter"
+    used = model.properties
+    seen = (used.get("early_stopping_split", "eval"), used.get("train_split", "train"))
+    level = logging.WARNING if split in seen else logging.INFO  # metrics of a split it was fit on
+    _log.log(level, "Evaluator: evaluating %s on split %r (%s)", model.uri, split, split_reason)
     table, labels = _read_split(examples, split, label)
     specs = [tuple(s) for s in (slicing_specs or [[]])]
     slice_cols = sorted({c for s in specs for c in s} | set(sensitive_features or []))
@@ -92,11 +109,17 @@ def Evaluator(
     checks = [MetricThreshold.from_dict(t) for t in (thresholds or [])]
     verdict = bless(cand, checks, baseline_eval=base_doc)
     verdict["baseline"] = {"model": baseline.uri if baseline is not None else None, "why": why}
+    verdict["split"] = split
+    cand = {**cand, "split": split, "split_reason": split_reason}
     _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict)
     _write_blessing(blessing, model, verdict)
     overall = _overall(cand)
     evaluation.properties.update(
-        task=task, split=split, num_examples=int(len(labels)), metrics=overall
+        task=task,
+        split=split,
+        split_reason=split_reason,
+        num_examples=int(len(labels)),
+        metrics=overall,
     )
     metrics = {k: v for k, v in overall.items() if v is not None and math.isfinite(v)}
     metrics["blessed"] = float(verdict["blessed"])
@@ -158,7 +181,11 @@ def _write_reports(
         )
         images["Fairness"] = plot_fairness(fairness, str(evaluation.reports_dir / "fairness.png"))
     html = render_evaluation_html(
-        cand, fairness, verdict, title=f"Evaluation of {model.uri}", images=images
+        cand,
+        fairness,
+        verdict,
+        title=f"Evaluation of {model.uri} on split {cand['split']!r} ({cand['split_reason']})",
+        images=images,
     )
     (evaluation.reports_dir / "evaluation.html").write_text(html, encoding="utf-8")
 

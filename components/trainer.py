@@ -9,6 +9,7 @@ import numpy as np
 
 from ._artifacts import Examples, Model, Output, TransformGraph, load_artifact
 from ._component import RunContext, component
+from ._splits import check_splits
 
 __all__ = ["Trainer"]
 
@@ -21,6 +22,8 @@ def Trainer(
     ctx: RunContext,
     *,
     label: str,
+    train_split: str = "train",
+    eval_split: str = "eval",
     model_def: Any = None,
     task: str = "binary_classification",
     epochs: int = 5,
@@ -41,6 +44,11 @@ def Trainer(
       transform_graph: Transform's graph; fused into the export so that the
         served model takes raw features.
       label: the label column.
+      train_split: the split trained on.
+      eval_split: the validation split, evaluated after every epoch and the
+        one early stopping watches. The Model records both (``train_split``,
+        ``eval_split``, ``early_stopping_split``) so that the Evaluator can
+        default to a split the model was not selected on.
       model_def: a ``jaxtx.trainer`` model (``MLP(...)``, ``WideAndDeep(...)``),
         an ``(init, apply)`` pair or a Flax NNX module; default ``MLP((64, 32))``.
         Embedding sizes of integer-id features come from the transform.
@@ -62,18 +70,15 @@ def Trainer(
     from jaxtx import trainer as jt
 
     jt.loss_for_task(task)  # an unknown task fails before any work
-    for split in ("train", "eval"):
-        if split not in examples.split_names:
-            raise ValueError(
-                f"Trainer: examples {examples.uri} have no {split!r} split (splits: "
-                f"{examples.split_names}); ExampleGen's split_names must include train and eval"
-            )
+    check_splits(examples, [train_split], component="Trainer", parameter="train_split")
+    check_splits(examples, [eval_split], component="Trainer", parameter="eval_split")
     graph = transform_graph.load()
     loop, history, net, features = jt.train_transformed(
         graph,
-        examples.files("train"),
-        examples.files("eval"),
+        examples.files(train_split),
+        examples.files(eval_split),
         label=label,
+        split_names=(train_split, eval_split),
         model_def=model_def,
         task=task,
         epochs=epochs,
@@ -112,12 +117,17 @@ def Trainer(
         epochs_run=len(history.history.get("loss", [])),
         final_metrics=final,
         transform_fingerprint=transform_graph.fingerprint,
+        train_split=train_split,
+        eval_split=eval_split,
+        early_stopping_split=eval_split if early_stopping_patience is not None else None,
     )
     (model.path / "training.json").write_text(
         json.dumps({"model_def": repr(net), "batch_size": batch_size, "seed": seed}, indent=2)
     )
     if ctx.tracking_uri and ctx.mlflow_run_id:
-        model.properties["mlflow_model_uri"] = _log_mlflow_model(ctx, examples, graph, model)
+        model.properties["mlflow_model_uri"] = _log_mlflow_model(
+            ctx, examples, graph, model, eval_split
+        )
     return {f"final_{k}": v for k, v in final.items() if np.isfinite(v)}
 
 
@@ -138,18 +148,22 @@ def _metric_callbacks(ctx: RunContext, log_every_n_steps: int | None) -> list[An
     return cbs
 
 
-def _log_mlflow_model(ctx: RunContext, examples: Examples, graph: Any, model: Model) -> str:
+def _log_mlflow_model(
+    ctx: RunContext, examples: Examples, graph: Any, model: Model, split: str
+) -> str:
     """Log the exported model as an MLflow pyfunc model with a raw input example; its URI."""
     from ._mlflow_model import log_jaxtx_model
 
     raw_uri = examples.properties.get("raw_examples")
     source = load_artifact(raw_uri, Examples, verify=False) if raw_uri else examples
     assert ctx.tracking_uri and ctx.mlflow_run_id
+    if split not in source.split_names:
+        split = source.split_names[0]
     return log_jaxtx_model(
         tracking_uri=ctx.tracking_uri,
         run_id=ctx.mlflow_run_id,
         model_dir=model.path / "model",
-        input_example=_raw_example(graph, source.read("eval").slice(0, 5)),
+        input_example=_raw_example(graph, source.read(split).slice(0, 5)),
     )
 
 

@@ -1,4 +1,4 @@
-"""Transform: fit preprocessing on one split and transform every split, both with Beam.
+"""Transform: fit preprocessing on named split(s) and transform the chosen splits, with Beam.
 
 A wrapper over ``jaxtx.trainer.transform.analyze`` and ``transform_parquet``.
 """
@@ -10,6 +10,7 @@ from typing import Any
 
 from ._artifacts import Examples, Output, TransformGraph
 from ._component import component
+from ._splits import check_splits, split_list
 
 __all__ = ["Transform"]
 
@@ -22,10 +23,11 @@ def Transform(
     *,
     preprocessing_fn: Callable[[Any], Any],
     passthrough: list[str] | None = None,
-    analyze_split: str = "train",
+    analyze_split: str | list[str] = "train",
+    transform_splits: list[str] | None = None,
     beam_options: list[str] | None = None,
 ) -> dict[str, float]:
-    """Fit ``preprocessing_fn``'s analyzers on one split; transform every split.
+    """Fit ``preprocessing_fn``'s analyzers on named split(s); transform the chosen splits.
 
     Args:
       examples: raw examples.
@@ -34,22 +36,24 @@ def Transform(
         The cache keys on its source code and the values it closes over.
       passthrough: raw columns copied unchanged into the transformed examples
         (the label, features the Evaluator slices on).
-      analyze_split: the split the analyzers are fitted on.
+      analyze_split: the split (or list of splits) the analyzers are fitted on.
+      transform_splits: the splits to transform (default: all); the
+        transformed examples hold these splits only.
       beam_options: standard Beam flags for the analysis and transform pipelines.
     """
     from jaxtx.trainer import transform as tx
 
-    if analyze_split not in examples.split_names:
-        raise ValueError(
-            f"Transform: analyze_split {analyze_split!r} is not a split of {examples.uri} "
-            f"({examples.split_names})"
-        )
-    graph = tx.analyze(preprocessing_fn, examples.files(analyze_split), beam_options=beam_options)
+    fit_on = split_list(analyze_split, ["train"])
+    check_splits(examples, fit_on, component="Transform", parameter="analyze_split")
+    chosen = split_list(transform_splits, examples.split_names)
+    check_splits(examples, chosen, component="Transform", parameter="transform_splits")
+    fit_files = [f for split in fit_on for f in examples.files(split)]
+    graph = tx.analyze(preprocessing_fn, fit_files, beam_options=beam_options)
     graph.save(str(transform_graph.path))
     keep = list(passthrough or [])
     counts = tx.transform_parquet(
         graph,
-        {split: examples.files(split) for split in examples.split_names},
+        {split: examples.files(split) for split in chosen},
         transformed_examples.path / "data",
         passthrough=keep,
         beam_options=beam_options,
@@ -60,10 +64,11 @@ def Transform(
     transform_graph.properties.update(
         inputs=[c.name for c in graph.input_columns],
         outputs={c.name: c.dtype for c in graph.output_columns},
-        analyze_split=analyze_split,
+        analyze_split=fit_on[0] if len(fit_on) == 1 else fit_on,
+        analyze_splits=fit_on,
     )
     transformed_examples.properties.update(
-        split_names=list(examples.split_names),
+        split_names=chosen,
         split_counts=counts,
         span=examples.properties.get("span"),
         passthrough=keep,

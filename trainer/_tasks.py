@@ -116,6 +116,7 @@ def train_transformed(
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: str | None = None,
+    split_names: tuple[str, str] | None = None,
 ) -> TrainResult:
     """Train a model on the output of a fitted transform (Parquet files with a label column).
 
@@ -139,6 +140,8 @@ def train_transformed(
       seed: The same seed gives bit-identical parameters on the same machine.
       callbacks: More callbacks (e.g. :class:`MetricsCallback` to log metrics).
       checkpoint_dir: Checkpoint every epoch there (and resume from it).
+      split_names: ``(training split, evaluation split)``, named in data
+        errors (e.g. ``("train", "eval")``); None names them generically.
 
     Returns:
       The :class:`TrainResult`.
@@ -150,8 +153,13 @@ def train_transformed(
     import optax
 
     loss = loss_for_task(task).name
-    check_label(train_files, label, what="the training data")
-    check_label(eval_files, label, what="the evaluation data")
+    train_what, eval_what = (
+        ("the training data", "the evaluation data")
+        if split_names is None
+        else tuple(f"the {s!r} split" for s in split_names)
+    )
+    check_label(train_files, label, what=train_what)
+    check_label(eval_files, label, what=eval_what)
     features, vocab = transform_features(graph)
     net = model_def if model_def is not None else MLP(hidden=(64, 32))
     if isinstance(net, MLP | WideAndDeep) and net.vocab_sizes is None and vocab:

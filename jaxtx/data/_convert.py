@@ -73,6 +73,14 @@ def _convert_column(
         return pa.nulls(len(column)), {int(i): reason for i in rows}
     bad: dict[int, str] = {}
     if _is_binary(column.type) and not _is_binary(target):
+        if _parses_bytes(target):
+            # Fast path: every value parses as a number or boolean straight
+            # from its bytes (so it is ASCII, hence UTF-8). Otherwise the text
+            # path below finds and names the rows that do not fit.
+            try:
+                return pc.cast(column, target), {}
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
         column, bad = _cast(column, pa.string(), f.name, "UTF-8 text")
         if column.type == target:
             return column, bad
@@ -80,6 +88,11 @@ def _convert_column(
     converted, more = _cast(column, target, f.name, str(target), prepare=prepare)
     bad.update(more)
     return converted, bad
+
+
+def _parses_bytes(target: pa.DataType) -> bool:
+    """Whether a binary -> ``target`` cast parses the bytes as the text cast would."""
+    return pa.types.is_integer(target) or pa.types.is_floating(target)
 
 
 def _cast(

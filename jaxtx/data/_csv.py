@@ -31,6 +31,10 @@ from ._widen import TYPE_TOLERANCE, text_kinds
 
 _SHOWN_BYTES = 200
 
+#: First block of a read that needs only the first rows (the type sample,
+#: whether a file has rows): about 10,000 rows of a typical table.
+_SAMPLE_BLOCK_BYTES = 1 << 20
+
 
 class _RecordTooLarge(Exception):
     """pyarrow met a record longer than its block size."""
@@ -51,7 +55,7 @@ class _Layout:
 
 
 def _read_csv(
-    path: str, options: CsvOptions, *, latin1: bool | None = None
+    path: str, options: CsvOptions, *, latin1: bool | None = None, block: int | None = None
 ) -> Iterator[pa.RecordBatch | dict[str, Any]]:
     """Raw batches (binary columns + line numbers) and rejected-row records of a CSV file.
 
@@ -65,6 +69,11 @@ def _read_csv(
       latin1: read through latin-1 transcoding (needed when the file holds
         invalid UTF-8, whose malformed rows pyarrow cannot report otherwise);
         None decides by scanning the file. Ignored with a declared encoding.
+      block: pyarrow's first block size (default :data:`_CSV_BLOCK_BYTES`);
+        a smaller one makes reading only the first rows (a sample, whether
+        there are rows) cheaper. Any size
+        yields the same rows: a record longer than it is read again with
+        blocks of :data:`MAX_RECORD_BYTES`.
 
     Yields:
       Record batches, then one dict per rejected row.
@@ -77,7 +86,7 @@ def _read_csv(
     if layout is None:
         return
     produced = 0
-    attempts = ((_CSV_BLOCK_BYTES, False), (MAX_RECORD_BYTES, True))
+    attempts = ((block or _CSV_BLOCK_BYTES, False), (MAX_RECORD_BYTES, True))
     for block, cut_long in attempts:
         seen = 0
         try:
@@ -585,7 +594,7 @@ def _scan_utf8(path: str, limit: int | None) -> bool:
 
 def _infer_csv(path: str, options: CsvOptions, sample_rows: int) -> pa.Schema:
     """Infer int64/float64/bool/string per column from the first rows of a CSV file."""
-    batches = _sample_batches(_read_csv(path, options), sample_rows)
+    batches = _sample_batches(_read_csv(path, options, block=_SAMPLE_BLOCK_BYTES), sample_rows)
     names, _ = _csv_header(path, options)
     table = pa.Table.from_batches(batches) if batches else None
     fields = []

@@ -19,6 +19,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NULL_HASH = np.uint64(0x6A09E667F3BCC908)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
 
 def row_hashes(
@@ -27,7 +28,8 @@ def row_hashes(
     """Deterministic 64-bit hash of each row's content.
 
     Depends only on the values (and their Arrow types) of ``columns``, never on
-    batch boundaries, file order, process or platform.
+    batch boundaries, file order, process or platform. Vectorized: a few NumPy
+    passes per column, in place on one array.
 
     Args:
       batch: the rows.
@@ -40,21 +42,40 @@ def row_hashes(
     names = list(batch.schema.names) if columns is None else list(columns)
     seed_value = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "little")
     h = np.full(batch.num_rows, seed_value, dtype=np.uint64)
+    scratch = np.empty_like(h)
     for name in names:
-        h = _mix((h ^ _column_hash(batch.column(name))) * _M1)
+        h ^= _column_hash(batch.column(name), scratch)
+        h *= _M1
+        _mix_inplace(h, scratch)
     return h
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer over a uint64 array."""
-    x = x + _GOLDEN
-    x = (x ^ (x >> np.uint64(30))) * _M1
-    x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
+    """splitmix64 finalizer over a uint64 array (a new array)."""
+    out = np.array(x, dtype=np.uint64)
+    _mix_inplace(out, np.empty_like(out))
+    return out
 
 
-def _column_hash(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Per-row uint64 hash of one column's values (nulls hash to a constant)."""
+def _mix_inplace(x: np.ndarray, scratch: np.ndarray) -> None:
+    """splitmix64 finalizer, in place; ``scratch`` is a same-sized uint64 work array."""
+    x += _GOLDEN
+    np.right_shift(x, _S30, out=scratch)
+    x ^= scratch
+    x *= _M1
+    np.right_shift(x, _S27, out=scratch)
+    x ^= scratch
+    x *= _M2
+    np.right_shift(x, _S31, out=scratch)
+    x ^= scratch
+
+
+def _column_hash(column: pa.Array | pa.ChunkedArray, scratch: np.ndarray) -> np.ndarray:
+    """Per-row uint64 hash of one column's values (nulls hash to a constant).
+
+    Values under null slots are never read for the result: those rows get
+    ``_NULL_HASH`` at the end, so no null filling is needed before hashing.
+    """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     t = column.type
@@ -62,12 +83,14 @@ def _column_hash(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         column = column.dictionary_decode()
         t = column.type
     if pa.types.is_floating(t):
-        values = pc.cast(column, pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False) + 0.0
-        values[np.isnan(values)] = np.nan
-        hashed = _mix(values.view(np.uint64))
+        floats = pc.cast(column, pa.float64()) if t != pa.float64() else column
+        values = _fixed_width_values(floats, np.float64) + 0.0  # a copy; -0.0 becomes 0.0
+        values[np.isnan(values)] = np.nan  # one NaN bit pattern
+        hashed = values.view(np.uint64)
+        _mix_inplace(hashed, scratch)
     elif pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t):
-        values = _as_int64(column).fill_null(0).to_numpy(zero_copy_only=False)
-        hashed = _mix(values.astype(np.int64).view(np.uint64))
+        hashed = _fixed_width_values(_as_int64(column), np.int64).view(np.uint64).copy()
+        _mix_inplace(hashed, scratch)
     elif pa.types.is_string(t) or pa.types.is_large_string(t) or _is_binary(t):
         encoded = pc.dictionary_encode(column)
         keys = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
@@ -79,12 +102,24 @@ def _column_hash(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         hashed = pd.util.hash_array(texts, categorize=True)
     hashed = np.asarray(hashed, dtype=np.uint64)
     if column.null_count:
-        hashed = np.where(pc.is_null(column).to_numpy(zero_copy_only=False), _NULL_HASH, hashed)
+        if not hashed.flags.writeable:
+            hashed = hashed.copy()
+        hashed[pc.is_null(column).to_numpy(zero_copy_only=False)] = _NULL_HASH
     return hashed
+
+
+def _fixed_width_values(array: pa.Array, dtype: type[np.generic]) -> np.ndarray:
+    """A read-only NumPy view of a fixed-width array's values (null slots hold anything)."""
+    if array.null_count == 0:
+        return array.to_numpy(zero_copy_only=True)
+    data = array.buffers()[1]
+    return np.frombuffer(data, dtype=dtype, count=array.offset + len(array))[array.offset :]
 
 
 def _as_int64(column: pa.Array) -> pa.Array:
     """Integers, booleans and temporal values as int64 (temporal: their storage)."""
+    if column.type == pa.int64():
+        return column
     try:
         return pc.cast(column, pa.int64())
     except pa.ArrowNotImplementedError:

@@ -23,6 +23,7 @@ from ._common import (
 )
 from ._config import CsvOptions
 from ._csv import (
+    _SAMPLE_BLOCK_BYTES,
     _csv_header,
     _infer_csv,
     _read_csv,
@@ -221,7 +222,7 @@ def _has_rows(path: str, fmt: str, dialect: CsvOptions | None) -> bool:
         with fs.open_input(path) as stream:
             return any(line.strip() for line in _iter_lines(stream))
     # Read as latin-1 (byte-exact): whether a row exists needs no UTF-8 scan.
-    for _ in _read_csv(path, dialect or CsvOptions(), latin1=True):
+    for _ in _read_csv(path, dialect or CsvOptions(), latin1=True, block=_SAMPLE_BLOCK_BYTES):
         return True
     return False
 

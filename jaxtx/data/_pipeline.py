@@ -68,6 +68,7 @@ from apache_beam.metrics.metric import Metrics
 from jaxtx.core import files as fs
 from jaxtx.core.beam import BeamOptions, WriteJson, pipeline_options
 
+from ._coders import register_arrow_coders
 from ._common import (
     _META_SOURCE,
     _REJECTED,
@@ -323,6 +324,7 @@ class IngestExamples(beam.PTransform):
         Returns:
           Written file names per output.
         """
+        register_arrow_coders()  # batch edges: size estimates without pickling each batch
         read = (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
@@ -335,14 +337,18 @@ class IngestExamples(beam.PTransform):
                     self._strict,
                     observe=self._observe_dir is not None,
                 )
-            ).with_outputs(_REJECTED, _TYPES, main="batches")
+            )
+            .with_output_types(pa.RecordBatch)
+            .with_outputs(_REJECTED, _TYPES, main="batches")
         )
         converted = read.batches | "ConvertToSchema" >> beam.ParDo(
             _ConvertFn(self._schema, observe=self._observe_dir is not None)
-        ).with_outputs(_REJECTED, _TYPES, main="examples")
+        ).with_output_types(pa.RecordBatch).with_outputs(_REJECTED, _TYPES, main="examples")
         split = converted.examples | "AssignSplits" >> beam.ParDo(
             _SplitFn(self._splits, self._seed, self._file_splits)
         ).with_outputs(*self._splits.names)
+        for name in self._splits.names:
+            split[name].element_type = pa.RecordBatch
         outputs = {
             f"data/{name}": split[name] | f"WriteSplit[{name}]" >> self._write_split(name)
             for name in self._splits.names
@@ -369,7 +375,8 @@ class IngestExamples(beam.PTransform):
     def _write_split(self, name: str) -> beam.PTransform:
         """Batches of one split -> Parquet shards."""
         prefix = fs.join(self._output_dir, "data", name, "part")
-        return (f"ToTable[{name}]" >> beam.Map(_to_table)) | beam.io.WriteToParquetBatched(
+        to_table = beam.Map(_to_table).with_output_types(pa.Table)
+        return (f"ToTable[{name}]" >> to_table) | beam.io.WriteToParquetBatched(
             prefix,
             schema=self._schema,
             codec="snappy",
