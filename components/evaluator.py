@@ -8,6 +8,7 @@ MLflow registry (:func:`jaxtx.components._registry.resolve_baseline`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,8 @@ from ._component import RunContext, component
 from ._registry import resolve_baseline
 
 __all__ = ["Evaluator", "resolve_baseline"]
+
+_log = logging.getLogger(__name__)
 
 
 @component
@@ -35,6 +38,8 @@ def Evaluator(
     slicing_specs: list[list[str]] | None = None,
     min_slice_size: int = 30,
     sensitive_features: list[str] | None = None,
+    min_group_size: int | None = None,
+    fairness_intersections: bool = False,
     fairness_thresholds: list[float] | None = None,
     thresholds: list[dict[str, Any]] | None = None,
     registered_model_name: str | None = None,
@@ -53,7 +58,10 @@ def Evaluator(
       split: the split to evaluate on.
       slicing_specs: ``[[]]`` (overall), ``[["sex"]]``, ``[["sex", "race"]]``, ...
       min_slice_size: smaller slices are reported as skipped.
-      sensitive_features: fairness indicators per group of these features.
+      sensitive_features: fairness indicators per group of each of these features.
+      min_group_size: smaller fairness groups are reported but not gated on
+        (a warning names them); None: ``min_slice_size``.
+      fairness_intersections: also analyze the combinations of the sensitive features.
       fairness_thresholds: decision thresholds for fairness and threshold metrics.
       thresholds: blessing checks, e.g. ``{"metric": "auc", "lower": 0.7}``,
         ``{"metric": "auc", "change": {"direction": "higher_is_better", "absolute": 0.01}}``,
@@ -80,11 +88,15 @@ def Evaluator(
             min_slice_size=min_slice_size,
             thresholds=tuple(fairness_thresholds or [0.5]),
             sensitive_features=sensitive_features,
+            min_group_size=min_group_size,
+            intersections=fairness_intersections,
             num_bootstrap=num_bootstrap,
             seed=seed,
         )
 
     cand, fairness = run_eval(model)
+    for warning in (fairness or {}).get("warnings", []):
+        _log.warning("Evaluator fairness: %s", warning)
     baseline, why = (baseline_model, "given baseline_model")
     if baseline is None:
         baseline, why = resolve_baseline(registered_model_name, baseline_alias, ctx.tracking_uri)
@@ -96,7 +108,11 @@ def Evaluator(
     _write_blessing(blessing, model, verdict)
     overall = _overall(cand)
     evaluation.properties.update(
-        task=task, split=split, num_examples=int(len(labels)), metrics=overall
+        task=task,
+        split=split,
+        num_examples=int(len(labels)),
+        metrics=overall,
+        fairness_warnings=list((fairness or {}).get("warnings", [])),
     )
     metrics = {k: v for k, v in overall.items() if v is not None and math.isfinite(v)}
     metrics["blessed"] = float(verdict["blessed"])

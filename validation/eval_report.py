@@ -56,6 +56,7 @@ td.num { text-align: right; font-family: ui-monospace, monospace; white-space: n
 td.name { font-family: ui-monospace, monospace; }
 tr.failed td { background: #fdecea; } tr.passed td { background: #e8f5e9; }
 .undefined { color: var(--muted); font-style: italic; }
+.warning { color: #8a4b00; }
 details { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
           padding: 8px 12px; margin: 8px 0; }
 summary { cursor: pointer; font-weight: 600; }
@@ -231,7 +232,7 @@ def plot_fairness(
     Each panel has one bar per group, grouped by threshold when there are several.
 
     Args:
-      fairness: a ``jaxtx.fairness/1`` document.
+      fairness: a ``jaxtx.fairness/2`` document.
       path: destination PNG; parent directories are created.
       metrics: group metrics to draw, one panel each.
 
@@ -240,36 +241,51 @@ def plot_fairness(
     """
     from matplotlib.figure import Figure  # rendered by the Agg canvas; pyplot is not used
 
-    blocks = list(fairness.get("by_threshold", []))
-    groups = [g["name"] for g in fairness.get("groups", [])]
+    analyses = list(fairness.get("analyses", []))
+    thresholds = list(fairness.get("thresholds", []))
+    groups = [g["name"] for a in analyses for g in a["groups"]]
+    excluded = [not g["included"] for a in analyses for g in a["groups"]]
     cols = min(3, max(1, len(metrics)))
     rows = math.ceil(len(metrics) / cols) if metrics else 1
-    panel_width = min(8.0, max(3.5, 0.3 * len(groups) * max(1, len(blocks)) + 1.5))
-    fig = Figure(figsize=(panel_width * cols, 3.2 * rows), dpi=100, layout="constrained")
+    panel_width = min(10.0, max(3.5, 0.3 * len(groups) * max(1, len(thresholds)) + 1.5))
+    fig = Figure(figsize=(panel_width * cols, 3.4 * rows), dpi=100, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
-    width = 0.8 / max(1, len(blocks))
+    width = 0.8 / max(1, len(thresholds))
     for ax, metric in zip(axes.flat, metrics, strict=False):
-        for i, block in enumerate(blocks):
-            entries = [g["metrics"][metric] for g in block["by_group"]]
+        for i, threshold in enumerate(thresholds):
+            entries = [
+                g["metrics"][metric]
+                for a in analyses
+                for g in next(b for b in a["by_threshold"] if b["threshold"] == threshold)[
+                    "by_group"
+                ]
+            ]
             heights, errors = _bar_errors(entries)
             positions = [x - 0.4 + width * (i + 0.5) for x in range(len(entries))]
-            ax.bar(
+            bars = ax.bar(
                 positions,
                 heights,
                 width=width * 0.95,
                 yerr=errors,
                 capsize=3,
-                label=f"threshold {block['threshold']:g}",
+                label=f"threshold {threshold:g}",
             )
+            for bar, small in zip(bars, excluded, strict=True):
+                if small:
+                    bar.set_hatch("//")
+                    bar.set_alpha(0.5)
         ax.set_title(metric)
-        ax.set_xticks(range(len(groups)), [_mpl(g) for g in groups], rotation=30, fontsize=7)
+        labels = [
+            _mpl(g + (" (excluded)" if x else "")) for g, x in zip(groups, excluded, strict=True)
+        ]
+        ax.set_xticks(range(len(groups)), labels, rotation=30, fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.tick_params(labelsize=7)
-        if len(blocks) > 1:
+        if len(thresholds) > 1:
             ax.legend(fontsize=6)
-    fig.suptitle("Fairness indicators by group (95% CI)")
+    fig.suptitle("Fairness indicators by group (95% CI; hatched: too small, not gated)")
     return _save(fig, path)
 
 
@@ -416,34 +432,45 @@ def _cell(entry: Mapping[str, Any]) -> str:
     return f'<td class="num">{_e(_num(entry["value"]))} {_e(_ci(entry))}</td>'
 
 
+def _fairness_block(block: Mapping[str, Any]) -> str:
+    head = "".join(f"<th>{_e(m)}</th>" for m in GROUP_METRICS)
+    rows = "".join(
+        f"<tr><td>{_e(g['name'])}{'' if g.get('included', True) else ' <em>(excluded)</em>'}"
+        "</td>" + "".join(_cell(g["metrics"][m]) for m in GROUP_METRICS) + "</tr>"
+        for g in block["by_group"]
+    )
+    overall = (
+        "<tr><td><em>all examples</em></td>"
+        + "".join(_cell(block["overall"][m]) for m in GROUP_METRICS)
+        + "</tr>"
+    )
+    disparities = "".join(
+        f'<tr><td class="name">{_e(m)}</td>{_cell(block["disparities"][m])}'
+        f"<td>{_e(block['disparities'][m].get('method') or '')}</td></tr>"
+        for m in DISPARITY_METRICS
+    )
+    return (
+        f"<h4>Threshold {_e(_num(block['threshold']))}</h4>"
+        f"<table><tr><th>group</th>{head}</tr>{rows}{overall}</table>"
+        "<table><tr><th>disparity (included groups)</th><th>value [95% CI]</th>"
+        f"<th>interval</th></tr>{disparities}</table>"
+    )
+
+
 def _fairness_section(fairness: Mapping[str, Any]) -> str:
     parts = [
         "<h2>Fairness indicators</h2>",
         f'<p class="sub">sensitive features: {_e(", ".join(fairness.get("sensitive_features", [])))}'
-        f"; value [95% CI]</p>",
+        f"; min group size {_e(_num(fairness.get('min_group_size')))}; value [95% CI]; "
+        "intervals: "
+        + _e("; ".join(f"{k}: {v}" for k, v in fairness.get("interval_methods", {}).items()))
+        + "</p>",
     ]
-    for block in fairness.get("by_threshold", []):
-        head = "".join(f"<th>{_e(m)}</th>" for m in GROUP_METRICS)
-        rows = "".join(
-            f"<tr><td>{_e(g['name'])}</td>"
-            + "".join(_cell(g["metrics"][m]) for m in GROUP_METRICS)
-            + f'<td class="notes">{_e("; ".join(g.get("notes", [])))}</td></tr>'
-            for g in block["by_group"]
-        )
-        overall = (
-            "<tr><td><em>all examples</em></td>"
-            + "".join(_cell(block["overall"][m]) for m in GROUP_METRICS)
-            + "<td></td></tr>"
-        )
-        disparities = "".join(
-            f'<tr><td class="name">{_e(m)}</td>{_cell(block["disparities"][m])}</tr>'
-            for m in DISPARITY_METRICS
-        )
-        parts.append(
-            f"<h3>Threshold {_e(_num(block['threshold']))}</h3>"
-            f"<table><tr><th>group</th>{head}<th>notes</th></tr>{rows}{overall}</table>"
-            f"<table><tr><th>disparity</th><th>value [95% CI]</th></tr>{disparities}</table>"
-        )
+    for warning in fairness.get("warnings", []):
+        parts.append(f'<p class="warning"><strong>Warning:</strong> {_e(warning)}</p>')
+    for analysis in fairness.get("analyses", []):
+        parts.append(f"<h3>By {_e(analysis['name'])}</h3>")
+        parts.extend(_fairness_block(block) for block in analysis["by_threshold"])
     return "".join(parts)
 
 
@@ -471,7 +498,7 @@ def render_evaluation_html(
 
     Args:
       evaluation: a ``jaxtx.evaluation/1`` document.
-      fairness: a ``jaxtx.fairness/1`` document, or None (then
+      fairness: a ``jaxtx.fairness/2`` document, or None (then
         ``evaluation["fairness"]`` is used when present).
       blessing: the output of :func:`jaxtx.validation.blessing.bless`; its
         verdict and every check's reason appear in the banner.

@@ -75,6 +75,8 @@ def evaluate_predictions(
     min_slice_size: int = 30,
     thresholds: Sequence[float] = (0.5,),
     sensitive_features: Sequence[str] | None = None,
+    min_group_size: int | None = None,
+    intersections: bool = False,
     num_bootstrap: int = 100,
     seed: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -89,7 +91,10 @@ def evaluate_predictions(
         min_slice_size: Smaller slices are reported as skipped.
         thresholds: Decision thresholds for threshold and fairness metrics.
         sensitive_features: Fairness indicators per group of these features
-            (binary classification only).
+            (binary classification only), one analysis per feature.
+        min_group_size: Fairness groups with fewer rows are reported but kept
+            out of the disparities; None: ``min_slice_size``.
+        intersections: Also analyze the combinations of the sensitive features.
         num_bootstrap: Bootstrap resamples for confidence intervals.
         seed: Makes the intervals reproducible.
 
@@ -116,6 +121,8 @@ def evaluate_predictions(
         scores,
         {c: feats[c] for c in sensitive_features},
         thresholds=cuts,
+        min_group_size=min_slice_size if min_group_size is None else min_group_size,
+        intersections=intersections,
         num_bootstrap=num_bootstrap,
         seed=seed,
     )
