@@ -46,6 +46,8 @@ def Evaluator(
     baseline_alias: str = "champion",
     num_bootstrap: int = 100,
     seed: int = 0,
+    feature_attributions: bool = False,
+    attribution_rows: int = 1000,
 ) -> dict[str, float]:
     """Evaluate a candidate (and its baseline) on raw examples; bless or not.
 
@@ -68,6 +70,10 @@ def Evaluator(
         ``{"metric": "fairness.demographic_parity_difference@0.5", "upper": 0.2}``.
       num_bootstrap: bootstrap resamples for confidence intervals.
       seed: makes the intervals reproducible.
+      feature_attributions: explain the candidate's scores per raw feature
+        (integrated gradients / occlusion, overall and per slice):
+        ``attributions.json``, ``reports/attributions.png`` and a table in the report.
+      attribution_rows: rows explained (a seeded sample of the split).
     """
     from jaxtx.validation.blessing import MetricThreshold, bless
     from jaxtx.validation.model_scoring import evaluate_predictions, score_table
@@ -104,7 +110,21 @@ def Evaluator(
     checks = [MetricThreshold.from_dict(t) for t in (thresholds or [])]
     verdict = bless(cand, checks, baseline_eval=base_doc)
     verdict["baseline"] = {"model": baseline.uri if baseline is not None else None, "why": why}
-    _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict)
+    attributions = None
+    if feature_attributions:
+        from jaxtx.validation.attributions import feature_attributions as explain
+
+        attributions = explain(
+            model.load(),
+            table,
+            task=task,
+            features=feats,
+            slicing_specs=specs,
+            min_slice_size=min_slice_size,
+            max_rows=attribution_rows,
+            seed=seed,
+        )
+    _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict, attributions)
     _write_blessing(blessing, model, verdict)
     overall = _overall(cand)
     evaluation.properties.update(
@@ -148,9 +168,11 @@ def _write_reports(
     base_doc: dict[str, Any] | None,
     fairness: dict[str, Any] | None,
     verdict: dict[str, Any],
+    attributions: dict[str, Any] | None = None,
 ) -> None:
     """evaluation.json, baseline_evaluation.json, fairness.json, plots and the HTML report."""
     from jaxtx.validation.eval_report import (
+        plot_attributions,
         plot_calibration,
         plot_fairness,
         plot_roc,
@@ -173,8 +195,20 @@ def _write_reports(
             json.dumps(fairness, indent=2, default=_json)
         )
         images["Fairness"] = plot_fairness(fairness, str(evaluation.reports_dir / "fairness.png"))
+    if attributions is not None:
+        (evaluation.path / "attributions.json").write_text(
+            json.dumps(attributions, indent=2, default=_json)
+        )
+        images["Feature attributions"] = plot_attributions(
+            attributions, str(evaluation.reports_dir / "attributions.png")
+        )
     html = render_evaluation_html(
-        cand, fairness, verdict, title=f"Evaluation of {model.uri}", images=images
+        cand,
+        fairness,
+        verdict,
+        title=f"Evaluation of {model.uri}",
+        images=images,
+        attributions=attributions,
     )
     (evaluation.reports_dir / "evaluation.html").write_text(html, encoding="utf-8")
 

@@ -1,12 +1,14 @@
 """Human-readable views of evaluation, fairness and blessing documents.
 
-* :func:`plot_roc`, :func:`plot_calibration` and :func:`plot_fairness` write
+* :func:`plot_roc`, :func:`plot_calibration`, :func:`plot_fairness` and
+  :func:`plot_attributions` write
   matplotlib PNGs (Agg canvas through :class:`matplotlib.figure.Figure`; no
   pyplot state), e.g. to log as MLflow artifacts.
 * :func:`render_evaluation_html` renders one self-contained HTML page: a
   PASS/FAIL banner listing every check's reason, the metrics of every slice
   with their confidence intervals, skipped slices, confusion matrices, the
-  fairness indicators, and the given PNGs embedded as base64 data URIs.
+  fairness indicators, the feature attributions, and the given PNGs embedded
+  as base64 data URIs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from jaxtx.validation.fairness import DISPARITY_METRICS, GROUP_METRICS
 from ._format import format_number as _num
 
 __all__ = [
+    "plot_attributions",
     "plot_calibration",
     "plot_fairness",
     "plot_roc",
@@ -289,6 +292,45 @@ def plot_fairness(
     return _save(fig, path)
 
 
+def plot_attributions(attributions: Mapping[str, Any], path: str, *, max_slices: int = 6) -> str:
+    """Write a PNG of mean |attribution| per feature: overall and up to ``max_slices`` slices.
+
+    Args:
+      attributions: a ``jaxtx.attributions/1`` document.
+      path: destination PNG; parent directories are created.
+      max_slices: most slices drawn (the overall slice first).
+
+    Returns:
+      ``path``.
+    """
+    from matplotlib.figure import Figure  # rendered by the Agg canvas; pyplot is not used
+
+    slices = list(attributions.get("slices", []))[:max_slices]
+    if not slices:
+        raise ValueError("the attributions document has no slices to plot")
+    overall = slices[0]["mean_abs_attribution"]
+    names = sorted(overall, key=lambda f: overall[f])  # largest at the top
+    height = 0.8 / len(slices)
+    fig = Figure(figsize=(7.0, 1.2 + 0.35 * len(names) * max(1, len(slices) / 2)), dpi=100)
+    ax = fig.subplots()
+    for i, entry in enumerate(slices):
+        values = [entry["mean_abs_attribution"].get(f, 0.0) for f in names]
+        positions = [y - 0.4 + height * (i + 0.5) for y in range(len(names))]
+        ax.barh(positions, values, height=height * 0.95, label=_mpl(entry["name"]))
+    methods = {f["name"]: f["method"] for f in attributions.get("features", [])}
+    labels = [
+        _mpl(f"{f} ({'IG' if methods.get(f) == 'integrated_gradients' else 'occl.'})")
+        for f in names
+    ]
+    ax.set_yticks(range(len(names)), labels, fontsize=8)
+    ax.set_xlabel(_mpl(f"mean |attribution| to {attributions.get('output', 'score')}"))
+    if len(slices) > 1:
+        ax.legend(fontsize=7)
+    fig.suptitle("Feature attributions (IG: integrated gradients; occl.: occlusion)")
+    fig.set_layout_engine("constrained")
+    return _save(fig, path)
+
+
 # ------------------------------------------------------------------------- HTML
 
 
@@ -474,6 +516,35 @@ def _fairness_section(fairness: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _attributions_section(attributions: Mapping[str, Any]) -> str:
+    slices = list(attributions.get("slices", []))
+    if not slices:
+        return ""
+    overall = slices[0]["mean_abs_attribution"]
+    names = sorted(overall, key=lambda f: -overall[f])
+    methods = {f["name"]: f for f in attributions.get("features", [])}
+    head = "".join(f"<th>{_e(s['name'])} ({_num(s['size'])})</th>" for s in slices)
+    rows = "".join(
+        f"<tr><td>{_e(f)}</td><td>{_e(methods.get(f, {}).get('method', ''))}</td>"
+        f"<td>{_e(methods.get(f, {}).get('baseline'))}</td>"
+        + "".join(
+            f'<td class="num">{_e(_num(s["mean_abs_attribution"].get(f)))}</td>' for s in slices
+        )
+        + "</tr>"
+        for f in names
+    )
+    gap = attributions.get("completeness_gap")
+    return (
+        "<h2>Feature attributions</h2>"
+        f'<p class="sub">mean |attribution| to {_e(attributions.get("output"))} over '
+        f"{_num(attributions.get('num_rows'))} rows; integrated gradients ("
+        f"{_num(attributions.get('steps'))} steps, mean completeness gap "
+        f"{_e(_num(gap) if gap is not None else '-')}) for float inputs, occlusion to the "
+        "baseline for the others</p>"
+        f"<table><tr><th>feature</th><th>method</th><th>baseline</th>{head}</tr>{rows}</table>"
+    )
+
+
 def _images_section(images: Mapping[str, str]) -> str:
     figures = []
     for name, path in images.items():
@@ -493,6 +564,7 @@ def render_evaluation_html(
     *,
     title: str,
     images: Mapping[str, str] | None = None,
+    attributions: Mapping[str, Any] | None = None,
 ) -> str:
     """Render a self-contained HTML report of an evaluation.
 
@@ -504,6 +576,7 @@ def render_evaluation_html(
         verdict and every check's reason appear in the banner.
       title: page title.
       images: caption -> PNG path, embedded as base64 data URIs.
+      attributions: a ``jaxtx.attributions/1`` document, shown as a table.
 
     Returns:
       The HTML page (no external resources; all text escaped).
@@ -517,6 +590,8 @@ def render_evaluation_html(
     ]
     if fairness is not None:
         sections.append(_fairness_section(fairness))
+    if attributions is not None:
+        sections.append(_attributions_section(attributions))
     if blessing is not None:
         sections.append("<h2>Blessing checks</h2>" + _checks_table(blessing))
     return (
