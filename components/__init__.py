@@ -9,6 +9,7 @@ from ._artifacts import (
     ArtifactStore,
     ArtifactTypeError,
     Examples,
+    Hyperparameters,
     InfraBlessing,
     Model,
     ModelBlessing,
@@ -30,6 +31,7 @@ from ._component import (
     WiringError,
     component,
 )
+from .tuner import Tuner
 
 __all__ = [
     "Anomalies",
@@ -42,6 +44,7 @@ __all__ = [
     "Component",
     "ComponentError",
     "Examples",
+    "Hyperparameters",
     "InfraBlessing",
     "Model",
     "ModelBlessing",
@@ -55,6 +58,7 @@ __all__ = [
     "Schema",
     "Statistics",
     "TransformGraph",
+    "Tuner",
     "WiringError",
     "component",
     "load_artifact",

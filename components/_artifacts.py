@@ -43,6 +43,7 @@ from jaxtx.core.settings import default_home
 __all__ = [
     "Anomalies",
     "Artifact",
+    "Hyperparameters",
     "InfraBlessing",
     "Model",
     "ModelBlessing",
@@ -294,6 +295,16 @@ class InfraBlessing(Artifact):
 
 class PushedModel(Artifact):
     """Where a model was pushed: registry name/version/alias and serving path."""
+
+
+class Hyperparameters(Artifact):
+    """Chosen hyperparameters (``hyperparameters.json``), e.g. the Tuner's best trial."""
+
+    FILE: ClassVar[str] = "hyperparameters.json"
+
+    def values(self) -> dict[str, Any]:
+        """``{parameter name: value}``, e.g. ``{"learning_rate": 0.01, "hidden": [64]}``."""
+        return dict(self.read_json(self.FILE)["values"])
 
 
 A = TypeVar("A", bound=Artifact)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._artifacts import Examples, Model, Output, TransformGraph, load_artifact
+from ._artifacts import Examples, Hyperparameters, Model, Output, TransformGraph, load_artifact
 from ._component import RunContext, component
 
 __all__ = ["Trainer"]
@@ -70,6 +70,7 @@ def Trainer(
     transform_graph: TransformGraph,
     model: Output[Model],
     ctx: RunContext,
+    hyperparameters: Hyperparameters | None = None,
     *,
     label: str,
     model_def: Any = None,
@@ -91,6 +92,9 @@ def Trainer(
       examples: Transform's ``transformed_examples`` (features + the label).
       transform_graph: Transform's graph; fused into the export so that the
         served model takes raw features.
+      hyperparameters: e.g. ``tuner.outputs.best``; its values override
+        ``learning_rate``, ``batch_size``, ``epochs``, ``gradient_clip_norm``
+        and (default model) ``hidden``/``dropout``.
       label: the label column.
       model_def: a ``jaxtx.trainer`` model (``MLP(...)``, ``WideAndDeep(...)``),
         an ``(init, apply)`` pair or a Flax NNX module; default ``MLP((64, 32))``.
@@ -118,6 +122,21 @@ def Trainer(
 
     if task not in _TASK_LOSS:
         raise ValueError(f"Trainer: task must be one of {sorted(_TASK_LOSS)}, got {task!r}")
+    if hyperparameters is not None:
+        from .tuner import trainer_settings
+
+        tuned = trainer_settings(
+            hyperparameters.values(),
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            epochs=epochs,
+            gradient_clip_norm=gradient_clip_norm,
+            model_def=model_def,
+        )
+        learning_rate, batch_size, epochs = (
+            tuned[k] for k in ("learning_rate", "batch_size", "epochs")
+        )
+        gradient_clip_norm, model_def = tuned["gradient_clip_norm"], tuned["model_def"]
     _check_label(examples, label)
     graph = transform_graph.load()
     features, vocab = _column_info(graph)
