@@ -269,6 +269,12 @@ class Model(Artifact):
 
         return LoadedModel.load(str(self.model_dir))
 
+    @property
+    def quantized_model_dir(self) -> Path | None:
+        """The int8 variant (``model_int8/``, Trainer(quantize_int8=True)), if any."""
+        name = self.properties.get("quantized_model")
+        return self.path / str(name) if name else None
+
 
 class ModelEvaluation(Artifact):
     """Sliced metrics, fairness indicators and plots (``evaluation.json``, ``fairness.json``)."""

@@ -48,6 +48,7 @@ def Evaluator(
     seed: int = 0,
     feature_attributions: bool = False,
     attribution_rows: int = 1000,
+    evaluate_quantized: bool = True,
 ) -> dict[str, float]:
     """Evaluate a candidate (and its baseline) on raw examples; bless or not.
 
@@ -74,9 +75,15 @@ def Evaluator(
         (integrated gradients / occlusion, overall and per slice):
         ``attributions.json``, ``reports/attributions.png`` and a table in the report.
       attribution_rows: rows explained (a seeded sample of the split).
+      evaluate_quantized: when the model has an int8 variant, evaluate it too;
+        ``quantization.<metric>`` (int8 minus float) can then be gated.
     """
     from jaxtx.validation.blessing import MetricThreshold, bless
-    from jaxtx.validation.model_scoring import evaluate_predictions, score_table
+    from jaxtx.validation.model_scoring import (
+        compare_quantized,
+        evaluate_predictions,
+        score_table,
+    )
 
     task = str(model.properties.get("task", "binary_classification"))
     table, labels = _read_split(examples, split, label)
@@ -84,10 +91,10 @@ def Evaluator(
     slice_cols = sorted({c for s in specs for c in s} | set(sensitive_features or []))
     feats = {c: np.array(table[c].to_pylist(), dtype=object) for c in slice_cols}
 
-    def run_eval(m: Model) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def run_eval(m: Model, loaded: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
         return evaluate_predictions(
             labels,
-            score_table(m.load().predict, table, task),
+            score_table((loaded or m.load()).predict, table, task),
             task=task,
             features=feats,
             slicing_specs=specs,
@@ -101,6 +108,14 @@ def Evaluator(
         )
 
     cand, fairness = run_eval(model)
+    q_dir = model.quantized_model_dir if evaluate_quantized else None
+    if q_dir is not None:
+        from jaxtx.core.model_format import LoadedModel
+
+        q_doc = run_eval(model, LoadedModel.load(q_dir))[0]
+        cand["quantization"] = compare_quantized(
+            cand, q_doc, float_dir=model.model_dir, quantized_dir=q_dir
+        )
     for warning in (fairness or {}).get("warnings", []):
         _log.warning("Evaluator fairness: %s", warning)
     baseline, why = (baseline_model, "given baseline_model")

@@ -85,6 +85,7 @@ def Trainer(
     log_every_n_steps: int | None = None,
     seed: int = 0,
     name: str = "model",
+    quantize_int8: bool = False,
 ) -> dict[str, float]:
     """Train on the transformed examples; export the model with the transform fused in.
 
@@ -113,6 +114,9 @@ def Trainer(
         every N steps (epoch metrics are always logged).
       seed: the same seed gives bit-identical parameters on the same machine.
       name: the model's name in its signature.
+      quantize_int8: also export an int8 weight-only variant to ``model_int8/``
+        (a ``jaxtx.model/1`` directory with ``quantization.json``); the
+        Evaluator compares it with the float model.
     """
     import dataclasses
 
@@ -194,6 +198,15 @@ def Trainer(
         task=task,
         outputs=outputs,
     )
+    if quantize_int8:
+        from jaxtx.core.model_format import quantize_predict, write_quantization
+
+        q_fn, q_params, q_info = quantize_predict(trainer.predict_fn, trainer.state.params)
+        q_dir = model.path / "model_int8"
+        export_transformed_model(
+            graph, q_fn, q_params, str(q_dir), name=name, task=task, outputs=outputs
+        )
+        write_quantization(q_dir, q_info)
     history.save(str(model.path / "model" / "history.json"))
     history.plot(str(model.reports_dir / "training_curves.png"))
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
@@ -203,6 +216,7 @@ def Trainer(
         label=label,
         features=features,
         epochs_run=len(history.history.get("loss", [])),
+        quantized_model="model_int8" if quantize_int8 else None,
         final_metrics=final,
         transform_fingerprint=transform_graph.fingerprint,
     )

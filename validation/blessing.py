@@ -35,6 +35,11 @@ Metric naming scheme
   ``precision``, ``count``: with ``slice={"sex": "F"}`` (the group's sensitive
   feature values) for one group, with ``slice=None`` over all examples.
 
+* **Quantization** (:func:`jaxtx.validation.model_scoring.compare_quantized`,
+  stored under ``"quantization"`` of an evaluation document):
+  ``"quantization." + metric`` is the overall metric of the int8 variant minus
+  that of the float model, e.g. ``{"metric": "quantization.auc", "lower": -0.01}``.
+
 The document checked is an evaluation document, a fairness document, or an
 evaluation document carrying a fairness document under ``"fairness"`` (see
 :func:`jaxtx.validation.fairness.attach_fairness`). A metric, slice or group
@@ -79,6 +84,7 @@ FORMAT = "jaxtx.blessing/1"
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 NO_BASELINE = "no baseline (first model)"
 FAIRNESS_PREFIX = "fairness."
+QUANTIZATION_PREFIX = "quantization."
 
 
 @dataclass(frozen=True)
@@ -318,6 +324,29 @@ def _fairness_entry(
     )
 
 
+def _quantization_entry(
+    evaluation: Mapping[str, Any] | None, metric: str, slice_key: Mapping[str, Any]
+) -> tuple[dict | None, str | None]:
+    report = (evaluation or {}).get("quantization")
+    if report is None:
+        return None, (
+            f"metric {metric!r} compares a quantized model but the evaluation holds no "
+            "quantization comparison; export one with Trainer(quantize_int8=True)"
+        )
+    if slice_key:
+        return None, f"{metric} is an overall comparison; use slice=None"
+    name = metric[len(QUANTIZATION_PREFIX) :]
+    entry = _find_in(report["metrics"], name)
+    if entry is None:
+        return None, (
+            f"metric {name!r} is not in the quantization comparison; available: "
+            f"{sorted(report['metrics'])}"
+        )
+    if entry["change"] is None:
+        return {"value": None, "reason": f"{name} is undefined for one of the models"}, None
+    return {"value": entry["change"], "lower": None, "upper": None}, None
+
+
 def lookup_metric(
     doc: Mapping[str, Any], metric: str, slice: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
@@ -334,6 +363,8 @@ def lookup_metric(
     """
     evaluation, fairness = _documents(doc)
     slice_key = dict(slice or {})
+    if metric.startswith(QUANTIZATION_PREFIX):
+        return _quantization_entry(evaluation, metric, slice_key)
     if metric.startswith(FAIRNESS_PREFIX):
         return _fairness_entry(fairness, metric, slice_key)
     return _evaluation_entry(evaluation, metric, slice_key)
