@@ -59,9 +59,13 @@ bins on [0, 1], binned as ``sklearn.calibration.calibration_curve`` does) and
 ``per_class`` (precision, recall, F1, support, one-vs-rest AUC).
 
 Confidence intervals: ``num_bootstrap`` resamples of the slice's rows with
-replacement (multinomial weights, all metrics of a resample computed at once);
-the interval is the 2.5th and 97.5th percentile of the resampled values.
-Resamples on which a metric is undefined are left out of its percentiles. The
+replacement (multinomial weights, all metrics of a resample computed at once).
+Each interval says how it was made (``"method"``, a key of
+:data:`INTERVAL_METHODS`) and how many resamples defined it (``"resamples"``):
+the bias-corrected percentile interval (``"bc"``), or, where that is undefined
+or would exclude the estimate, the percentile interval widened to contain it
+(see :func:`bootstrap_interval`). Resamples on which a metric is undefined are
+left out. The
 random stream of each slice is seeded from ``seed`` and the slice's name, so
 the same seed always gives the same intervals and adding a slice does not
 change the others.

@@ -52,9 +52,8 @@ class ParamSpec:
         if self.kind == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
         if self.kind == "int":
-            return trial.suggest_int(
-                self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
-            )
+            low, high = int(self.low or 0), int(self.high or 0)
+            return trial.suggest_int(self.name, low, high, log=self.log, step=int(self.step or 1))
         encoded = [json.dumps(c) if isinstance(c, list | tuple | dict) else c for c in self.choices]
         value = trial.suggest_categorical(self.name, encoded)
         return decode(value)
@@ -132,7 +131,7 @@ def _load_study(storage: Path, name: str, direction: str, seed: int, warmup: int
     return optuna.create_study(
         storage=optuna.storages.RDBStorage(f"sqlite:///{storage}"),
         study_name=name,
-        direction=direction,
+        direction=optuna.study.StudyDirection[direction.upper()],
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup),
         load_if_exists=True,
