@@ -150,6 +150,9 @@ def Evaluator(
         fairness_warnings=list((fairness or {}).get("warnings", [])),
     )
     metrics = {k: v for k, v in overall.items() if v is not None and math.isfinite(v)}
+    for name, entry in cand.get("quantization", {}).get("metrics", {}).items():
+        if entry["change"] is not None and math.isfinite(entry["change"]):
+            metrics[f"int8_change_{name}"] = float(entry["change"])
     metrics["blessed"] = float(verdict["blessed"])
     return metrics
 

@@ -129,3 +129,5 @@ def test_evaluator_measures_and_gates_the_metric_change(store: ArtifactStore) ->
     blessing = json.loads(Path(outputs.blessing.file("blessing.json")).read_text())
     assert [c["passed"] for c in blessing["checks"]] == [True, True, False]
     assert blessing["blessed"] is False
+    html = (Path(outputs.evaluation.uri) / "reports" / "evaluation.html").read_text()
+    assert "Int8 variant" in html

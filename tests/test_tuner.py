@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -16,6 +17,7 @@ from jaxtx.components import Hyperparameters, Tuner
 from jaxtx.components.example_gen import ExampleGen
 from jaxtx.components.trainer import Trainer
 from jaxtx.components.transform import Transform
+from jaxtx.core.model_format import LoadedModel, read_quantization
 from jaxtx.core.tuning import parse_search_space, run_study
 from jaxtx.pipelines import Pipeline
 from jaxtx.pipelines.demo import LABEL, preprocess
@@ -140,6 +142,7 @@ def test_tuner_beats_defaults_with_trials_as_nested_runs(tmp_path: Path) -> None
             examples=tr.outputs.transformed_examples,
             transform_graph=tr.outputs.transform_graph,
             hyperparameters=tuner.outputs.best,
+            quantize_int8=True,
             id="Tuned",
             **common,
         )
@@ -152,7 +155,14 @@ def test_tuner_beats_defaults_with_trials_as_nested_runs(tmp_path: Path) -> None
     tuned_loss = run.output("Tuned").properties["final_metrics"]["val_loss"]
     print(f"val_loss default={default_loss:.4f} tuned={tuned_loss:.4f} with {values}")
     assert tuned_loss < default_loss
-    training = json.loads(Path(run.output("Tuned").file("training.json")).read_text())
+    tuned = run.output("Tuned")
+    training = json.loads(Path(tuned.file("training.json")).read_text())
+    # The int8 variant of the tuned model loads and agrees with the float model.
+    table = run.output("ExampleGen").read("eval").slice(0, 64)
+    p_float = tuned.load().predict(table)["probabilities"]
+    p_int8 = LoadedModel.load(tuned.quantized_model_dir).predict(table)["probabilities"]
+    assert np.max(np.abs(p_float - p_int8)) < 0.05
+    assert read_quantization(tuned.quantized_model_dir)["num_quantized"] >= 2
     assert str(tuple(values["hidden"])) in training["model_def"]
 
     client = MlflowClient(run.tracking_uri)

@@ -545,6 +545,22 @@ def _attributions_section(attributions: Mapping[str, Any]) -> str:
     )
 
 
+def _quantization_section(report: Mapping[str, Any]) -> str:
+    rows = "".join(
+        f'<tr><td>{_e(name)}</td><td class="num">{_e(_num(m["float"]))}</td>'
+        f'<td class="num">{_e(_num(m["quantized"]))}</td>'
+        f'<td class="num">{_e(_num(m["change"]) if m["change"] is not None else "-")}</td></tr>'
+        for name, m in report.get("metrics", {}).items()
+    )
+    sizes = report.get("size_bytes", {})
+    return (
+        "<h2>Int8 variant</h2>"
+        f'<p class="sub">size on disk {_e(_num(sizes.get("float")))} bytes (float) vs '
+        f"{_e(_num(sizes.get('quantized')))} bytes (int8); change = int8 - float</p>"
+        f"<table><tr><th>metric</th><th>float</th><th>int8</th><th>change</th></tr>{rows}</table>"
+    )
+
+
 def _images_section(images: Mapping[str, str]) -> str:
     figures = []
     for name, path in images.items():
@@ -592,6 +608,8 @@ def render_evaluation_html(
         sections.append(_fairness_section(fairness))
     if attributions is not None:
         sections.append(_attributions_section(attributions))
+    if evaluation.get("quantization") is not None:
+        sections.append(_quantization_section(evaluation["quantization"]))
     if blessing is not None:
         sections.append("<h2>Blessing checks</h2>" + _checks_table(blessing))
     return (
