@@ -79,11 +79,7 @@ def Evaluator(
         ``quantization.<metric>`` (int8 minus float) can then be gated.
     """
     from jaxtx.validation.blessing import MetricThreshold, bless
-    from jaxtx.validation.model_scoring import (
-        compare_quantized,
-        evaluate_predictions,
-        score_table,
-    )
+    from jaxtx.validation.model_scoring import evaluate_predictions, score_table
 
     task = str(model.properties.get("task", "binary_classification"))
     table, labels = _read_split(examples, split, label)
@@ -108,14 +104,8 @@ def Evaluator(
         )
 
     cand, fairness = run_eval(model)
-    q_dir = model.quantized_model_dir if evaluate_quantized else None
-    if q_dir is not None:
-        from jaxtx.core.model_format import LoadedModel
-
-        q_doc = run_eval(model, LoadedModel.load(q_dir))[0]
-        cand["quantization"] = compare_quantized(
-            cand, q_doc, float_dir=model.model_dir, quantized_dir=q_dir
-        )
+    if evaluate_quantized and model.quantized_model_dir is not None:
+        cand["quantization"] = _compare_quantized(model, cand, run_eval)
     for warning in (fairness or {}).get("warnings", []):
         _log.warning("Evaluator fairness: %s", warning)
     baseline, why = (baseline_model, "given baseline_model")
@@ -130,15 +120,9 @@ def Evaluator(
         from jaxtx.validation.attributions import feature_attributions as explain
 
         attributions = explain(
-            model.load(),
-            table,
-            task=task,
-            features=feats,
-            slicing_specs=specs,
-            min_slice_size=min_slice_size,
-            max_rows=attribution_rows,
-            seed=seed,
-        )
+            model.load(), table, task=task, features=feats, slicing_specs=specs,
+            min_slice_size=min_slice_size, max_rows=attribution_rows, seed=seed,
+        )  # fmt: skip
     _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict, attributions)
     _write_blessing(blessing, model, verdict)
     overall = _overall(cand)
@@ -155,6 +139,16 @@ def Evaluator(
             metrics[f"int8_change_{name}"] = float(entry["change"])
     metrics["blessed"] = float(verdict["blessed"])
     return metrics
+
+
+def _compare_quantized(model: Model, cand: dict[str, Any], run_eval: Any) -> dict[str, Any]:
+    """Evaluate the model's int8 variant the same way; its metric changes and sizes."""
+    from jaxtx.core.model_format import LoadedModel
+    from jaxtx.validation.model_scoring import compare_quantized
+
+    q_dir = model.quantized_model_dir
+    q_doc = run_eval(model, LoadedModel.load(q_dir))[0]
+    return compare_quantized(cand, q_doc, float_dir=model.model_dir, quantized_dir=q_dir)
 
 
 def _read_split(examples: Examples, split: str, label: str) -> tuple[Any, np.ndarray]:

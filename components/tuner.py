@@ -162,6 +162,32 @@ class _TrialRuns:
             self.client.set_terminated(run_id, status)
 
 
+def _logged_objective(runs: _TrialRuns, fit: Any, metric: str) -> Any:
+    """``objective(number, params, report)`` for run_study: one nested MLflow run per trial."""
+
+    def objective(number: int, params: dict[str, Any], report: Any) -> float:
+        run_id = runs.start(number, params)
+        state = "FAIL"
+
+        def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
+            runs.log(run_id, metrics, epoch)
+            report(epoch, metrics[metric])
+
+        try:
+            value = float(fit(params, on_epoch))
+            state = "COMPLETE"
+            runs.log(run_id, {f"final_{metric}": value}, 0)
+            return value
+        except Exception as exc:
+            if type(exc).__name__ == "TrialPruned":
+                state = "PRUNED"
+            raise
+        finally:
+            runs.end(run_id, state)
+
+    return objective
+
+
 @component
 def Tuner(
     examples: Examples,
@@ -218,37 +244,20 @@ def Tuner(
         "gradient_clip_norm": None,
         "model_def": None,
     }
-    runs = _TrialRuns(ctx)
-
-    def objective(number: int, params: dict[str, Any], report: Any) -> float:
-        run_id = runs.start(number, params)
-        state = "FAIL"
-
-        def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
-            runs.log(run_id, metrics, epoch)
-            report(epoch, metrics[metric])
-
-        try:
-            value = _fit_trial(
-                examples,
-                graph,
-                trainer_settings(params, **defaults),
-                label=label,
-                task=task,
-                metric=metric,
-                seed=seed,
-                on_epoch=on_epoch,
-            )
-            state = "COMPLETE"
-            runs.log(run_id, {f"final_{metric}": value}, 0)
-            return value
-        except Exception as exc:
-            if type(exc).__name__ == "TrialPruned":
-                state = "PRUNED"
-            raise
-        finally:
-            runs.end(run_id, state)
-
+    objective = _logged_objective(
+        _TrialRuns(ctx),
+        lambda params, on_epoch: _fit_trial(
+            examples,
+            graph,
+            trainer_settings(params, **defaults),
+            label=label,
+            task=task,
+            metric=metric,
+            seed=seed,
+            on_epoch=on_epoch,
+        ),
+        metric,
+    )
     folder = ctx.work_dir or Path(tempfile.mkdtemp(prefix="jaxtx-tuner-"))
     result = run_study(
         objective,
