@@ -20,6 +20,7 @@ from ._artifacts import (
     ArtifactStore,
     ArtifactTypeError,
     Examples,
+    Hyperparameters,
     InferenceResult,
     InfraBlessing,
     Model,
@@ -60,6 +61,7 @@ BUILTINS = {
     "InfraValidator": "jaxtx.components.infra_validator",
     "Pusher": "jaxtx.components.pusher",
     "BulkInferrer": "jaxtx.components.bulk_inferrer",
+    "Tuner": "jaxtx.components.tuner",
 }
 
 #: Every artifact type jaxtx defines (all registered by importing this package).
@@ -75,6 +77,7 @@ ARTIFACT_TYPES = (
     Schema,
     Statistics,
     TransformGraph,
+    Hyperparameters,
 )
 
 __all__ = [
@@ -97,6 +100,7 @@ __all__ = [
     "ExecutionResult",
     "ImportSchema",
     "InferenceResult",
+    "Hyperparameters",
     "InfraBlessing",
     "InfraValidator",
     "Model",
@@ -116,6 +120,7 @@ __all__ = [
     "Trainer",
     "Transform",
     "TransformGraph",
+    "Tuner",
     "WiringError",
     "artifact_type",
     "begin_building",

@@ -51,6 +51,7 @@ __all__ = [
     "Anomalies",
     "Artifact",
     "InferenceResult",
+    "Hyperparameters",
     "InfraBlessing",
     "Model",
     "ModelBlessing",
@@ -283,6 +284,12 @@ class Model(Artifact):
 
         return LoadedModel.load(str(self.model_dir))
 
+    @property
+    def quantized_model_dir(self) -> Path | None:
+        """The int8 variant (``model_int8/``, Trainer(quantize_int8=True)), if any."""
+        name = self.properties.get("quantized_model")
+        return self.path / str(name) if name else None
+
 
 class ModelEvaluation(Artifact):
     """Sliced metrics, fairness indicators and plots (``evaluation.json``, ``fairness.json``)."""
@@ -313,6 +320,16 @@ class PushedModel(Artifact):
 
 class InferenceResult(Examples):
     """Examples with the model's prediction columns added (``data/<split>/*.parquet``)."""
+
+
+class Hyperparameters(Artifact):
+    """Chosen hyperparameters (``hyperparameters.json``), e.g. the Tuner's best trial."""
+
+    FILE: ClassVar[str] = "hyperparameters.json"
+
+    def values(self) -> dict[str, Any]:
+        """``{parameter name: value}``, e.g. ``{"learning_rate": 0.01, "hidden": [64]}``."""
+        return dict(self.read_json(self.FILE)["values"])
 
 
 A = TypeVar("A", bound=Artifact)

@@ -39,12 +39,17 @@ def Evaluator(
     slicing_specs: list[list[str]] | None = None,
     min_slice_size: int = 30,
     sensitive_features: list[str] | None = None,
+    min_group_size: int | None = None,
+    fairness_intersections: bool = False,
     fairness_thresholds: list[float] | None = None,
     thresholds: list[dict[str, Any]] | None = None,
     registered_model_name: str | None = None,
     baseline_alias: str = "champion",
     num_bootstrap: int = 100,
     seed: int = 0,
+    feature_attributions: bool = False,
+    attribution_rows: int = 1000,
+    evaluate_quantized: bool = True,
 ) -> dict[str, float]:
     """Evaluate a candidate (and its baseline) on raw examples; bless or not.
 
@@ -61,13 +66,22 @@ def Evaluator(
         why are in the evaluation's properties, ``evaluation.json`` and the report.
       slicing_specs: ``[[]]`` (overall), ``[["sex"]]``, ``[["sex", "race"]]``, ...
       min_slice_size: smaller slices are reported as skipped.
-      sensitive_features: fairness indicators per group of these features.
+      sensitive_features: fairness indicators per group of each of these features.
+      min_group_size: smaller fairness groups are reported but not gated on
+        (a warning names them); None: ``min_slice_size``.
+      fairness_intersections: also analyze the combinations of the sensitive features.
       fairness_thresholds: decision thresholds for fairness and threshold metrics.
       thresholds: blessing checks, e.g. ``{"metric": "auc", "lower": 0.7}``,
         ``{"metric": "auc", "change": {"direction": "higher_is_better", "absolute": 0.01}}``,
         ``{"metric": "fairness.demographic_parity_difference@0.5", "upper": 0.2}``.
       num_bootstrap: bootstrap resamples for confidence intervals.
       seed: makes the intervals reproducible.
+      feature_attributions: explain the candidate's scores per raw feature
+        (integrated gradients / occlusion, overall and per slice):
+        ``attributions.json``, ``reports/attributions.png`` and a table in the report.
+      attribution_rows: rows explained (a seeded sample of the split).
+      evaluate_quantized: when the model has an int8 variant, evaluate it too;
+        ``quantization.<metric>`` (int8 minus float) can then be gated.
     """
     from jaxtx.validation.blessing import MetricThreshold, bless
     from jaxtx.validation.model_scoring import evaluate_predictions, score_table
@@ -87,21 +101,27 @@ def Evaluator(
     slice_cols = sorted({c for s in specs for c in s} | set(sensitive_features or []))
     feats = {c: np.array(table[c].to_pylist(), dtype=object) for c in slice_cols}
 
-    def run_eval(m: Model) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def run_eval(m: Model, loaded: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
         return evaluate_predictions(
             labels,
-            score_table(m.load().predict, table, task),
+            score_table((loaded or m.load()).predict, table, task),
             task=task,
             features=feats,
             slicing_specs=specs,
             min_slice_size=min_slice_size,
             thresholds=tuple(fairness_thresholds or [0.5]),
             sensitive_features=sensitive_features,
+            min_group_size=min_group_size,
+            intersections=fairness_intersections,
             num_bootstrap=num_bootstrap,
             seed=seed,
         )
 
     cand, fairness = run_eval(model)
+    if evaluate_quantized and model.quantized_model_dir is not None:
+        cand["quantization"] = _compare_quantized(model, cand, run_eval)
+    for warning in (fairness or {}).get("warnings", []):
+        _log.warning("Evaluator fairness: %s", warning)
     baseline, why = (baseline_model, "given baseline_model")
     if baseline is None:
         baseline, why = resolve_baseline(registered_model_name, baseline_alias, ctx.tracking_uri)
@@ -111,7 +131,15 @@ def Evaluator(
     verdict["baseline"] = {"model": baseline.uri if baseline is not None else None, "why": why}
     verdict["split"] = split
     cand = {**cand, "split": split, "split_reason": split_reason}
-    _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict)
+    attributions = None
+    if feature_attributions:
+        from jaxtx.validation.attributions import feature_attributions as explain
+
+        attributions = explain(
+            model.load(), table, task=task, features=feats, slicing_specs=specs,
+            min_slice_size=min_slice_size, max_rows=attribution_rows, seed=seed,
+        )  # fmt: skip
+    _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict, attributions)
     _write_blessing(blessing, model, verdict)
     overall = _overall(cand)
     evaluation.properties.update(
@@ -120,10 +148,24 @@ def Evaluator(
         split_reason=split_reason,
         num_examples=int(len(labels)),
         metrics=overall,
+        fairness_warnings=list((fairness or {}).get("warnings", [])),
     )
     metrics = {k: v for k, v in overall.items() if v is not None and math.isfinite(v)}
+    for name, entry in cand.get("quantization", {}).get("metrics", {}).items():
+        if entry["change"] is not None and math.isfinite(entry["change"]):
+            metrics[f"int8_change_{name}"] = float(entry["change"])
     metrics["blessed"] = float(verdict["blessed"])
     return metrics
+
+
+def _compare_quantized(model: Model, cand: dict[str, Any], run_eval: Any) -> dict[str, Any]:
+    """Evaluate the model's int8 variant the same way; its metric changes and sizes."""
+    from jaxtx.core.model_format import LoadedModel
+    from jaxtx.validation.model_scoring import compare_quantized
+
+    q_dir = model.quantized_model_dir
+    q_doc = run_eval(model, LoadedModel.load(q_dir))[0]
+    return compare_quantized(cand, q_doc, float_dir=model.model_dir, quantized_dir=q_dir)
 
 
 def _read_split(examples: Examples, split: str, label: str) -> tuple[Any, np.ndarray]:
@@ -155,9 +197,11 @@ def _write_reports(
     base_doc: dict[str, Any] | None,
     fairness: dict[str, Any] | None,
     verdict: dict[str, Any],
+    attributions: dict[str, Any] | None = None,
 ) -> None:
     """evaluation.json, baseline_evaluation.json, fairness.json, plots and the HTML report."""
     from jaxtx.validation.eval_report import (
+        plot_attributions,
         plot_calibration,
         plot_fairness,
         plot_roc,
@@ -180,12 +224,20 @@ def _write_reports(
             json.dumps(fairness, indent=2, default=_json)
         )
         images["Fairness"] = plot_fairness(fairness, str(evaluation.reports_dir / "fairness.png"))
+    if attributions is not None:
+        (evaluation.path / "attributions.json").write_text(
+            json.dumps(attributions, indent=2, default=_json)
+        )
+        images["Feature attributions"] = plot_attributions(
+            attributions, str(evaluation.reports_dir / "attributions.png")
+        )
     html = render_evaluation_html(
         cand,
         fairness,
         verdict,
         title=f"Evaluation of {model.uri} on split {cand['split']!r} ({cand['split_reason']})",
         images=images,
+        attributions=attributions,
     )
     (evaluation.reports_dir / "evaluation.html").write_text(html, encoding="utf-8")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._artifacts import Examples, Model, Output, TransformGraph, load_artifact
+from ._artifacts import Examples, Hyperparameters, Model, Output, TransformGraph, load_artifact
 from ._component import RunContext, component
 from ._splits import check_splits
 
@@ -20,6 +20,7 @@ def Trainer(
     transform_graph: TransformGraph,
     model: Output[Model],
     ctx: RunContext,
+    hyperparameters: Hyperparameters | None = None,
     *,
     label: str,
     train_split: str = "train",
@@ -36,6 +37,7 @@ def Trainer(
     log_every_n_steps: int | None = None,
     seed: int = 0,
     name: str = "model",
+    quantize_int8: bool = False,
 ) -> dict[str, float]:
     """Train on the transformed examples; export the model with the transform fused in.
 
@@ -43,6 +45,9 @@ def Trainer(
       examples: Transform's ``transformed_examples`` (features + the label).
       transform_graph: Transform's graph; fused into the export so that the
         served model takes raw features.
+      hyperparameters: e.g. ``tuner.outputs.best``; its values override
+        ``learning_rate``, ``batch_size``, ``epochs``, ``gradient_clip_norm``
+        and (default model) ``hidden``/``dropout``.
       label: the label column.
       train_split: the split trained on.
       eval_split: the validation split, evaluated after every epoch and the
@@ -66,12 +71,30 @@ def Trainer(
         every N steps (epoch metrics are always logged).
       seed: the same seed gives bit-identical parameters on the same machine.
       name: the model's name in its signature.
+      quantize_int8: also export an int8 weight-only variant to ``model_int8/``
+        (a ``jaxtx.model/1`` directory with ``quantization.json``); the
+        Evaluator compares it with the float model.
     """
     from jaxtx import trainer as jt
 
     jt.loss_for_task(task)  # an unknown task fails before any work
     check_splits(examples, [train_split], component="Trainer", parameter="train_split")
     check_splits(examples, [eval_split], component="Trainer", parameter="eval_split")
+    if hyperparameters is not None:
+        from .tuner import trainer_settings
+
+        tuned = trainer_settings(
+            hyperparameters.values(),
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            epochs=epochs,
+            gradient_clip_norm=gradient_clip_norm,
+            model_def=model_def,
+        )
+        learning_rate, batch_size, epochs = (
+            tuned[k] for k in ("learning_rate", "batch_size", "epochs")
+        )
+        gradient_clip_norm, model_def = tuned["gradient_clip_norm"], tuned["model_def"]
     graph = transform_graph.load()
     loop, history, net, features = jt.train_transformed(
         graph,
@@ -106,6 +129,15 @@ def Trainer(
         task=task,
         outputs=jt.task_outputs(task),
     )
+    if quantize_int8:
+        from jaxtx.core.model_format import quantize_predict, write_quantization
+
+        q_fn, q_params, q_info = quantize_predict(loop.predict_fn, loop.state.params)
+        q_dir = model.path / "model_int8"
+        export_transformed_model(
+            graph, q_fn, q_params, str(q_dir), name=name, task=task, outputs=jt.task_outputs(task)
+        )
+        write_quantization(q_dir, q_info)
     history.save(str(model.path / "model" / "history.json"))
     history.plot(str(model.reports_dir / "training_curves.png"))
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
@@ -115,6 +147,7 @@ def Trainer(
         label=label,
         features=features,
         epochs_run=len(history.history.get("loss", [])),
+        quantized_model="model_int8" if quantize_int8 else None,
         final_metrics=final,
         transform_fingerprint=transform_graph.fingerprint,
         train_split=train_split,

@@ -99,9 +99,9 @@ def test_slice_and_fairness_metrics(good):
     dpd = _value(good, "fairness.demographic_parity_difference@0.5")
     assert (
         dpd
-        == good["fairness"]["by_threshold"][0]["disparities"]["demographic_parity_difference"][
-            "value"
-        ]
+        == good["fairness"]["analyses"][0]["by_threshold"][0]["disparities"][
+            "demographic_parity_difference"
+        ]["value"]
     )
     result = bless(
         good,
@@ -323,3 +323,38 @@ def _escaped(text: str) -> str:
     import html
 
     return html.escape(text, quote=True)
+
+
+def test_fairness_gate_is_the_worst_analysis_and_ignores_tiny_groups():
+    rng = np.random.default_rng(5)
+    n = 1200
+    sex = rng.choice(["F", "M"], size=n)
+    race = rng.choice(["a", "b"], size=n).astype(object)
+    race[:6] = "tiny"
+    labels = rng.binomial(1, 0.4, n)
+    logits = 1.5 * labels - 0.7 + rng.normal(0.0, 1.0, n) + 0.8 * (sex == "F")
+    logits[:6] = 5.0  # the tiny group is always selected
+    scores = 1.0 / (1.0 + np.exp(-logits))
+    race = race.astype(str)
+    fairness = fairness_indicators(
+        labels, scores, {"sex": sex, "race": race}, min_group_size=30, num_bootstrap=20
+    )
+    by_name = {
+        a["name"]: a["by_threshold"][0]["disparities"]["demographic_parity_difference"]["value"]
+        for a in fairness["analyses"]
+    }
+    worst, _ = lookup_metric(fairness, "fairness.demographic_parity_difference@0.5")
+    assert worst is not None
+    assert worst["value"] == max(by_name.values()) == by_name["sex"]
+    assert worst["analysis"] == "sex"
+    race_only, _ = lookup_metric(fairness, "fairness.demographic_parity_difference[race]@0.5")
+    assert race_only is not None and race_only["value"] == by_name["race"] < 0.1
+    missing, why = lookup_metric(fairness, "fairness.demographic_parity_difference[age]@0.5")
+    assert missing is None and "available analyses" in (why or "")
+    # The tiny group is still looked up by its key, and reported as excluded.
+    tiny, _ = lookup_metric(fairness, "fairness.selection_rate@0.5", {"race": "tiny"})
+    assert tiny is not None and tiny["value"] == 1.0
+    result = bless(
+        fairness, [MetricThreshold("fairness.demographic_parity_difference[race]@0.5", upper=0.1)]
+    )
+    assert result["blessed"] is True

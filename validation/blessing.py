@@ -26,10 +26,19 @@ Metric naming scheme
   ``fairness.demographic_parity_difference@T``,
   ``fairness.demographic_parity_ratio@T``,
   ``fairness.equalized_odds_difference@T``,
-  ``fairness.equalized_odds_ratio@T``. Group rates ``fairness.tpr@T``,
-  ``fpr``, ``fnr``, ``tnr``, ``selection_rate``, ``precision``, ``count``:
-  with ``slice={"sex": "F"}`` (the group's sensitive feature values) for one
-  group, with ``slice=None`` over all examples.
+  ``fairness.equalized_odds_ratio@T``: the worst value (largest difference,
+  smallest ratio) over the analyses (one per sensitive feature, plus their
+  intersection when asked for); ``fairness.demographic_parity_difference[sex]@T``
+  or ``[sex,race]`` for one analysis. Groups smaller than the fairness
+  document's ``min_group_size`` take no part in disparities. Group rates
+  ``fairness.tpr@T``, ``fpr``, ``fnr``, ``tnr``, ``selection_rate``,
+  ``precision``, ``count``: with ``slice={"sex": "F"}`` (the group's sensitive
+  feature values) for one group, with ``slice=None`` over all examples.
+
+* **Quantization** (:func:`jaxtx.validation.model_scoring.compare_quantized`,
+  stored under ``"quantization"`` of an evaluation document):
+  ``"quantization." + metric`` is the overall metric of the int8 variant minus
+  that of the float model, e.g. ``{"metric": "quantization.auc", "lower": -0.01}``.
 
 The document checked is an evaluation document, a fairness document, or an
 evaluation document carrying a fairness document under ``"fairness"`` (see
@@ -75,6 +84,7 @@ FORMAT = "jaxtx.blessing/1"
 DIRECTIONS = ("higher_is_better", "lower_is_better")
 NO_BASELINE = "no baseline (first model)"
 FAIRNESS_PREFIX = "fairness."
+QUANTIZATION_PREFIX = "quantization."
 
 
 @dataclass(frozen=True)
@@ -243,6 +253,39 @@ def _fairness_names(fairness: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _split_analysis(base: str) -> tuple[str, list[str] | None]:
+    """``"demographic_parity_difference[sex,race]"`` -> (metric, ["sex", "race"])."""
+    if base.endswith("]") and "[" in base:
+        head, _, inner = base[:-1].partition("[")
+        return head, [f.strip() for f in inner.split(",") if f.strip()]
+    return base, None
+
+
+def _block(analysis: Mapping[str, Any], threshold: float) -> Mapping[str, Any]:
+    return next(b for b in analysis["by_threshold"] if b["threshold"] == threshold)
+
+
+def _worst_disparity(
+    fairness: Mapping[str, Any], base: str, threshold: float, features: list[str] | None
+) -> tuple[dict | None, str | None]:
+    """The disparity of one analysis, or the worst over all analyses (features None)."""
+    analyses = list(fairness.get("analyses", []))
+    if features is not None:
+        chosen = [a for a in analyses if set(a["features"]) == set(features)]
+        if not chosen:
+            names = [a["name"] for a in analyses]
+            return None, f"no fairness analysis of {features}; available analyses: {names}"
+        analyses = chosen
+    entries = [(a["name"], _block(a, threshold)["disparities"][base]) for a in analyses]
+    defined = [(name, e) for name, e in entries if e.get("value") is not None]
+    if not defined:
+        reasons = "; ".join(f"{name}: {e.get('reason', 'undefined')}" for name, e in entries)
+        return {"value": None, "lower": None, "upper": None, "reason": reasons}, None
+    pick = max if base.endswith("_difference") else min
+    name, entry = pick(defined, key=lambda item: float(item[1]["value"]))
+    return {**entry, "analysis": name}, None
+
+
 def _fairness_entry(
     fairness: Mapping[str, Any] | None, metric: str, slice_key: Mapping[str, Any]
 ) -> tuple[dict | None, str | None]:
@@ -251,33 +294,57 @@ def _fairness_entry(
             f"metric {metric!r} is a fairness metric but the document holds no fairness "
             "indicators; attach them with attach_fairness(evaluation, fairness_indicators(...))."
         )
-    base, threshold = _split_threshold(metric[len(FAIRNESS_PREFIX) :])
-    block = None
-    if threshold is not None:
-        block = next(
-            (b for b in fairness.get("by_threshold", []) if b["threshold"] == threshold), None
-        )
-    if block is None or base not in (*DISPARITY_METRICS, *GROUP_METRICS):
+    qualified, threshold = _split_threshold(metric[len(FAIRNESS_PREFIX) :])
+    base, features = _split_analysis(qualified)
+    known = threshold is not None and threshold in fairness.get("thresholds", [])
+    if not known or base not in (*DISPARITY_METRICS, *GROUP_METRICS):
         return None, (
             f"metric {metric!r} is not in the fairness indicators; available metrics: "
             f"{_fairness_names(fairness)}"
         )
+    assert threshold is not None
     if base in DISPARITY_METRICS:
         if slice_key:
             return None, (
                 f"{base} compares all groups; use slice=None, not {slice_name(slice_key)!r}"
             )
-        return block["disparities"][base], None
+        return _worst_disparity(fairness, base, threshold, features)
+    analyses = fairness.get("analyses", [])
     if not slice_key:
-        return block["overall"][base], None
-    for group in block["by_group"]:
-        if _same_slice(group["group"], slice_key):
-            return group["metrics"][base], None
-    available = [g["name"] for g in block["by_group"]]
+        return _block(analyses[0], threshold)["overall"][base], None
+    available = []
+    for analysis in analyses:
+        for group in _block(analysis, threshold)["by_group"]:
+            if _same_slice(group["group"], slice_key):
+                return group["metrics"][base], None
+            available.append(group["name"])
     return None, (
         f"group {slice_name(slice_key)!r} is not in the fairness indicators; "
         f"available groups: {available}"
     )
+
+
+def _quantization_entry(
+    evaluation: Mapping[str, Any] | None, metric: str, slice_key: Mapping[str, Any]
+) -> tuple[dict | None, str | None]:
+    report = (evaluation or {}).get("quantization")
+    if report is None:
+        return None, (
+            f"metric {metric!r} compares a quantized model but the evaluation holds no "
+            "quantization comparison; export one with Trainer(quantize_int8=True)"
+        )
+    if slice_key:
+        return None, f"{metric} is an overall comparison; use slice=None"
+    name = metric[len(QUANTIZATION_PREFIX) :]
+    entry = _find_in(report["metrics"], name)
+    if entry is None:
+        return None, (
+            f"metric {name!r} is not in the quantization comparison; available: "
+            f"{sorted(report['metrics'])}"
+        )
+    if entry["change"] is None:
+        return {"value": None, "reason": f"{name} is undefined for one of the models"}, None
+    return {"value": entry["change"], "lower": None, "upper": None}, None
 
 
 def lookup_metric(
@@ -296,6 +363,8 @@ def lookup_metric(
     """
     evaluation, fairness = _documents(doc)
     slice_key = dict(slice or {})
+    if metric.startswith(QUANTIZATION_PREFIX):
+        return _quantization_entry(evaluation, metric, slice_key)
     if metric.startswith(FAIRNESS_PREFIX):
         return _fairness_entry(fairness, metric, slice_key)
     return _evaluation_entry(evaluation, metric, slice_key)

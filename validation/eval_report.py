@@ -1,12 +1,14 @@
 """Human-readable views of evaluation, fairness and blessing documents.
 
-* :func:`plot_roc`, :func:`plot_calibration` and :func:`plot_fairness` write
+* :func:`plot_roc`, :func:`plot_calibration`, :func:`plot_fairness` and
+  :func:`plot_attributions` write
   matplotlib PNGs (Agg canvas through :class:`matplotlib.figure.Figure`; no
   pyplot state), e.g. to log as MLflow artifacts.
 * :func:`render_evaluation_html` renders one self-contained HTML page: a
   PASS/FAIL banner listing every check's reason, the metrics of every slice
   with their confidence intervals, skipped slices, confusion matrices, the
-  fairness indicators, and the given PNGs embedded as base64 data URIs.
+  fairness indicators, the feature attributions, and the given PNGs embedded
+  as base64 data URIs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from jaxtx.validation.fairness import DISPARITY_METRICS, GROUP_METRICS
 from ._format import format_number as _num
 
 __all__ = [
+    "plot_attributions",
     "plot_calibration",
     "plot_fairness",
     "plot_roc",
@@ -56,6 +59,7 @@ td.num { text-align: right; font-family: ui-monospace, monospace; white-space: n
 td.name { font-family: ui-monospace, monospace; }
 tr.failed td { background: #fdecea; } tr.passed td { background: #e8f5e9; }
 .undefined { color: var(--muted); font-style: italic; }
+.warning { color: #8a4b00; }
 details { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
           padding: 8px 12px; margin: 8px 0; }
 summary { cursor: pointer; font-weight: 600; }
@@ -231,7 +235,7 @@ def plot_fairness(
     Each panel has one bar per group, grouped by threshold when there are several.
 
     Args:
-      fairness: a ``jaxtx.fairness/1`` document.
+      fairness: a ``jaxtx.fairness/2`` document.
       path: destination PNG; parent directories are created.
       metrics: group metrics to draw, one panel each.
 
@@ -240,36 +244,90 @@ def plot_fairness(
     """
     from matplotlib.figure import Figure  # rendered by the Agg canvas; pyplot is not used
 
-    blocks = list(fairness.get("by_threshold", []))
-    groups = [g["name"] for g in fairness.get("groups", [])]
+    analyses = list(fairness.get("analyses", []))
+    thresholds = list(fairness.get("thresholds", []))
+    groups = [g["name"] for a in analyses for g in a["groups"]]
+    excluded = [not g["included"] for a in analyses for g in a["groups"]]
     cols = min(3, max(1, len(metrics)))
     rows = math.ceil(len(metrics) / cols) if metrics else 1
-    panel_width = min(8.0, max(3.5, 0.3 * len(groups) * max(1, len(blocks)) + 1.5))
-    fig = Figure(figsize=(panel_width * cols, 3.2 * rows), dpi=100, layout="constrained")
+    panel_width = min(10.0, max(3.5, 0.3 * len(groups) * max(1, len(thresholds)) + 1.5))
+    fig = Figure(figsize=(panel_width * cols, 3.4 * rows), dpi=100, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
-    width = 0.8 / max(1, len(blocks))
+    width = 0.8 / max(1, len(thresholds))
     for ax, metric in zip(axes.flat, metrics, strict=False):
-        for i, block in enumerate(blocks):
-            entries = [g["metrics"][metric] for g in block["by_group"]]
+        for i, threshold in enumerate(thresholds):
+            entries = [
+                g["metrics"][metric]
+                for a in analyses
+                for g in next(b for b in a["by_threshold"] if b["threshold"] == threshold)[
+                    "by_group"
+                ]
+            ]
             heights, errors = _bar_errors(entries)
             positions = [x - 0.4 + width * (i + 0.5) for x in range(len(entries))]
-            ax.bar(
+            bars = ax.bar(
                 positions,
                 heights,
                 width=width * 0.95,
                 yerr=errors,
                 capsize=3,
-                label=f"threshold {block['threshold']:g}",
+                label=f"threshold {threshold:g}",
             )
+            for bar, small in zip(bars, excluded, strict=True):
+                if small:
+                    bar.set_hatch("//")
+                    bar.set_alpha(0.5)
         ax.set_title(metric)
-        ax.set_xticks(range(len(groups)), [_mpl(g) for g in groups], rotation=30, fontsize=7)
+        labels = [
+            _mpl(g + (" (excluded)" if x else "")) for g, x in zip(groups, excluded, strict=True)
+        ]
+        ax.set_xticks(range(len(groups)), labels, rotation=30, fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.tick_params(labelsize=7)
-        if len(blocks) > 1:
+        if len(thresholds) > 1:
             ax.legend(fontsize=6)
-    fig.suptitle("Fairness indicators by group (95% CI)")
+    fig.suptitle("Fairness indicators by group (95% CI; hatched: too small, not gated)")
+    return _save(fig, path)
+
+
+def plot_attributions(attributions: Mapping[str, Any], path: str, *, max_slices: int = 6) -> str:
+    """Write a PNG of mean |attribution| per feature: overall and up to ``max_slices`` slices.
+
+    Args:
+      attributions: a ``jaxtx.attributions/1`` document.
+      path: destination PNG; parent directories are created.
+      max_slices: most slices drawn (the overall slice first).
+
+    Returns:
+      ``path``.
+    """
+    from matplotlib.figure import Figure  # rendered by the Agg canvas; pyplot is not used
+
+    slices = list(attributions.get("slices", []))[:max_slices]
+    if not slices:
+        raise ValueError("the attributions document has no slices to plot")
+    overall = slices[0]["mean_abs_attribution"]
+    names = sorted(overall, key=lambda f: overall[f])  # largest at the top
+    height = 0.8 / len(slices)
+    fig = Figure(figsize=(7.0, 1.2 + 0.35 * len(names) * max(1, len(slices) / 2)), dpi=100)
+    ax = fig.subplots()
+    for i, entry in enumerate(slices):
+        values = [entry["mean_abs_attribution"].get(f, 0.0) for f in names]
+        positions = [y - 0.4 + height * (i + 0.5) for y in range(len(names))]
+        ax.barh(positions, values, height=height * 0.95, label=_mpl(entry["name"]))
+    methods = {f["name"]: f["method"] for f in attributions.get("features", [])}
+    labels = [
+        _mpl(f"{f} ({'IG' if methods.get(f) == 'integrated_gradients' else 'occl.'})")
+        for f in names
+    ]
+    ax.set_yticks(range(len(names)), labels, fontsize=8)
+    ax.set_xlabel(_mpl(f"mean |attribution| to {attributions.get('output', 'score')}"))
+    if len(slices) > 1:
+        ax.legend(fontsize=7)
+    fig.suptitle("Feature attributions (IG: integrated gradients; occl.: occlusion)")
+    fig.set_layout_engine("constrained")
     return _save(fig, path)
 
 
@@ -416,35 +474,91 @@ def _cell(entry: Mapping[str, Any]) -> str:
     return f'<td class="num">{_e(_num(entry["value"]))} {_e(_ci(entry))}</td>'
 
 
+def _fairness_block(block: Mapping[str, Any]) -> str:
+    head = "".join(f"<th>{_e(m)}</th>" for m in GROUP_METRICS)
+    rows = "".join(
+        f"<tr><td>{_e(g['name'])}{'' if g.get('included', True) else ' <em>(excluded)</em>'}"
+        "</td>" + "".join(_cell(g["metrics"][m]) for m in GROUP_METRICS) + "</tr>"
+        for g in block["by_group"]
+    )
+    overall = (
+        "<tr><td><em>all examples</em></td>"
+        + "".join(_cell(block["overall"][m]) for m in GROUP_METRICS)
+        + "</tr>"
+    )
+    disparities = "".join(
+        f'<tr><td class="name">{_e(m)}</td>{_cell(block["disparities"][m])}'
+        f"<td>{_e(block['disparities'][m].get('method') or '')}</td></tr>"
+        for m in DISPARITY_METRICS
+    )
+    return (
+        f"<h4>Threshold {_e(_num(block['threshold']))}</h4>"
+        f"<table><tr><th>group</th>{head}</tr>{rows}{overall}</table>"
+        "<table><tr><th>disparity (included groups)</th><th>value [95% CI]</th>"
+        f"<th>interval</th></tr>{disparities}</table>"
+    )
+
+
 def _fairness_section(fairness: Mapping[str, Any]) -> str:
     parts = [
         "<h2>Fairness indicators</h2>",
         f'<p class="sub">sensitive features: {_e(", ".join(fairness.get("sensitive_features", [])))}'
-        f"; value [95% CI]</p>",
+        f"; min group size {_e(_num(fairness.get('min_group_size')))}; value [95% CI]; "
+        "intervals: "
+        + _e("; ".join(f"{k}: {v}" for k, v in fairness.get("interval_methods", {}).items()))
+        + "</p>",
     ]
-    for block in fairness.get("by_threshold", []):
-        head = "".join(f"<th>{_e(m)}</th>" for m in GROUP_METRICS)
-        rows = "".join(
-            f"<tr><td>{_e(g['name'])}</td>"
-            + "".join(_cell(g["metrics"][m]) for m in GROUP_METRICS)
-            + f'<td class="notes">{_e("; ".join(g.get("notes", [])))}</td></tr>'
-            for g in block["by_group"]
-        )
-        overall = (
-            "<tr><td><em>all examples</em></td>"
-            + "".join(_cell(block["overall"][m]) for m in GROUP_METRICS)
-            + "<td></td></tr>"
-        )
-        disparities = "".join(
-            f'<tr><td class="name">{_e(m)}</td>{_cell(block["disparities"][m])}</tr>'
-            for m in DISPARITY_METRICS
-        )
-        parts.append(
-            f"<h3>Threshold {_e(_num(block['threshold']))}</h3>"
-            f"<table><tr><th>group</th>{head}<th>notes</th></tr>{rows}{overall}</table>"
-            f"<table><tr><th>disparity</th><th>value [95% CI]</th></tr>{disparities}</table>"
-        )
+    for warning in fairness.get("warnings", []):
+        parts.append(f'<p class="warning"><strong>Warning:</strong> {_e(warning)}</p>')
+    for analysis in fairness.get("analyses", []):
+        parts.append(f"<h3>By {_e(analysis['name'])}</h3>")
+        parts.extend(_fairness_block(block) for block in analysis["by_threshold"])
     return "".join(parts)
+
+
+def _attributions_section(attributions: Mapping[str, Any]) -> str:
+    slices = list(attributions.get("slices", []))
+    if not slices:
+        return ""
+    overall = slices[0]["mean_abs_attribution"]
+    names = sorted(overall, key=lambda f: -overall[f])
+    methods = {f["name"]: f for f in attributions.get("features", [])}
+    head = "".join(f"<th>{_e(s['name'])} ({_num(s['size'])})</th>" for s in slices)
+    rows = "".join(
+        f"<tr><td>{_e(f)}</td><td>{_e(methods.get(f, {}).get('method', ''))}</td>"
+        f"<td>{_e(methods.get(f, {}).get('baseline'))}</td>"
+        + "".join(
+            f'<td class="num">{_e(_num(s["mean_abs_attribution"].get(f)))}</td>' for s in slices
+        )
+        + "</tr>"
+        for f in names
+    )
+    gap = attributions.get("completeness_gap")
+    return (
+        "<h2>Feature attributions</h2>"
+        f'<p class="sub">mean |attribution| to {_e(attributions.get("output"))} over '
+        f"{_num(attributions.get('num_rows'))} rows; integrated gradients ("
+        f"{_num(attributions.get('steps'))} steps, mean completeness gap "
+        f"{_e(_num(gap) if gap is not None else '-')}) for float inputs, occlusion to the "
+        "baseline for the others</p>"
+        f"<table><tr><th>feature</th><th>method</th><th>baseline</th>{head}</tr>{rows}</table>"
+    )
+
+
+def _quantization_section(report: Mapping[str, Any]) -> str:
+    rows = "".join(
+        f'<tr><td>{_e(name)}</td><td class="num">{_e(_num(m["float"]))}</td>'
+        f'<td class="num">{_e(_num(m["quantized"]))}</td>'
+        f'<td class="num">{_e(_num(m["change"]) if m["change"] is not None else "-")}</td></tr>'
+        for name, m in report.get("metrics", {}).items()
+    )
+    sizes = report.get("size_bytes", {})
+    return (
+        "<h2>Int8 variant</h2>"
+        f'<p class="sub">size on disk {_e(_num(sizes.get("float")))} bytes (float) vs '
+        f"{_e(_num(sizes.get('quantized')))} bytes (int8); change = int8 - float</p>"
+        f"<table><tr><th>metric</th><th>float</th><th>int8</th><th>change</th></tr>{rows}</table>"
+    )
 
 
 def _images_section(images: Mapping[str, str]) -> str:
@@ -466,17 +580,19 @@ def render_evaluation_html(
     *,
     title: str,
     images: Mapping[str, str] | None = None,
+    attributions: Mapping[str, Any] | None = None,
 ) -> str:
     """Render a self-contained HTML report of an evaluation.
 
     Args:
       evaluation: a ``jaxtx.evaluation/1`` document.
-      fairness: a ``jaxtx.fairness/1`` document, or None (then
+      fairness: a ``jaxtx.fairness/2`` document, or None (then
         ``evaluation["fairness"]`` is used when present).
       blessing: the output of :func:`jaxtx.validation.blessing.bless`; its
         verdict and every check's reason appear in the banner.
       title: page title.
       images: caption -> PNG path, embedded as base64 data URIs.
+      attributions: a ``jaxtx.attributions/1`` document, shown as a table.
 
     Returns:
       The HTML page (no external resources; all text escaped).
@@ -490,6 +606,10 @@ def render_evaluation_html(
     ]
     if fairness is not None:
         sections.append(_fairness_section(fairness))
+    if attributions is not None:
+        sections.append(_attributions_section(attributions))
+    if evaluation.get("quantization") is not None:
+        sections.append(_quantization_section(evaluation["quantization"]))
     if blessing is not None:
         sections.append("<h2>Blessing checks</h2>" + _checks_table(blessing))
     return (

@@ -59,9 +59,13 @@ bins on [0, 1], binned as ``sklearn.calibration.calibration_curve`` does) and
 ``per_class`` (precision, recall, F1, support, one-vs-rest AUC).
 
 Confidence intervals: ``num_bootstrap`` resamples of the slice's rows with
-replacement (multinomial weights, all metrics of a resample computed at once);
-the interval is the 2.5th and 97.5th percentile of the resampled values.
-Resamples on which a metric is undefined are left out of its percentiles. The
+replacement (multinomial weights, all metrics of a resample computed at once).
+Each interval says how it was made (``"method"``, a key of
+:data:`INTERVAL_METHODS`) and how many resamples defined it (``"resamples"``):
+the bias-corrected percentile interval (``"bc"``), or, where that is undefined
+or would exclude the estimate, the percentile interval widened to contain it
+(see :func:`bootstrap_interval`). Resamples on which a metric is undefined are
+left out. The
 random stream of each slice is seeded from ``seed`` and the slice's name, so
 the same seed always gives the same intervals and adding a slice does not
 change the others.
@@ -74,6 +78,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -81,7 +86,9 @@ import numpy as np
 __all__ = [
     "CONFIDENCE_LEVEL",
     "FORMAT",
+    "INTERVAL_METHODS",
     "TASKS",
+    "bootstrap_interval",
     "evaluate",
     "format_threshold",
     "slice_name",
@@ -96,6 +103,16 @@ _MAX_CURVE_POINTS = 201
 # Upper bound on the cells of one (resamples x rows) weight block.
 _MAX_BLOCK_CELLS = 2_000_000
 _EPS = float(np.finfo(np.float64).eps)
+INTERVAL_METHODS = {
+    "bca": "bias-corrected and accelerated bootstrap (jackknife acceleration)",
+    "bc": "bias-corrected percentile bootstrap (BCa with acceleration 0)",
+    "percentile": "percentile bootstrap (BCa undefined: all resamples on one side of the value)",
+    "percentile_widened": (
+        "percentile bootstrap widened to contain the value (BCa undefined or excluding it; "
+        "the percentile interval of a min/max statistic can exclude its estimate)"
+    ),
+}
+_NORMAL = NormalDist()
 
 MetricFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
@@ -413,16 +430,82 @@ def _bootstrap(metric_fn: MetricFn, n: int, num: int, rng: np.random.Generator):
 
 
 def _summary(value: float, resampled: np.ndarray | None, reason: str | None) -> dict[str, Any]:
-    """``{"value", "lower", "upper"}`` (+ ``"reason"`` when undefined)."""
+    """``{"value", "lower", "upper", "method", "resamples"}`` (or null with a ``"reason"``)."""
     if not math.isfinite(value):
         return {"value": None, "lower": None, "upper": None, "reason": reason or "undefined"}
     out: dict[str, Any] = {"value": float(value), "lower": None, "upper": None}
     if resampled is not None:
-        valid = resampled[np.isfinite(resampled)]
-        if valid.size >= 2:
-            tail = 100.0 * (1.0 - CONFIDENCE_LEVEL) / 2.0
-            lower, upper = np.percentile(valid, [tail, 100.0 - tail])
-            out["lower"], out["upper"] = float(lower), float(upper)
+        out.update(bootstrap_interval(float(value), resampled))
+    return out
+
+
+def _acceleration(jack: np.ndarray, weights: np.ndarray) -> float:
+    """BCa acceleration from (weighted) jackknife values; 0 when degenerate."""
+    ok = np.isfinite(jack)
+    if ok.sum() < 2:
+        return 0.0
+    values, w = jack[ok], weights[ok]
+    diff = np.average(values, weights=w) - values
+    den = 6.0 * float(np.sum(w * diff**2)) ** 1.5
+    return float(np.sum(w * diff**3)) / den if den > 0 else 0.0
+
+
+def _bca(point: float, valid: np.ndarray, accel: float) -> tuple[float, float] | None:
+    """The BCa interval, or None where it is undefined."""
+    below = np.count_nonzero(valid < point) + 0.5 * np.count_nonzero(valid == point)
+    share = below / valid.size
+    if not 0.0 < share < 1.0:
+        return None
+    z0 = _NORMAL.inv_cdf(share)
+    tail = (1.0 - CONFIDENCE_LEVEL) / 2.0
+    quantiles = []
+    for z in (_NORMAL.inv_cdf(tail), _NORMAL.inv_cdf(1.0 - tail)):
+        den = 1.0 - accel * (z0 + z)
+        if den <= 0:
+            return None
+        quantiles.append(_NORMAL.cdf(z0 + (z0 + z) / den))
+    lower, upper = np.quantile(valid, quantiles)
+    return float(lower), float(upper)
+
+
+def bootstrap_interval(
+    point: float,
+    resampled: np.ndarray,
+    jackknife: np.ndarray | None = None,
+    jackknife_weights: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """A confidence interval that contains its estimate, and how it was made.
+
+    Args:
+      point: the estimate (finite).
+      resampled: the statistic on each bootstrap resample (NaN: undefined there).
+      jackknife: the statistic with one observation left out, for the BCa
+        acceleration (None: acceleration 0, the bias-corrected interval ``"bc"``).
+      jackknife_weights: how many observations each jackknife value stands for.
+
+    Returns:
+      ``{"lower", "upper", "method", "resamples"}``; ``method`` is a key of
+      :data:`INTERVAL_METHODS`, or None (bounds None) with fewer than 2
+      defined resamples.
+    """
+    valid = resampled[np.isfinite(resampled)]
+    out: dict[str, Any] = {"lower": None, "upper": None, "method": None}
+    out["resamples"] = int(valid.size)
+    if valid.size < 2:
+        return out
+    accel, bca_name = 0.0, "bc"
+    if jackknife is not None:
+        bca_name = "bca"
+        w = np.ones(jackknife.shape) if jackknife_weights is None else jackknife_weights
+        accel = _acceleration(jackknife, w)
+    bca = _bca(point, valid, accel)
+    if bca is not None and bca[0] <= point <= bca[1]:
+        out.update(lower=bca[0], upper=bca[1], method=bca_name)
+        return out
+    tail = 100.0 * (1.0 - CONFIDENCE_LEVEL) / 2.0
+    lower, upper = (float(v) for v in np.percentile(valid, [tail, 100.0 - tail]))
+    method = "percentile" if lower <= point <= upper else "percentile_widened"
+    out.update(lower=min(lower, point), upper=max(upper, point), method=method)
     return out
 
 

@@ -24,7 +24,9 @@ import numpy as np
 from .evaluation import evaluate
 from .fairness import attach_fairness, fairness_indicators
 
-__all__ = ["evaluate_predictions", "score_table", "score_key"]
+__all__ = ["compare_quantized", "evaluate_predictions", "score_table", "score_key"]
+
+QUANTIZATION_PREFIX = "quantization."
 
 #: ``predict(rows) -> {output name: array}``, e.g. ``LoadedModel.predict``.
 PredictFn = Callable[[Any], Mapping[str, Any]]
@@ -75,6 +77,8 @@ def evaluate_predictions(
     min_slice_size: int = 30,
     thresholds: Sequence[float] = (0.5,),
     sensitive_features: Sequence[str] | None = None,
+    min_group_size: int | None = None,
+    intersections: bool = False,
     num_bootstrap: int = 100,
     seed: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -89,7 +93,10 @@ def evaluate_predictions(
         min_slice_size: Smaller slices are reported as skipped.
         thresholds: Decision thresholds for threshold and fairness metrics.
         sensitive_features: Fairness indicators per group of these features
-            (binary classification only).
+            (binary classification only), one analysis per feature.
+        min_group_size: Fairness groups with fewer rows are reported but kept
+            out of the disparities; None: ``min_slice_size``.
+        intersections: Also analyze the combinations of the sensitive features.
         num_bootstrap: Bootstrap resamples for confidence intervals.
         seed: Makes the intervals reproducible.
 
@@ -116,7 +123,60 @@ def evaluate_predictions(
         scores,
         {c: feats[c] for c in sensitive_features},
         thresholds=cuts,
+        min_group_size=min_slice_size if min_group_size is None else min_group_size,
+        intersections=intersections,
         num_bootstrap=num_bootstrap,
         seed=seed,
     )
     return attach_fairness(doc, fairness), fairness
+
+
+def _overall_values(doc: Mapping[str, Any]) -> dict[str, float | None]:
+    for entry in doc.get("slices", []):
+        if not entry.get("spec"):
+            return {k: v.get("value") for k, v in entry.get("metrics", {}).items()}
+    return {}
+
+
+def _dir_bytes(directory: Any) -> int | None:
+    if directory is None:
+        return None
+    from pathlib import Path
+
+    return sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file())
+
+
+def compare_quantized(
+    float_doc: Mapping[str, Any],
+    quantized_doc: Mapping[str, Any],
+    *,
+    float_dir: Any = None,
+    quantized_dir: Any = None,
+) -> dict[str, Any]:
+    """How much the overall metrics change from a float model to its quantized variant.
+
+    Args:
+        float_doc: The float model's evaluation document.
+        quantized_doc: The quantized model's, on the same rows.
+        float_dir: The float model directory (for its size on disk).
+        quantized_dir: The quantized model directory (size, ``quantization.json``).
+
+    Returns:
+        ``{"metrics": {name: {"float", "quantized", "change"}}, "size_bytes":
+        {"float", "quantized"}, "quantization": quantization.json or None}``;
+        ``change`` is quantized minus float (null where either is undefined).
+        Blessing reads ``quantization.<metric>`` as that change.
+    """
+    from jaxtx.core.model_format import read_quantization
+
+    base, quant = _overall_values(float_doc), _overall_values(quantized_doc)
+    metrics = {}
+    for name, value in base.items():
+        other = quant.get(name)
+        change = None if value is None or other is None else float(other) - float(value)
+        metrics[name] = {"float": value, "quantized": other, "change": change}
+    return {
+        "metrics": metrics,
+        "size_bytes": {"float": _dir_bytes(float_dir), "quantized": _dir_bytes(quantized_dir)},
+        "quantization": read_quantization(quantized_dir) if quantized_dir is not None else None,
+    }

@@ -6,7 +6,8 @@ Everything that writes or reads a model directory goes through this package
 * the format: :data:`MODEL_FORMAT`, the file names, :class:`Signature`,
   :class:`TensorSpec`, :class:`StringLookup` (``preprocess.json`` entries:
   vocabulary, hash, ``source``), :func:`make_signature`;
-* writing: :func:`export_function` and :func:`write_model`;
+* writing: :func:`export_function` and :func:`write_model`; an int8
+  weight-only variant: :func:`quantize_predict`, :func:`write_quantization`;
 * reading and calling: :class:`LoadedModel`;
 * converting raw rows (a column dict, a pyarrow Table or RecordBatch, a
   pandas DataFrame, a list of row dicts) to model inputs:
@@ -23,6 +24,14 @@ Example:
 from __future__ import annotations
 
 from ._loaded import LoadedModel
+from ._quantize import (
+    QUANTIZATION_FILE,
+    QuantizedArray,
+    dequantize,
+    quantize_predict,
+    read_quantization,
+    write_quantization,
+)
 from ._spec import (
     EXPORT_DTYPES,
     EXPORT_FILE,
@@ -46,20 +55,26 @@ __all__ = [
     "EXPORT_FILE",
     "MODEL_FORMAT",
     "PREPROCESS_FILE",
+    "QUANTIZATION_FILE",
     "SIGNATURE_FILE",
     "InputError",
     "LoadedModel",
     "ModelLoadError",
+    "QuantizedArray",
     "Signature",
     "StringLookup",
     "TensorSpec",
+    "dequantize",
     "export_function",
     "make_signature",
     "missing_column",
     "output_avals",
+    "quantize_predict",
+    "read_quantization",
     "read_lookups",
     "read_signature",
     "table_columns",
     "to_model_inputs",
     "write_model",
+    "write_quantization",
 ]

@@ -72,6 +72,8 @@ def write_model(
     exported: Any,
     signature: Signature | Mapping[str, Any],
     preprocess: Mapping[str, StringLookup | Mapping[str, Any]] | None = None,
+    *,
+    vjp_order: int = 1,
 ) -> str:
     """Write ``predict.jaxexport``, ``signature.json`` and ``preprocess.json``.
 
@@ -84,6 +86,10 @@ def write_model(
         signature: A :class:`Signature` or a ``signature.json`` document.
         preprocess: ``{entry key: StringLookup or preprocess.json entry}``;
             written only when non-empty.
+        vjp_order: Orders of derivatives serialized with the function (1: the
+            loaded function is differentiable once, which feature attributions
+            need; 0: smaller file). A function whose VJP cannot be exported is
+            written with 0.
 
     Returns:
         ``directory`` as a string.
@@ -107,9 +113,19 @@ def write_model(
     _check_exported(exported, sig, lookups)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    (out / EXPORT_FILE).write_bytes(exported.serialize())
+    (out / EXPORT_FILE).write_bytes(_serialize(exported, vjp_order))
     (out / SIGNATURE_FILE).write_text(json.dumps(sig.to_json(), indent=2), encoding="utf-8")
     if lookups:
         doc = {key: lookup.to_json() for key, lookup in lookups.items()}
         (out / PREPROCESS_FILE).write_text(json.dumps(doc, indent=2), encoding="utf-8")
     return os.fspath(directory)
+
+
+def _serialize(exported: Any, vjp_order: int) -> bytes:
+    """``exported.serialize(vjp_order)``, without the VJP where it cannot be exported."""
+    if vjp_order > 0:
+        try:
+            return bytes(exported.serialize(vjp_order=vjp_order))
+        except Exception:  # e.g. a primitive without a differentiation rule
+            pass
+    return bytes(exported.serialize())
