@@ -78,8 +78,14 @@ def log_jaxtx_model(
     from mlflow.models import Model as MlflowModel
     from mlflow.models import infer_signature
 
+    from jaxtx.core.quiet import quiet_logger
     from jaxtx.core.tracking import MLFLOW_LOCK, mlflow_client
 
+    # Integer columns become doubles in the signature: a missing value at
+    # inference (a float NaN) then passes schema enforcement, and ints still
+    # convert safely (MLflow's int -> double).
+    ints = [c for c in input_example.columns if pd.api.types.is_integer_dtype(input_example[c])]
+    input_example = input_example.astype({c: "float64" for c in ints})
     output = JaxtxPyfuncModel()
     output._model = _load(model_dir)
     example_out = output.predict(None, input_example)
@@ -99,14 +105,19 @@ def log_jaxtx_model(
             run_id=run_id,
             model_id=logged.model_id,
         )
-        mlflow.pyfunc.save_model(
-            path=str(local),
-            python_model=JaxtxPyfuncModel(),
-            artifacts={"model_dir": str(model_dir)},
-            signature=signature,
-            input_example=input_example,
-            mlflow_model=meta,
-        )
+        # The wrapper is a small class in an installed package: MLflow's notice
+        # about pickling arbitrary Python objects is not actionable here.
+        with quiet_logger(
+            "mlflow.pyfunc", "Passing a Python object as `python_model`", "Validating input example"
+        ):
+            mlflow.pyfunc.save_model(
+                path=str(local),
+                python_model=JaxtxPyfuncModel(),
+                artifacts={"model_dir": str(model_dir)},
+                signature=signature,
+                input_example=input_example,
+                mlflow_model=meta,
+            )
         with MLFLOW_LOCK:
             client.log_model_artifacts(logged.model_id, str(local))
             client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
