@@ -92,7 +92,9 @@ def Evaluator(
     checks = [MetricThreshold.from_dict(t) for t in (thresholds or [])]
     verdict = bless(cand, checks, baseline_eval=base_doc)
     verdict["baseline"] = {"model": baseline.uri if baseline is not None else None, "why": why}
-    _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict)
+    source = model.producer.get("node") or "candidate"
+    title = f"{ctx.node_id}: {source} model on the {split} split"
+    _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict, title)
     _write_blessing(blessing, model, verdict)
     overall = _overall(cand)
     evaluation.properties.update(
@@ -132,6 +134,7 @@ def _write_reports(
     base_doc: dict[str, Any] | None,
     fairness: dict[str, Any] | None,
     verdict: dict[str, Any],
+    title: str,
 ) -> None:
     """evaluation.json, baseline_evaluation.json, fairness.json, plots and the HTML report."""
     from jaxtx.validation.eval_report import (
@@ -157,9 +160,7 @@ def _write_reports(
             json.dumps(fairness, indent=2, default=_json)
         )
         images["Fairness"] = plot_fairness(fairness, str(evaluation.reports_dir / "fairness.png"))
-    html = render_evaluation_html(
-        cand, fairness, verdict, title=f"Evaluation of {model.uri}", images=images
-    )
+    html = render_evaluation_html(cand, fairness, verdict, title=title, images=images)
     (evaluation.reports_dir / "evaluation.html").write_text(html, encoding="utf-8")
 
 

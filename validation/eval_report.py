@@ -267,8 +267,9 @@ def plot_fairness(
         ax.set_xticks(range(len(groups)), [_mpl(g) for g in groups], rotation=30, fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.tick_params(labelsize=7)
-        if len(blocks) > 1:
-            ax.legend(fontsize=6)
+    if len(blocks) > 1:  # one legend below the panels, never over the bars
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(blocks), fontsize=7)
     fig.suptitle("Fairness indicators by group (95% CI)")
     return _save(fig, path)
 
