@@ -239,9 +239,15 @@ _EPILOG = """exit codes:
 _DEMO_OPTIONS = ("--rows", "--epochs", "--port", "--home")
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps descriptions as written and appends ``(default: X)`` to an
-    option's help when it has a real default the help does not mention."""
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps one-paragraph descriptions, keeps multi-line text (the exit-code
+    epilog) as written, and appends ``(default: X)`` to an option's help when
+    it has a real default the help does not mention."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
