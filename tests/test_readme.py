@@ -120,7 +120,7 @@ def _run_shell(block: Block, cwd: Path, port: int) -> str:
                 )
             background.append(proc)
             wait_until(
-                lambda: _answers(f"http://127.0.0.1:{port}/v1/models/census"),
+                lambda: _serving(f"http://127.0.0.1:{port}/v1/models/census"),
                 what=" ".join(argv),
                 timeout=120,
                 proc=proc,
@@ -145,10 +145,11 @@ def _run_shell(block: Block, cwd: Path, port: int) -> str:
     return r.stdout
 
 
-def _answers(url: str) -> bool:
+def _serving(url: str) -> bool:
+    """The model status at ``url`` lists a version that is AVAILABLE."""
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status == 200
+            return resp.status == 200 and b"AVAILABLE" in resp.read()
     except OSError:
         return False
 
