@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WINDOW = "1400,1000"
+TALL = "1400,2600"
 
 
 def ensure_chromium() -> str:
@@ -90,7 +91,9 @@ def server(argv: list[str], url: str, log: Path, env: dict[str, str]) -> Iterato
                 proc.wait()
 
 
-def screenshot(chromium: str, url: str, png: Path, *, wait_ms: int = 12_000) -> Path:
+def screenshot(
+    chromium: str, url: str, png: Path, *, wait_ms: int = 12_000, window: str = WINDOW
+) -> Path:
     """A headless screenshot of ``url``; ``wait_ms`` of virtual time lets
     single-page apps fetch and render before the capture."""
     subprocess.run(
@@ -104,7 +107,7 @@ def screenshot(chromium: str, url: str, png: Path, *, wait_ms: int = 12_000) -> 
             "--hide-scrollbars",
             f"--virtual-time-budget={wait_ms}",
             f"--screenshot={png}",
-            f"--window-size={WINDOW}",
+            f"--window-size={window}",
             url,
         ],
         check=True,
@@ -170,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
 
     prefect_port, mlflow_port = free_port(), free_port()
     api = f"http://127.0.0.1:{prefect_port}/api"
+    # The Prefect UI asks this URL for its API; it defaults to port 4200 whatever --port says.
+    env["PREFECT_UI_API_URL"] = api
     prefect_argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
-    prefect_argv += ["--port", str(prefect_port), "--no-services", "--analytics-off"]
+    # Services stay on: the task-run recorder is one (without it the flow run shows no tasks).
+    prefect_argv += ["--port", str(prefect_port), "--analytics-off"]
     mlflow_argv = [sys.executable, "-m", "mlflow", "server", "--workers", "1"]
     mlflow_argv += ["--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}"]
     mlflow_argv += ["--default-artifact-root", (home / "mlartifacts").as_uri()]
@@ -225,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         "report-evaluation.png": _report(home, "Evaluator", "evaluation", "evaluation.html"),
     }
     for name, html in reports.items():
-        shots.append(screenshot(chromium, html.as_uri(), out / name, wait_ms=2_000))
+        # Reports are long pages: a taller window shows the plots below the fold.
+        shots.append(screenshot(chromium, html.as_uri(), out / name, wait_ms=2_000, window=TALL))
     for png in shots:
         print(png)
     print(f"home: {home}", file=sys.stderr)
