@@ -70,6 +70,30 @@ def _load(model_dir: str | Path) -> Any:
     return LoadedModel.load(str(model_dir))
 
 
+def _input_schema(example: pd.DataFrame) -> Any:
+    """The input schema of ``example``'s columns, built directly: MLflow's
+    inference warns on every integer column that a missing value would not
+    fit, which a user of the logged model cannot act on (the model takes
+    floats; jaxtx converts)."""
+    from mlflow.types import ColSpec, DataType, Schema
+
+    def kind(col: pd.Series) -> DataType:
+        if pd.api.types.is_bool_dtype(col):
+            return DataType.boolean
+        if pd.api.types.is_integer_dtype(col):
+            return DataType.long if col.dtype.itemsize > 4 else DataType.integer
+        if pd.api.types.is_float_dtype(col):
+            return DataType.double if col.dtype.itemsize > 4 else DataType.float
+        return DataType.string
+
+    return Schema(
+        [
+            ColSpec(kind(example[c]), str(c), required=not bool(example[c].isna().any()))
+            for c in example.columns
+        ]
+    )
+
+
 def log_jaxtx_model(
     *,
     tracking_uri: str,
@@ -97,14 +121,15 @@ def log_jaxtx_model(
     """
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
     from mlflow.models import Model as MlflowModel
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
 
+    from jaxtx.core.quiet import quiet_logger
     from jaxtx.core.tracking import MLFLOW_LOCK, mlflow_client
 
     output = JaxtxPyfuncModel()
     output._model = _load(model_dir)
     example_out = output.predict(None, input_example)
-    signature = infer_signature(input_example, example_out)
+    signature = ModelSignature(_input_schema(input_example), infer_signature(example_out).inputs)
     client = mlflow_client(tracking_uri)
     with MLFLOW_LOCK:
         experiment_id = client.get_run(run_id).info.experiment_id
@@ -120,14 +145,19 @@ def log_jaxtx_model(
             run_id=run_id,
             model_id=logged.model_id,
         )
-        mlflow.pyfunc.save_model(
-            path=str(local),
-            python_model=JaxtxPyfuncModel(),
-            artifacts={"model_dir": str(model_dir)},
-            signature=signature,
-            input_example=input_example,
-            mlflow_model=meta,
-        )
+        # The wrapper is a small class in an installed package: MLflow's notice
+        # about pickling arbitrary Python objects is not actionable here.
+        with quiet_logger(
+            "mlflow.pyfunc", "Passing a Python object as `python_model`", "Validating input example"
+        ):
+            mlflow.pyfunc.save_model(
+                path=str(local),
+                python_model=JaxtxPyfuncModel(),
+                artifacts={"model_dir": str(model_dir)},
+                signature=signature,
+                input_example=input_example,
+                mlflow_model=meta,
+            )
         with MLFLOW_LOCK:
             client.log_model_artifacts(logged.model_id, str(local))
             client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)

@@ -139,7 +139,11 @@ def Evaluator(
             model.load(), table, task=task, features=feats, slicing_specs=specs,
             min_slice_size=min_slice_size, max_rows=attribution_rows, seed=seed,
         )  # fmt: skip
-    _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict, attributions)
+    source = model.producer.get("node") or "candidate"
+    title = f"{ctx.node_id}: {source} model on the {split} split ({split_reason})"
+    _write_reports(
+        evaluation, model, task, cand, base_doc, fairness, verdict, title, attributions
+    )
     _write_blessing(blessing, model, verdict)
     overall = _overall(cand)
     evaluation.properties.update(
@@ -197,6 +201,7 @@ def _write_reports(
     base_doc: dict[str, Any] | None,
     fairness: dict[str, Any] | None,
     verdict: dict[str, Any],
+    title: str,
     attributions: dict[str, Any] | None = None,
 ) -> None:
     """evaluation.json, baseline_evaluation.json, fairness.json, plots and the HTML report."""
@@ -232,12 +237,7 @@ def _write_reports(
             attributions, str(evaluation.reports_dir / "attributions.png")
         )
     html = render_evaluation_html(
-        cand,
-        fairness,
-        verdict,
-        title=f"Evaluation of {model.uri} on split {cand['split']!r} ({cand['split_reason']})",
-        images=images,
-        attributions=attributions,
+        cand, fairness, verdict, title=title, images=images, attributions=attributions
     )
     (evaluation.reports_dir / "evaluation.html").write_text(html, encoding="utf-8")
 

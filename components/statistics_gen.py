@@ -6,7 +6,7 @@ from jaxtx.validation.statistics import StatsOptions, compute_split_statistics, 
 from jaxtx.validation.stats_report import plot_feature_histograms_png, render_statistics_html
 
 from ._artifacts import Examples, Output, Statistics
-from ._component import component
+from ._component import RunContext, component
 
 __all__ = ["StatisticsGen"]
 
@@ -15,11 +15,12 @@ __all__ = ["StatisticsGen"]
 def StatisticsGen(
     examples: Examples,
     statistics: Output[Statistics],
+    ctx: RunContext,
     *,
     top_k: int = 20,
     num_quantiles: int = 10,
     num_histogram_buckets: int = 10,
-    histogram_png: bool = False,
+    histogram_png: bool = True,
     beam_options: list[str] | None = None,
 ) -> dict[str, float]:
     """Compute per-split, per-feature statistics in one Beam pipeline.
@@ -30,11 +31,12 @@ def StatisticsGen(
 
     Args:
       examples: the examples to describe.
+      ctx: the run; its node id titles the report.
       top_k: most frequent values kept per string feature.
       num_quantiles: quantile resolution (q = 0, 1/n, ..., 1).
       num_histogram_buckets: buckets of the equi-width histograms.
       histogram_png: also write ``reports/histograms-<split>.png`` (matplotlib;
-        adds about a second per split).
+        about a second per split; ``False`` skips them).
       beam_options: standard Beam flags, e.g. ``["--runner=FlinkRunner", ...]``.
     """
     options = StatsOptions(
@@ -52,7 +54,8 @@ def StatisticsGen(
         metrics[f"{split}.num_rows"] = doc["num_rows"]
         metrics[f"{split}.num_features"] = len(doc["features"])
     (statistics.reports_dir / "statistics.html").write_text(
-        render_statistics_html(stats, title=f"Statistics of {examples.uri}"), encoding="utf-8"
+        render_statistics_html(stats, title=_title(ctx.node_id, examples, list(stats))),
+        encoding="utf-8",
     )
     statistics.properties.update(
         split_names=list(stats),
@@ -62,3 +65,12 @@ def StatisticsGen(
         examples_fingerprint=examples.fingerprint,
     )
     return metrics
+
+
+def _title(node_id: str, examples: Examples, splits: list[str]) -> str:
+    """``StatisticsGen: ExampleGen examples, span 2 (train, eval)``: what was
+    described, named by component and split rather than by path."""
+    source = examples.producer.get("node") or examples.producer.get("component") or "examples"
+    span = examples.properties.get("span")
+    where = f", span {span}" if span is not None else ""
+    return f"{node_id}: statistics of {source} examples{where} ({', '.join(splits)})"

@@ -14,6 +14,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from jaxtx.core import quiet as _quiet
+
+# Beam's import-time "apitools not found" warning, dropped at that one import.
+_quiet.install()
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

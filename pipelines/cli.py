@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 
 from jaxtx.core.settings import Settings, default_tracking_uri
 
-from ._targets import UsageError, build_pipeline, load_target, parse_params
+from ._targets import UsageError, build_pipeline, check_node_params, load_target, parse_params
 
 __all__ = ["UsageError", "load_target", "main"]
 
@@ -55,6 +56,9 @@ def _run_and_report(
         return 1
     except PipelineRunError as e:
         print(f"jaxtx: {e}", file=sys.stderr)
+        if settings.tracking_uri:
+            print(f"  component runs and logs: MLflow {settings.tracking_uri}", file=sys.stderr)
+        print("  the full traceback: run again with --verbose", file=sys.stderr)
         return 1
     print(
         f"pipeline {run.pipeline!r} finished in {run.duration_s:.1f} s: "
@@ -85,17 +89,27 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jaxtx.pipelines.demo import MODEL_NAME, create_pipeline, ensure_demo_data
 
+    params = parse_params(args.param)
+    for key in params:
+        if "." not in key:
+            option = f"--{key.replace('_', '-')}"
+            hint = (
+                f"write it as the option {option} {params[key]}"
+                if option in _DEMO_OPTIONS
+                else "write node parameters as NODE_ID.PARAM=VALUE (e.g. -p Trainer.seed=1)"
+            )
+            raise UsageError(f"-p {key}: the demo takes no factory arguments; {hint}")
     settings = Settings.resolve(home=args.home)
     home = settings.home
-    data = ensure_demo_data(home / "demo-data", rows=args.rows)
-    print(f"demo data: {data}", file=sys.stderr)
     serving_dir = home / "serving"
+    data_root = home / "demo-data"
     pipeline = create_pipeline(
-        data_root=str(data), home=str(home), serving_dir=str(serving_dir), epochs=args.epochs
+        data_root=str(data_root), home=str(home), serving_dir=str(serving_dir), epochs=args.epochs
     )
-    code = _run_and_report(
-        pipeline, parse_params(args.param), cache=not args.no_cache, settings=settings
-    )
+    check_node_params(pipeline, params)
+    data = ensure_demo_data(data_root, rows=args.rows)
+    print(f"demo data: {data}", file=sys.stderr)
+    code = _run_and_report(pipeline, params, cache=not args.no_cache, settings=settings)
     if code != 0 or args.no_serve:
         return code
     if not (serving_dir / MODEL_NAME).is_dir():
@@ -137,6 +151,8 @@ def _serve_demo(serving_dir: Path, model: str, port: int) -> None:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from jaxtx.validation.validate_file import validate_file
 
+    if not Path(args.schema).is_file():
+        raise UsageError(f"--schema {args.schema}: no such schema file")
     anomalies, report = validate_file(
         args.data,
         args.schema,
@@ -187,6 +203,11 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     from jaxtx.components.pusher import RollbackError, rollback
 
     settings = Settings.resolve(home=args.home, tracking_uri=args.tracking_uri)
+    store = settings.tracking_uri
+    db = store.removeprefix("sqlite:///") if store.startswith("sqlite:///") else None
+    if db is not None and not Path(db).is_file():
+        where = "" if args.home or args.tracking_uri else " (pass --home or --tracking-uri)"
+        raise UsageError(f"no MLflow store at {db}{where}")
     try:
         old, new = rollback(
             args.model,
@@ -195,7 +216,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
             tracking_uri=settings.tracking_uri,
         )
     except RollbackError as e:
-        print(f"jaxtx: {e}", file=sys.stderr)
+        print(f"jaxtx: {e} (registry: {store})", file=sys.stderr)
         return 1
     print(
         f"{args.model}: alias {args.alias!r} moved from version {old} back to {new}; "
@@ -204,15 +225,92 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxtx", description="ML pipelines for JAX.")
-    sub = p.add_subparsers(dest="command", required=True)
+_EPILOG = """exit codes:
+  0  success
+  1  the pipeline failed or stopped, or anomalies were found (validate)
+  2  bad usage or input: unknown option, node or parameter, missing file
 
-    r = sub.add_parser("run", help="run a pipeline from a file or module:attr")
+--debug shows the traceback behind an error; --verbose shows Prefect's task logs."""
+
+#: ``jaxtx demo`` options a user may try to pass as ``-p name=value``.
+_DEMO_OPTIONS = ("--rows", "--epochs", "--port", "--home")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps one-paragraph descriptions, keeps multi-line text (the exit-code
+    epilog) as written, and appends ``(default: X)`` to an option's help when
+    it has a real default the help does not mention."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, [], argparse.SUPPRESS)
+            or action.option_strings == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """One-line usage errors (exit 2) and the shared help format; subcommand
+    parsers are made by this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("epilog", _EPILOG)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> Any:  # argparse's hook; never returns
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--debug`` and ``--verbose``, accepted before or after the command."""
+    kw: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("--debug", action="store_true", help="show the traceback behind an error", **kw)
+    p.add_argument("--verbose", action="store_true", help="show Prefect's flow and task logs", **kw)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from jaxtx import __version__
+
+    p = _Parser(
+        prog="jaxtx",
+        description="ML pipelines for JAX: run, schedule, validate, serve and review.",
+    )
+    p.add_argument("--version", action="version", version=f"jaxtx {__version__}")
+    _common(p, top=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    param_help = (
+        "a factory argument NAME=VALUE or a node parameter NODE_ID.PARAM=VALUE; "
+        "values are JSON when they parse, else strings (repeatable)"
+    )
+    home_help = "working folder: artifacts, MLflow store (default: $JAXTX_HOME or ./.jaxtx)"
+
+    r = sub.add_parser(
+        "run",
+        help="run a pipeline from a file or module:attr",
+        description="Run a pipeline once as a Prefect flow run with an MLflow parent run. "
+        "TARGET is path/to/file.py[:attr] or package.module:attr; attr is a Pipeline or a "
+        "function returning one (default: 'pipeline', then 'create_pipeline'). A file inside "
+        "a package (with __init__.py) is imported as that package's module.",
+    )
     r.add_argument("target", help="file.py[:attr] or package.module:attr")
-    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
-    r.add_argument("--no-cache", action="store_true", help="run every component")
-    r.add_argument("--home", help="working folder (default $JAXTX_HOME or ./.jaxtx)")
+    r.add_argument(
+        "-p", "--param", action="append", default=[], metavar="KEY=VALUE", help=param_help
+    )
+    r.add_argument(
+        "--no-cache", action="store_true", help="run every component, ignoring cached results"
+    )
+    r.add_argument("--home", help=home_help)
+    _common(r, top=False)
     r.set_defaults(fn=_cmd_run)
 
     s = sub.add_parser(
@@ -227,70 +325,152 @@ def _parser() -> argparse.ArgumentParser:
     when = s.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", metavar="EXPR", help='cron expression, e.g. "*/5 * * * *"')
     when.add_argument("--interval", type=float, metavar="SECONDS", help="seconds between runs")
-    s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument(
+        "-p", "--param", action="append", default=[], metavar="KEY=VALUE", help=param_help
+    )
     s.add_argument("--name", help="deployment name (default: <pipeline name>-schedule)")
-    s.add_argument("--home", help="working folder (default $JAXTX_HOME or ./.jaxtx)")
+    s.add_argument("--home", help=home_help)
+    _common(s, top=False)
     s.set_defaults(fn=_cmd_schedule)
 
-    d = sub.add_parser("demo", help="generate demo data and run the demo pipeline")
-    d.add_argument("--rows", type=int, default=20_000, help="rows per span")
-    d.add_argument("-p", "--param", action="append", default=[], metavar="NODE.PARAM=VALUE")
-    d.add_argument("--no-cache", action="store_true")
-    d.add_argument("--home")
+    d = sub.add_parser(
+        "demo",
+        help="generate demo data, run the demo pipeline and serve the model",
+        description="Generate a census-like data set in <home>/demo-data, run the demo "
+        "pipeline (ingest, statistics, validation, transform, training, evaluation, "
+        "infra validation, push) and serve the pushed model until Ctrl-C. A second run "
+        "is cached; -p Trainer.seed=1 trains a new candidate.",
+    )
+    d.add_argument("--rows", type=int, default=20_000, help="rows per generated span")
+    d.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NODE_ID.PARAM=VALUE",
+        help="a node parameter, e.g. Trainer.seed=1 (repeatable)",
+    )
+    d.add_argument(
+        "--no-cache", action="store_true", help="run every component, ignoring cached results"
+    )
+    d.add_argument("--home", help=home_help)
     d.add_argument("--epochs", type=int, default=8, help="training epochs")
     d.add_argument("--no-serve", action="store_true", help="do not serve the pushed model")
-    d.add_argument("--port", type=int, default=8501, help="serving port (127.0.0.1)")
+    d.add_argument("--port", type=int, default=8501, help="serving port on 127.0.0.1")
+    _common(d, top=False)
     d.set_defaults(fn=_cmd_demo)
 
-    v = sub.add_parser("validate", help="check a data file against a schema")
+    v = sub.add_parser(
+        "validate",
+        help="check a data file against a schema",
+        description="Compute statistics of DATA and check them against a schema: one line "
+        "per anomaly; exit 1 on failing anomalies (on warnings too with --strict).",
+    )
     v.add_argument("data", help="a CSV, Parquet or JSON Lines file, a glob or a directory")
     v.add_argument("--schema", required=True, help="schema YAML/JSON (from SchemaGen)")
-    v.add_argument("--format", default="auto", choices=["auto", "csv", "parquet", "jsonl"])
-    v.add_argument("--report", help="also write an HTML report here")
+    v.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "csv", "parquet", "jsonl"],
+        help="input format; auto guesses from the file name",
+    )
+    v.add_argument("--report", help="also write an HTML report to this file")
     v.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     v.add_argument(
         "--environment",
         help="check only the schema's features in this environment (e.g. SERVING, no label)",
     )
+    _common(v, top=False)
     v.set_defaults(fn=_cmd_validate)
 
     from jaxtx.serving.cli import add_serve_arguments
 
-    s = sub.add_parser("serve", help="serve exported models (TF Serving REST + Open Inference v2)")
+    s = sub.add_parser(
+        "serve",
+        help="serve exported models (TF Serving REST + Open Inference v2)",
+        description="Serve every <base>/<model>/<version>/ export over HTTP (and gRPC with "
+        "--grpc-port); new versions are picked up while serving.",
+    )
     add_serve_arguments(s)
+    _common(s, top=False)
     s.set_defaults(fn=_cmd_serve)
 
-    rb = sub.add_parser("rollback", help="move a model's alias and served version back")
+    rb = sub.add_parser(
+        "rollback",
+        help="move a model's alias and served version back",
+        description="Move the registry alias back to the previous version and stop serving "
+        "the current one from the serving folder.",
+    )
     rb.add_argument("model", help="registered model name")
     rb.add_argument("--serving-dir", required=True, help="the base directory Pusher copies to")
-    rb.add_argument("--alias", default="champion")
-    rb.add_argument("--home", help="working folder (MLflow store), default $JAXTX_HOME or ./.jaxtx")
+    rb.add_argument("--alias", default="champion", help="registry alias to move")
+    rb.add_argument("--home", help=home_help)
     rb.add_argument(
         "--tracking-uri",
         help="MLflow tracking/registry URI, e.g. http://mlflow:5000 "
-        "(default $MLFLOW_TRACKING_URI, else the SQLite store in the working folder)",
+        "(default: $MLFLOW_TRACKING_URI, else the SQLite store in the working folder)",
     )
+    _common(rb, top=False)
     rb.set_defaults(fn=_cmd_rollback)
 
-    u = sub.add_parser("ui", help="open the MLflow UI on the local store")
-    u.add_argument("--home")
-    u.add_argument("--host", default="127.0.0.1")
-    u.add_argument("--port", type=int, default=5000)
+    u = sub.add_parser(
+        "ui",
+        help="open the MLflow UI on the local store",
+        description="Start the MLflow UI on the working folder's MLflow store.",
+    )
+    u.add_argument("--home", help=home_help)
+    u.add_argument("--host", default="127.0.0.1", help="address to bind")
+    u.add_argument("--port", type=int, default=5000, help="port to listen on")
     u.add_argument("--dry-run", action="store_true", help="print the command only")
+    _common(u, top=False)
     u.set_defaults(fn=_cmd_ui)
     return p
 
 
+def _quiet_prefect_task_logs() -> None:
+    """Keep Prefect's flow/task run logs (tracebacks of a failed component)
+    off the console: jaxtx prints the failing component and the cause. They
+    still reach Prefect's API handler, so the Prefect UI shows them."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``jaxtx`` command line.
+
+    Args:
+      argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+      The exit code: 0 success, 1 failure, 2 bad usage or input.
+    """
     args = _parser().parse_args(argv)
+    if not args.verbose:
+        _quiet_prefect_task_logs()
     try:
         return int(args.fn(args))
-    except UsageError as e:
-        print(f"jaxtx: {e}", file=sys.stderr)
+    except (UsageError, FileNotFoundError, ValueError) as e:
+        if args.debug:
+            raise
+        cmd = f"jaxtx {args.command}"
+        print(f"{cmd}: {_one_line(e)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:
-        print(f"jaxtx: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("jaxtx: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        print(
+            f"jaxtx {args.command}: {type(e).__name__}: {_one_line(e)} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

@@ -198,3 +198,125 @@ def test_mlflow_ui_shows_the_runs(tmp_path: Path) -> None:
 
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+FAILING_FILE = """
+from jaxtx import Examples, Output, Pipeline, Statistics, component
+from jaxtx.components import ExampleGen
+
+
+@component
+def Boom(examples: Examples, out: Output[Statistics]):
+    raise ValueError("column 'age' has 3 negative values")
+
+
+def create_pipeline(data: str, home: str):
+    with Pipeline("fail-test", home=home) as p:
+        Boom(examples=ExampleGen(input_pattern=data))
+    return p
+"""
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_usage_mistakes_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Each mistake runs as a user would type it; all run at once (each is a
+    fresh interpreter)."""
+    exe = str(Path(sys.executable).parent / "jaxtx")
+    home = str(tmp_path / "home")
+    env = {k: v for k, v in os.environ.items() if k not in ("JAXTX_HOME", "MLFLOW_TRACKING_URI")}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mistakes = {
+        "unknown node": (["demo", "--home", home, "-p", "Trainr.seed=1"], "'Trainer'", ROOT),
+        "unknown param": (["demo", "--home", home, "-p", "Trainer.sed=1"], "'seed'", ROOT),
+        "factory arg on demo": (["demo", "--home", home, "-p", "rows=1000"], "--rows 1000", ROOT),
+        "missing schema": (
+            ["validate", "x.csv", "--schema", "missing.yaml"],
+            "--schema missing.yaml: no such schema file",
+            ROOT,
+        ),
+        "rollback, no store": (
+            ["rollback", "census", "--serving-dir", "s"],
+            f"no MLflow store at {empty.resolve()}/.jaxtx/mlflow.db",
+            empty,
+        ),
+        "demo.py needs data_root": (["run", "pipelines/demo.py"], "-p data_root=VALUE", ROOT),
+        "bad option": (["demo", "--rowz", "5"], "unrecognized arguments: --rowz", ROOT),
+        "no such file": (["run", "nope.py"], "nope.py: no such file", ROOT),
+    }
+    procs = {
+        k: subprocess.Popen(
+            [exe, *argv],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k, (argv, _, cwd) in mistakes.items()
+    }
+    for k, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        lines = err.strip().splitlines()
+        assert proc.returncode == 2, (k, err)
+        assert len(lines) == 1 and mistakes[k][1] in lines[0], (k, err)
+        assert "Traceback" not in err + out, k
+    assert not (empty / ".jaxtx").exists()  # rollback created no store
+
+
+def test_a_file_inside_a_package_runs_as_its_module(tmp_path: Path) -> None:
+    from jaxtx.pipelines._targets import load_target
+
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helpers.py").write_text("NAME = 'from-helpers'\n")
+    (pkg / "pipe.py").write_text("from .helpers import NAME\n\npipeline = NAME\n")
+    assert load_target(f"{pkg / 'pipe.py'}") == "from-helpers"
+    # The repository's own demo is jaxtx.pipelines.demo, not a second copy.
+    import jaxtx.pipelines.demo as demo
+
+    assert load_target(str(ROOT / "pipelines" / "demo.py")) is demo.create_pipeline
+
+
+def test_a_failing_pipeline_prints_the_component_and_cause_briefly(tmp_path: Path) -> None:
+    csv = tmp_path / "d.csv"
+    generate_census(50, seed=1).to_csv(csv, index=False)
+    f = tmp_path / "failing.py"
+    f.write_text(FAILING_FILE)
+    exe = str(Path(sys.executable).parent / "jaxtx")
+    r = subprocess.run(
+        [exe, "run", str(f), "-p", f"data={csv}", "-p", f"home={tmp_path / 'h'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 1
+    err = r.stderr.strip().splitlines()
+    assert "Traceback" not in r.stderr and len(err) <= 12, r.stderr
+    assert any("Boom" in line and "3 negative values" in line for line in err)
+    assert "--verbose" in err[-1]
+
+
+def test_help_lists_defaults_exit_codes_and_version() -> None:
+    exe = str(Path(sys.executable).parent / "jaxtx")
+    top = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "exit codes:" in top and "2  bad usage" in top
+    demo = subprocess.run([exe, "demo", "--help"], capture_output=True, text=True, check=True)
+    assert "(default: 20000)" in demo.stdout and "(default: 8501)" in demo.stdout
+    v = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    assert v.stdout.startswith("jaxtx ")
+
+
+def test_every_option_has_help() -> None:
+    import argparse
+
+    from jaxtx.pipelines.cli import _parser
+
+    parser = _parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        assert sub.description, name
+        for action in sub._actions:
+            assert action.help, (name, action.dest)

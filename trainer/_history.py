@@ -11,6 +11,9 @@ from typing import Any
 __all__ = ["History"]
 
 _NON_METRICS = ("epoch", "step", "time", "train_time")
+#: Schedules rather than measurements: drawn on a log scale, and left out of the
+#: default panels (named in the figure title instead) when constant.
+_SCHEDULES = ("learning_rate", "lr")
 
 
 @dataclasses.dataclass
@@ -88,6 +91,10 @@ class History:
         Uses matplotlib's Agg canvas directly, so it works without a display and
         leaves pyplot's global state alone.
 
+        Epochs are numbered from 1, as on the console. A learning-rate
+        schedule is drawn on a log scale; when it is constant it gets no panel
+        (unless named in ``metrics``) and its value goes in the figure title.
+
         Args:
           path: output file (``.png``).
           metrics: metric names to draw (default: every metric recorded).
@@ -99,11 +106,17 @@ class History:
         from matplotlib.figure import Figure
         from matplotlib.ticker import MaxNLocator
 
+        cols = self.history
         names = list(metrics) if metrics is not None else self.metric_names()
+        constant = {
+            n: v for n in names if n in _SCHEDULES and (v := _constant(cols.get(n))) is not None
+        }
+        if metrics is None:
+            names = [n for n in names if n not in constant]
         if not names:
             raise ValueError("nothing to plot: the history has no metrics yet")
-        cols = self.history
-        epochs = cols.get("epoch", list(range(len(self.epochs))))
+        # Records count epochs from 0; the console and the figure count from 1.
+        epochs = [e + 1 for e in cols.get("epoch", list(range(len(self.epochs))))]
         fig = Figure(figsize=(5 * len(names), 3.6), dpi=100)
         FigureCanvasAgg(fig)
         for i, name in enumerate(names):
@@ -115,10 +128,22 @@ class History:
                     if pts:
                         xs, ys = zip(*pts, strict=True)
                         ax.plot(xs, ys, marker="o", markersize=3, label=label)
+            if name in _SCHEDULES and name not in constant:
+                ax.set_yscale("log")
             ax.set_title(name)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(True, alpha=0.3)
             ax.legend()
+        if constant:
+            fig.suptitle(
+                ", ".join(f"{n} {v:g} (constant)" for n, v in constant.items()), fontsize=10
+            )
         fig.tight_layout()
         fig.savefig(os.fspath(path), format="png")
+
+
+def _constant(values: Sequence[Any] | None) -> float | None:
+    """The single value of a series that never changes, else ``None``."""
+    seen = {float(v) for v in values or () if v is not None}
+    return seen.pop() if len(seen) == 1 else None

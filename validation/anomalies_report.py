@@ -19,6 +19,7 @@ h1 { font-size: 1.4rem; }
 .badge.fail { background: #c62828; color: #fff; }
 .badge.warn { background: #f9a825; color: #222; }
 .badge.ok { background: #2e7d32; color: #fff; }
+.badge.zero { background: #eceff1; color: #546e7a; font-weight: 400; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem; }
 th, td { border: 1px solid #ccc; padding: .35rem .5rem; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
@@ -105,10 +106,13 @@ def render_anomalies_html(
             '<p class="none">No anomalies: the data matches the schema.</p>\n'
         )
         return head + body + "</body>\n</html>\n"
+    badges = " ".join(
+        # A zero count is neutral grey: red/amber only when there is something to see.
+        f'<span class="badge {sev if counts.get(sev) else "zero"}">{counts.get(sev, 0)} {sev}</span>'
+        for sev in ("fail", "warn")
+    )
     summary = (
-        '<div class="summary">'
-        f'<span class="badge fail">{counts.get("fail", 0)} fail</span> '
-        f'<span class="badge warn">{counts.get("warn", 0)} warn</span> '
+        f'<div class="summary">{badges} '
         f"{len(items)} anomalies in {len({a.feature for a in items})} features</div>\n"
     )
     headers = ["Severity", "Split", "Feature", "Type", "Description", "Expected", "Found"]

@@ -286,8 +286,9 @@ def plot_fairness(
         ax.set_xticks(range(len(groups)), labels, rotation=30, fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.tick_params(labelsize=7)
-        if len(thresholds) > 1:
-            ax.legend(fontsize=6)
+    if len(thresholds) > 1:  # one legend below the panels, never over the bars
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(thresholds), fontsize=7)
     fig.suptitle("Fairness indicators by group (95% CI; hatched: too small, not gated)")
     return _save(fig, path)
 

@@ -118,24 +118,29 @@ def _svg_top_values(top: Sequence[Mapping[str, Any]], total: int) -> str:
     if not top:
         return '<p class="empty">no values</p>'
     row_h, label_w, width = 18, 150, 360
-    bar_max = width - label_w - 70
-    height = row_h * len(top) + 4
     peak = max(int(t["count"]) for t in top) or 1
+    values = [
+        _fmt(int(t["count"])) + (f" ({_pct(int(t['count']), total)})" if total else "") for t in top
+    ]
+    # Room right of the longest bar for its value label (10px text: ~6px per
+    # character), so the longest bars' labels stay inside the fixed viewBox.
+    text_w = 6 * max(len(v) for v in values) + 8
+    bar_max = width - label_w - text_w
+    height = row_h * len(top) + 4
     parts = [f'<svg viewBox="0 0 {width} {height}" role="img">']
-    for i, t in enumerate(top):
+    for i, (t, shown) in enumerate(zip(top, values, strict=True)):
         y = 2 + i * row_h
         value = str(t["value"])
         full = value if value else "(empty string)"
         label = _short(value) if value else "(empty)"
         count = int(t["count"])
         w = max(bar_max * count / peak, 1.0)
-        share = f" ({_pct(count, total)})" if total else ""
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 12}" text-anchor="end">{_e(label)}'
             f"<title>{_e(full)}</title></text>"
             f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{row_h - 5}" '
             f'fill="#10b981"><title>{_e(full)}: {count:,}</title></rect>'
-            f'<text x="{label_w + w + 4:.1f}" y="{y + 12}">{_e(_fmt(count) + share)}</text>'
+            f'<text x="{label_w + w + 4:.1f}" y="{y + 12}">{_e(shown)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
