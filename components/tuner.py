@@ -28,7 +28,6 @@ from typing import Any
 
 from ._artifacts import Examples, Hyperparameters, Output, TransformGraph
 from ._component import RunContext, component
-from .trainer import _TASK_LOSS, _check_label, _column_info
 
 __all__ = ["DEFAULT_SEARCH_SPACE", "SEARCHABLE", "Tuner", "trainer_settings"]
 
@@ -88,25 +87,23 @@ def _fit_trial(
     on_epoch: Any,
 ) -> float:
     """Train one trial's model; ``on_epoch(epoch, metrics)`` after each epoch."""
-    import dataclasses
-
-    import optax
-
     from jaxtx import trainer as jt
 
-    features, vocab = _column_info(graph)
-    net = settings.get("model_def") or jt.MLP(hidden=(64, 32))
-    if isinstance(net, jt.MLP | jt.WideAndDeep) and net.vocab_sizes is None and vocab:
-        net = dataclasses.replace(net, vocab_sizes=vocab)
-    tx = optax.adam(settings["learning_rate"])
-    if settings.get("gradient_clip_norm") is not None:
-        tx = jt.with_gradient_clipping(tx, settings["gradient_clip_norm"])
-    trainer = jt.Trainer(net, tx, loss=_TASK_LOSS[task], seed=seed)
-    size = int(settings["batch_size"])
-    train = jt.ParquetDataset(examples.files("train"), features, label, size, shuffle_seed=seed)
-    evald = jt.ParquetDataset(examples.files("eval"), features, label, size)
-    callback = jt.MetricsCallback(lambda epoch, m: on_epoch(int(epoch), m))
-    history = trainer.fit(train, evald, epochs=int(settings["epochs"]), callbacks=[callback])
+    history = jt.train_transformed(
+        graph,
+        examples.files("train"),
+        examples.files("eval"),
+        label=label,
+        model_def=settings.get("model_def"),
+        task=task,
+        epochs=int(settings["epochs"]),
+        batch_size=int(settings["batch_size"]),
+        learning_rate=settings["learning_rate"],
+        gradient_clip_norm=settings.get("gradient_clip_norm"),
+        early_stopping_patience=None,
+        seed=seed,
+        callbacks=[jt.MetricsCallback(lambda epoch, m: on_epoch(int(epoch), m))],
+    ).history
     values = history.history.get(metric) or []
     if not values:
         raise ValueError(
@@ -225,17 +222,18 @@ def Tuner(
       seed: seeds the sampler and every trial's training.
       study_name: the study's name in ``study.db``.
     """
+    from jaxtx import trainer as jt
     from jaxtx.core.tuning import run_study
 
-    if task not in _TASK_LOSS:
-        raise ValueError(f"Tuner: task must be one of {sorted(_TASK_LOSS)}, got {task!r}")
+    jt.loss_for_task(task)  # an unknown task fails before any trial
     space = dict(search_space or DEFAULT_SEARCH_SPACE)
     unknown = sorted(set(space) - set(SEARCHABLE))
     if unknown:
         raise ValueError(
             f"Tuner: search_space keys {unknown} are not Trainer settings; use {SEARCHABLE}"
         )
-    _check_label(examples, label)
+    for split in ("train", "eval"):
+        jt.check_label(examples.files(split), label, what=f"the {split!r} split of {examples.uri}")
     graph = transform_graph.load()
     defaults = {
         "learning_rate": learning_rate,
