@@ -4,7 +4,8 @@ When the training rows of an in-memory dataset fit in a share of device
 memory, :class:`~jaxtx.trainer.TrainLoop` copies them to the devices once
 (the packed ``floats``, ``ints`` and ``labels`` blocks, their rows split over
 the mesh's ``"data"`` axis) and, each epoch, sends only the epoch's row order:
-an ``int32[steps, rows]`` matrix of row indices (``-1`` for padding), the
+an ``int32[steps, rows]`` matrix of row indices (padding rows point to an
+all-zero row after the data), the
 rows of :func:`~jaxtx.trainer._data.epoch_order` cut into batches exactly as
 the host pipeline cuts them. The compiled call then gathers each batch on
 the devices (:func:`gather_batch`), so a step sees the same rows, padding and
@@ -38,8 +39,9 @@ class ResidentData(NamedTuple):
 
     Attributes:
       x: ``(floats[n_pad, n_float] | None, ints[n_pad, n_int] | None)``, rows
-        split over the mesh (``n_pad``: ``num_rows`` rounded up to a multiple of
-        the device count, the extra rows are zeros and never read).
+        split over the mesh (``n_pad``: ``num_rows + 1`` rounded up to a
+        multiple of the device count; the rows from ``num_rows`` on are zeros,
+        the padding of short batches).
       labels: ``[n_pad, ...]``, split the same way.
       num_rows: real rows.
       batch_size: rows per batch (the dataset's).
@@ -60,12 +62,12 @@ class ResidentData(NamedTuple):
     drop_remainder: bool
 
     def indices(self, epoch: int) -> np.ndarray:
-        """The rows of each batch of ``epoch``: ``int32[steps, rows]``, ``-1`` for padding."""
+        """The rows of each batch of ``epoch``: ``int32[steps, rows]``, ``num_rows`` for padding."""
         n, b = self.num_rows, self.batch_size
         perm = epoch_order(self.shuffle_seed, epoch, n)
         order = np.arange(n, dtype=np.int32) if perm is None else perm.astype(np.int32)
         full = n // b
-        out = np.full((self.steps, self.rows), -1, np.int32)
+        out = np.full((self.steps, self.rows), n, np.int32)
         out[:full, :b] = order[: full * b].reshape(full, b)
         if self.steps > full:  # the last, smaller batch
             out[full, : n - full * b] = order[full * b :]
@@ -142,15 +144,13 @@ def place(cols: HostBatch, data: Any, mesh: Mesh, rows: int) -> ResidentData:
     """
     n = len(cols)
     d = local_device_count(mesh)
-    pad = -n % d
+    pad = 1 + (-(n + 1) % d)
     sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
     def put(a: np.ndarray | None) -> jax.Array | None:
         if a is None:
             return None
-        if pad:
-            a = np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)])
-        return jax.device_put(a, sharding)
+        return jax.device_put(np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]), sharding)
 
     return ResidentData(
         x=(put(cols.floats), put(cols.ints)),
@@ -179,29 +179,51 @@ def _exact_sum_scatter(a: jax.Array) -> jax.Array:
 
 
 def gather_batch(
-    x: tuple[jax.Array | None, jax.Array | None], labels: jax.Array, idx: jax.Array, mesh: Mesh
+    x: tuple[jax.Array | None, jax.Array | None],
+    labels: jax.Array,
+    num_rows: jax.Array,
+    idx: jax.Array,
+    mesh: Mesh,
 ) -> tuple[tuple[jax.Array | None, jax.Array | None], jax.Array, jax.Array]:
-    """The batch with rows ``idx`` (``-1``: padding) of the resident data, split over the mesh.
+    """The batch with rows ``idx`` of the resident data, split over the mesh.
 
-    Each device takes the requested rows it holds (zeros elsewhere), and a
-    sum-scatter hands every device its share of the batch: row ``i`` goes to
-    device ``i * n_devices // rows``, as for a batch sent from the host.
-    Padding rows are zeros with weight 0, as on the host path.
+    On one device this is a gather. On several, each device takes the
+    requested rows it holds (zeros elsewhere) and a sum-scatter hands every
+    device its share of the batch: row ``i`` goes to device
+    ``i * n_devices // rows``, as for a batch sent from the host. Padding rows
+    are zeros with weight 0, as on the host path.
 
     Args:
-      x: the resident ``(floats, ints)`` blocks.
+      x: the resident ``(floats, ints)`` blocks (:attr:`ResidentData.x`).
       labels: the resident labels.
-      idx: ``int32[rows]``, replicated.
+      num_rows: the real rows (:attr:`ResidentData.num_rows`); higher indices
+        are padding.
+      idx: ``int32[rows]``, replicated (:meth:`ResidentData.indices`).
       mesh: the mesh the data is split over.
 
     Returns:
       ``((floats, ints), labels, weights)`` of the batch, rows split over the mesh.
     """
     blocks = [b for b in (*x, labels) if b is not None]
+    weights = (idx < num_rows).astype(jnp.float32)
+    if mesh.size == 1:
+        out = [jnp.take(b, idx, axis=0, mode="clip") for b in blocks]
+    else:
+        out = _gather_sharded(blocks, idx, mesh)
+        weights = jax.lax.with_sharding_constraint(
+            weights, NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+        )
+    it = iter(out)
+    gx = tuple(None if b is None else next(it) for b in x)
+    return (gx[0], gx[1]), next(it), weights
 
-    def local(idx_all: jax.Array, idx_mine: jax.Array, *blocks: jax.Array) -> Any:
+
+def _gather_sharded(blocks: list[jax.Array], idx: jax.Array, mesh: Mesh) -> list[jax.Array]:
+    """Rows ``idx`` of row-sharded ``blocks``, as row-sharded batches (see :func:`gather_batch`)."""
+
+    def local(idx: jax.Array, *blocks: jax.Array) -> list[jax.Array]:
         n_local = blocks[0].shape[0]
-        pos = idx_all - jax.lax.axis_index(DATA_AXIS) * n_local
+        pos = idx - jax.lax.axis_index(DATA_AXIS) * n_local
         mine = (pos >= 0) & (pos < n_local)
         safe = jnp.where(mine, pos, 0)
         out = []
@@ -209,15 +231,12 @@ def gather_batch(
             g = jnp.take(b, safe, axis=0, mode="clip")
             mask = mine.reshape(-1, *(1,) * (g.ndim - 1))
             out.append(_exact_sum_scatter(jnp.where(mask, g, jnp.zeros((), g.dtype))))
-        return out, (idx_mine >= 0).astype(jnp.float32)
+        return out
 
     rows = PartitionSpec(DATA_AXIS)
-    out, weights = jax.shard_map(
+    return jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(PartitionSpec(), rows, *(rows,) * len(blocks)),
-        out_specs=([rows] * len(blocks), rows),
-    )(idx, idx, *blocks)
-    it = iter(out)
-    gx = tuple(None if b is None else next(it) for b in x)
-    return (gx[0], gx[1]), next(it), weights
+        in_specs=(PartitionSpec(), *(rows,) * len(blocks)),
+        out_specs=[rows] * len(blocks),
+    )(idx, *blocks)

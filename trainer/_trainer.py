@@ -490,7 +490,7 @@ class TrainLoop:
     def _fit_resident(self, layout: Layout | None) -> Callable[..., Any]:
         """Steps ``lo .. hi`` of an epoch over device-resident rows, in one call.
 
-        ``(state, acc, x, labels, idx, lo, hi) -> (state, acc, metrics)``:
+        ``(state, acc, x, labels, num_rows, idx, lo, hi) -> (state, acc, metrics)``:
         step ``i`` gathers the rows ``idx[i]`` (:func:`gather_batch`) and runs
         the same body as :meth:`_fit_steps`; ``metrics`` holds each step's
         means at its index ``i`` (``[steps, ...]``, zeros outside ``lo .. hi``).
@@ -505,6 +505,7 @@ class TrainLoop:
                 acc: dict[str, jax.Array],
                 x: Any,
                 labels: jax.Array,
+                num_rows: jax.Array,
                 idx: jax.Array,
                 lo: jax.Array,
                 hi: jax.Array,
@@ -516,7 +517,7 @@ class TrainLoop:
 
                 def body(i: jax.Array, carry: Any) -> Any:
                     state, acc, metrics = carry
-                    bx, by, bw = gather_batch(x, labels, idx[i], mesh)
+                    bx, by, bw = gather_batch(x, labels, num_rows, idx[i], mesh)
                     state, sums = sum_step(state, Batch(unpack(bx), by, bw))
                     acc = {k: acc[k] + sums[k] for k in sums}
                     means = _means(sums)
@@ -978,8 +979,8 @@ class _FitRun:
                     (data.x, data.labels),
                 )
                 acc = t._first_sums(self.src.layout, x, labels, self.state, self.restored_sums)
-            bounds = np.int32(lo), np.int32(lo + n)
-            self.state, acc, metrics = fit(self.state, acc, data.x, data.labels, idx, *bounds)
+            args = data.x, data.labels, np.int32(data.num_rows), idx, np.int32(lo), np.int32(lo + n)
+            self.state, acc, metrics = fit(self.state, acc, *args)
             self.acc_box["acc"] = acc
             self._after_call(n, _StackedMetrics(metrics, offset=lo), True)
             lo += n
