@@ -9,7 +9,8 @@ provides no-op defaults):
   step; ``metrics`` are the batch means as device scalars (reading one with
   ``float()`` waits for the step, so do it sparingly). Return ``True`` to stop.
   When the trainer runs several steps per compiled call
-  (``TrainLoop(steps_per_execution=...)``, automatic by default), the hook is
+  (``TrainLoop(steps_per_execution=...)``, automatic by default, and a whole
+  epoch per call when the training rows are kept on the device), the hook is
   still called once for every step, in order, once the call has run: with
   that step's own metrics (numpy scalars, copied from the device on first
   read), but with the state at the end of the call, and a stop request takes

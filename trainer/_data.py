@@ -251,15 +251,36 @@ class _ShuffleBuffer:
         self.buf, self.size = None, 0
 
 
+def epoch_order(seed: int | None, epoch: int, num_rows: int) -> np.ndarray | None:
+    """The row order of an in-memory dataset in ``epoch``: its batches are consecutive slices.
+
+    Both the host pipeline (:func:`_memory_blocks`) and the trainer's
+    device-resident path read the rows in this order, so they see the same
+    batches.
+
+    Args:
+      seed: the dataset's ``shuffle_seed``; ``None`` keeps the stored order.
+      epoch: epoch number.
+      num_rows: rows in the dataset.
+
+    Returns:
+      ``numpy.random.default_rng([seed, epoch]).permutation(num_rows)``, or
+      ``None`` (the stored order) when ``seed`` is ``None``.
+    """
+    if seed is None:
+        return None
+    return np.random.default_rng([seed, epoch]).permutation(num_rows)
+
+
 def _memory_blocks(
     cols: list[np.ndarray], batch_size: int, seed: int | None, epoch: int
 ) -> Iterator[list[np.ndarray]]:
-    """Row blocks of in-memory columns, in a full per-epoch permutation when seeded."""
-    if seed is None:
+    """Row blocks of in-memory columns, in :func:`epoch_order`."""
+    n = _blk_len(cols)
+    perm = epoch_order(seed, epoch, n)
+    if perm is None:
         yield cols
         return
-    n = _blk_len(cols)
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
     step = max(batch_size, (65_536 // batch_size) * batch_size)
     for start in range(0, n, step):
         idx = perm[start : start + step]
@@ -395,6 +416,19 @@ class _PackedDataset:
 
     def _blocks(self, epoch: int) -> Iterator[list[np.ndarray]]:
         raise NotImplementedError
+
+    def in_memory_nbytes(self) -> int | None:
+        """Bytes of the decoded rows when they are served from memory, else ``None``."""
+        return None
+
+    def in_memory_columns(self) -> HostBatch | None:
+        """All rows, packed, in stored order, when epochs are served from memory.
+
+        Epoch ``e`` then reads them in :func:`epoch_order` ``(shuffle_seed, e,
+        num_rows)``. ``None`` for a streamed dataset (its order comes from a
+        shuffle buffer).
+        """
+        return None
 
     def _to_host(self, blk: list[np.ndarray]) -> HostBatch:
         i = 0
@@ -573,6 +607,14 @@ class ArrayDataset(_PackedDataset):
     def _blocks(self, epoch: int) -> Iterator[list[np.ndarray]]:
         return _memory_blocks(self._cols, self.batch_size, self.shuffle_seed, epoch)
 
+    def in_memory_nbytes(self) -> int:
+        """Bytes of the packed rows."""
+        return sum(c.nbytes for c in self._cols)
+
+    def in_memory_columns(self) -> HostBatch:
+        """All rows, packed (see :meth:`_PackedDataset.in_memory_columns`)."""
+        return self._to_host(self._cols)
+
 
 def _numpy_kind(name: str, dtype: np.dtype, where: str) -> str:
     if dtype.kind in "fb":
@@ -738,9 +780,11 @@ class ParquetDataset(_PackedDataset):
         self._float_names = [s.name for s in self.layout.slots if s.block == 0]
         self._int_names = [s.name for s in self.layout.slots if s.block == 1]
         self._check_not_empty(f"{len(self.files)} file(s) ({self.files[0]}, ...)")
-        row_bytes = 4 * (self.layout.n_float + self.layout.n_int + 1)
+        self._row_bytes = 4 * (self.layout.n_float + self.layout.n_int + 1)
         self.in_memory = (
-            self.num_rows * row_bytes <= memory_limit_bytes if in_memory is None else in_memory
+            self.num_rows * self._row_bytes <= memory_limit_bytes
+            if in_memory is None
+            else in_memory
         )
         self._cache: list[np.ndarray] | None = None
         self._cache_lock = threading.Lock()
@@ -859,6 +903,14 @@ class ParquetDataset(_PackedDataset):
                 blocks = list(self._read(None))
                 self._cache = [np.concatenate(parts) for parts in zip(*blocks, strict=True)]
             return self._cache
+
+    def in_memory_nbytes(self) -> int | None:
+        """Bytes of the decoded rows (from the metadata) when ``in_memory``, else ``None``."""
+        return self.num_rows * self._row_bytes if self.in_memory else None
+
+    def in_memory_columns(self) -> HostBatch | None:
+        """All rows, decoded and packed, when ``in_memory`` (read now if not yet cached)."""
+        return self._to_host(self._cached()) if self.in_memory else None
 
     def _blocks(self, epoch: int) -> Iterator[list[np.ndarray]]:
         if self.in_memory:

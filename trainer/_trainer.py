@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,7 @@ from ._parallel import (
     replicated,
     shard_batch,
 )
+from ._resident import ResidentData, gather_batch, place, resident_columns
 from ._state import TrainState, init_train_state
 from ._step import (
     TrainStep,
@@ -41,6 +43,8 @@ _AUTO_ROWS_PER_EXECUTION = 8192
 """``steps_per_execution=None`` runs enough steps per call to cover this many rows..."""
 _AUTO_MAX_STEPS_PER_EXECUTION = 64
 """...but at most this many steps."""
+_DEVICE_BUFFERS = 2
+"""Host groups on their way to (or waiting on) the device: double buffering."""
 
 
 class _Source:
@@ -180,13 +184,17 @@ def _overrides(cb: Any, name: str) -> bool:
 
 
 class _StackedMetrics:
-    """The ``[n]`` per-step metrics of one multi-step call, copied to the host on first use."""
+    """The per-step metrics of one multi-step call, copied to the host on first use.
 
-    __slots__ = ("_device", "_host")
+    Step ``i`` of the call is at index ``offset + i``.
+    """
 
-    def __init__(self, device: dict[str, jax.Array]) -> None:
+    __slots__ = ("_device", "_host", "offset")
+
+    def __init__(self, device: dict[str, jax.Array], offset: int = 0) -> None:
         self._device = device
         self._host: dict[str, np.ndarray] | None = None
+        self.offset = offset
 
     def keys(self) -> Iterable[str]:
         return self._device.keys()
@@ -206,7 +214,7 @@ class _StepMetrics(Mapping[str, Any]):
         self._stacked, self._index = stacked, index
 
     def __getitem__(self, key: str) -> Any:
-        return self._stacked.host()[key][self._index]
+        return self._stacked.host()[key][self._stacked.offset + self._index]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._stacked.keys())
@@ -216,6 +224,47 @@ class _StepMetrics(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return repr(dict(self))
+
+
+class _DeviceGroup(NamedTuple):
+    """A host group's batches on the devices: ``[g, rows, ...]``, or ``[rows, ...]`` if ``g == 1``."""
+
+    x: Any
+    labels: Any
+    weights: Any
+    sizes: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def stacked(self) -> bool:
+        return len(self.sizes) > 1
+
+
+def _one_batch_shapes(group: _DeviceGroup) -> tuple[Any, Any]:
+    """Shapes and dtypes of one batch of ``group``: ``(x, labels)``."""
+
+    def one(a: Any) -> jax.ShapeDtypeStruct:
+        shape = a.shape[1:] if group.stacked else a.shape
+        return jax.ShapeDtypeStruct(shape, a.dtype)
+
+    return jax.tree.map(one, group.x), one(group.labels)
+
+
+def _ahead(items: Iterable[HostGroup], put: Callable[[HostGroup], _DeviceGroup]) -> Iterator[Any]:
+    """``put`` each item, :data:`_DEVICE_BUFFERS` - 1 ahead of the one handed out.
+
+    ``jax.device_put`` returns before the copy is done, so the next group is
+    on its way to the devices while the current one is trained on.
+    """
+    pending: deque[_DeviceGroup] = deque()
+    for item in items:
+        pending.append(put(item))
+        if len(pending) >= _DEVICE_BUFFERS:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
 
 
 def _pad_rows(tree: Any, target: int) -> Any:
@@ -266,11 +315,30 @@ class TrainLoop:
         every step, in order, after the call that ran it, with that step's
         metrics but with the state at the end of the call; a stop request
         takes effect after that call. Data-parallel meshes are supported
-        (the stacked batches are split along their row axis).
+        (the stacked batches are split along their row axis). With
+        device-resident data, ``None`` runs a whole epoch per call.
+      device_resident: where the training rows live. ``"auto"`` (default):
+        an in-memory dataset (:class:`ArrayDataset`, or a
+        :class:`ParquetDataset` served from memory) whose rows take at most
+        ``device_memory_fraction`` of each device's memory is copied to the
+        devices once per :meth:`fit` (rows split over the mesh); each epoch
+        then sends only its row order (the dataset's own shuffle, so the
+        batches are the same), and runs in one compiled call, or in calls of
+        ``steps_per_execution`` steps when that is set (and wherever a
+        callback needs the exact state, or the ``steps`` limit ends it), with
+        the same results, bit for bit, as the host path. ``True`` places any
+        in-memory dataset whatever its size (an error for other data or
+        several processes); ``False`` always uses the host pipeline, whose
+        batches are copied to the devices while the previous call runs
+        (double buffering).
+      device_memory_fraction: the share of each device's memory (for CPU
+        devices: their share of the RAM) that ``"auto"`` lets the rows take.
 
     Attributes:
       state: the :class:`TrainState` after :meth:`fit` (``None`` before).
       steps_per_execution: the setting above (read by each :meth:`fit`).
+      device_resident: the setting above (read by each :meth:`fit`).
+      resident: whether the last :meth:`fit` kept its training rows on the devices.
 
     Example:
       >>> trainer = TrainLoop(MLP(hidden=(64, 64)), optax.adam(1e-3), loss="binary_crossentropy")
@@ -292,7 +360,19 @@ class TrainLoop:
         devices: Sequence[Any] | None = None,
         mesh: jax.sharding.Mesh | None = None,
         steps_per_execution: int | None = None,
+        device_resident: bool | str = "auto",
+        device_memory_fraction: float = 0.25,
     ) -> None:
+        if device_resident not in ("auto", True, False):
+            raise ValueError(
+                f"device_resident must be 'auto', True or False, got {device_resident!r}"
+            )
+        if not 0.0 < device_memory_fraction <= 1.0:
+            raise ValueError(
+                f"device_memory_fraction must be in (0, 1], got {device_memory_fraction!r}"
+            )
+        self.device_resident = device_resident
+        self.device_memory_fraction = float(device_memory_fraction)
         if steps_per_execution is not None and (
             not isinstance(steps_per_execution, int | np.integer) or steps_per_execution < 1
         ):
@@ -337,6 +417,7 @@ class TrainLoop:
         self._sum_shapes: dict[tuple[str, Layout | None], Any] = {}
         self._predict: Callable[..., Any] | None = None
         self.state: TrainState | None = None
+        self.resident = False
 
     # ----------------------------------------------------------------- state
 
@@ -406,6 +487,48 @@ class TrainLoop:
             )
         return self._jitted[key]
 
+    def _fit_resident(self, layout: Layout | None) -> Callable[..., Any]:
+        """Steps ``lo .. hi`` of an epoch over device-resident rows, in one call.
+
+        ``(state, acc, x, labels, num_rows, idx, lo, hi) -> (state, acc, metrics)``:
+        step ``i`` gathers the rows ``idx[i]`` (:func:`gather_batch`) and runs
+        the same body as :meth:`_fit_steps`; ``metrics`` holds each step's
+        means at its index ``i`` (``[steps, ...]``, zeros outside ``lo .. hi``).
+        The bounds are traced, so every chunk size shares one compilation.
+        """
+        key = ("fit_resident", layout)
+        if key not in self._jitted:
+            unpack, sum_step, mesh = self._unpack(layout), self._sum_step, self.mesh
+
+            def fit_resident(
+                state: TrainState,
+                acc: dict[str, jax.Array],
+                x: Any,
+                labels: jax.Array,
+                num_rows: jax.Array,
+                idx: jax.Array,
+                lo: jax.Array,
+                hi: jax.Array,
+            ) -> tuple[TrainState, dict[str, jax.Array], dict[str, jax.Array]]:
+                steps = idx.shape[0]
+                metrics = {
+                    k: jnp.zeros((steps, *v.shape), v.dtype) for k, v in acc.items() if k != "count"
+                }
+
+                def body(i: jax.Array, carry: Any) -> Any:
+                    state, acc, metrics = carry
+                    bx, by, bw = gather_batch(x, labels, num_rows, idx[i], mesh)
+                    state, sums = sum_step(state, Batch(unpack(bx), by, bw))
+                    acc = {k: acc[k] + sums[k] for k in sums}
+                    means = _means(sums)
+                    metrics = {k: metrics[k].at[i].set(means[k]) for k in metrics}
+                    return state, acc, metrics
+
+                return jax.lax.fori_loop(lo, hi, body, (state, acc, metrics))
+
+            self._jitted[key] = jax.jit(fit_resident, out_shardings=self._repl)
+        return self._jitted[key]
+
     def _eval_step(self, layout: Layout | None) -> Callable[..., Any]:
         key = ("eval", layout)
         if key not in self._jitted:
@@ -451,75 +574,75 @@ class TrainLoop:
             k = min(k, steps_per_epoch)
         return max(k, 1)
 
-    def _group_to_device(
-        self, group: HostGroup, lo: int, n: int
-    ) -> tuple[Any, Any, jax.Array, bool]:
-        """Batches ``lo .. lo + n`` of ``group`` on the device (``n == 1``: unstacked).
+    def _put_group(self, group: HostGroup) -> _DeviceGroup:
+        """Start copying a host group to the devices (``jax.device_put`` returns at once).
 
-        Returns ``(x, labels, weights, stacked)``.
+        A group of one batch is placed unstacked (``[rows, ...]``); full
+        batches share a cached weight array.
         """
-        rows = int(group.labels.shape[1])
-        sizes = group.sizes[lo : lo + n]
-        full = all(size == rows for size in sizes)
-        if n == 1:
-            x = jax.tree.map(lambda a: a[lo], group.x)
-            if full:
-                if rows not in self._ones:
-                    self._ones[rows] = shard_batch(np.ones(rows, np.float32), self.mesh)
-                dx, dl = self._put_rows((x, group.labels[lo]))
-                return dx, dl, self._ones[rows], False
-            w = np.zeros(rows, np.float32)
-            w[: sizes[0]] = 1.0
-            dx, dl, dw = self._put_rows((x, group.labels[lo], w))
-            return dx, dl, dw, False
-        whole = lo == 0 and n == len(group)
-        x = group.x if whole else jax.tree.map(lambda a: a[lo : lo + n], group.x)
-        labels = group.labels if whole else group.labels[lo : lo + n]
+        rows, g = int(group.labels.shape[1]), len(group)
+        full = all(size == rows for size in group.sizes)
+        if g == 1:
+            x, labels, put = jax.tree.map(lambda a: a[0], group.x), group.labels[0], self._put_rows
+            if full and rows not in self._ones:
+                self._ones[rows] = shard_batch(np.ones(rows, np.float32), self.mesh)
+            ones = self._ones.get(rows)
+            w = (np.arange(rows) < group.sizes[0]).astype(np.float32)
+        else:
+            x, labels, put = group.x, group.labels, self._put_stacked
+            if full and (g, rows) not in self._stacked_ones:
+                self._stacked_ones[g, rows] = self._put_stacked(np.ones((g, rows), np.float32))
+            ones = self._stacked_ones.get((g, rows))
+            w = (np.arange(rows)[None, :] < np.asarray(group.sizes)[:, None]).astype(np.float32)
         if full:
-            if (n, rows) not in self._stacked_ones:
-                self._stacked_ones[n, rows] = self._put_stacked(
-                    np.ones((n, rows), np.float32), cache=True
-                )
-            dx, dl = self._put_stacked((x, labels))
-            return dx, dl, self._stacked_ones[n, rows], True
-        w = (np.arange(rows)[None, :] < np.asarray(sizes)[:, None]).astype(np.float32)
-        dx, dl, dw = self._put_stacked((x, labels, w))
-        return dx, dl, dw, True
+            dx, dl = put((x, labels))
+            return _DeviceGroup(dx, dl, ones, group.sizes)
+        dx, dl, dw = put((x, labels, w))
+        return _DeviceGroup(dx, dl, dw, group.sizes)
+
+    @staticmethod
+    def _slice_group(group: _DeviceGroup, lo: int, n: int) -> tuple[Any, Any, Any, bool]:
+        """Batches ``lo .. lo + n`` of a placed group: ``(x, labels, weights, stacked)``."""
+        if lo == 0 and n == len(group):
+            return group.x, group.labels, group.weights, group.stacked
+        if n == 1:
+            x, labels, w = jax.tree.map(lambda a: a[lo], (group.x, group.labels, group.weights))
+            return x, labels, w, False
+        x, labels, w = jax.tree.map(
+            lambda a: a[lo : lo + n], (group.x, group.labels, group.weights)
+        )
+        return x, labels, w, True
 
     def _put_rows(self, tree: Any) -> Any:
-        """One batch for the train step: host arrays as they are in a single process.
+        """One batch on the devices, its rows split over the mesh.
 
-        The step's ``in_shardings`` then split the rows over the mesh as part
-        of the call (cheaper than a separate ``device_put``); with several
-        processes the local rows are assembled into global arrays first.
+        In a single process the arrays are the whole batch; with several
+        processes the local rows are assembled into global arrays.
         """
-        if jax.process_count() == 1:
-            return tree
         return shard_batch(tree, self.mesh)
 
-    def _put_stacked(self, tree: Any, *, cache: bool = False) -> Any:
-        """Like :meth:`_put_rows` for ``[n, rows, ...]`` arrays (rows split over the mesh).
-
-        ``cache=True`` places the arrays on the devices now (to reuse them).
-        """
+    def _put_stacked(self, tree: Any) -> Any:
+        """Like :meth:`_put_rows` for ``[n, rows, ...]`` arrays (rows split over the mesh)."""
         sharding = self._stacked_sharding
         if jax.process_count() == 1:
-            return jax.device_put(tree, sharding) if cache else tree
+            return jax.device_put(tree, sharding)
         return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), tree)
 
     def _first_sums(
         self,
-        src: _Source,
-        group: HostGroup,
+        layout: Layout | None,
+        x: Any,
+        labels: Any,
         state: TrainState,
         restored: Mapping[str, float] | None,
     ) -> dict[str, jax.Array]:
-        """The epoch's running sums at its first step: zeros, or those of a resumed epoch."""
-        rows = int(group.labels.shape[1])
-        x = jax.tree.map(lambda a: a[0], group.x)
-        acc = self._zero_sums(
-            "fit", src.layout, state, x, group.labels[0], np.ones(rows, np.float32)
-        )
+        """The epoch's running sums at its first step: zeros, or those of a resumed epoch.
+
+        ``x`` and ``labels`` are one batch, or anything with its shapes and dtypes.
+        """
+        rows = int(labels.shape[0])
+        weights = jax.ShapeDtypeStruct((rows,), jnp.float32)
+        acc = self._zero_sums("fit", layout, state, x, labels, weights)
         if restored:
             acc = replicate(
                 {k: jnp.asarray(restored.get(k, 0.0), v.dtype) for k, v in acc.items()},
@@ -749,6 +872,8 @@ class _FitRun:
         }
         self.fit_step = trainer._fit_step(src.layout)
         self.fit_steps = trainer._fit_steps(src.layout)
+        self.resident = self._place()
+        trainer.resident = self.resident is not None
         self.step_cbs = [cb for cb in cbs if _overrides(cb, "on_step_end")]
         self.exact_cbs = [cb for cb in cbs if _overrides(cb, "needs_exact_state")]
         self.stop = False
@@ -770,6 +895,14 @@ class _FitRun:
                 self.skip = int(resume.state.step) - resume.epoch_start_step
                 self.restored_sums = resume.sums
             return
+
+    def _place(self) -> ResidentData | None:
+        """Copy the training rows to the devices when ``device_resident`` says so."""
+        t = self.trainer
+        cols = resident_columns(self.src.data, t.device_resident, t.mesh, t.device_memory_fraction)
+        if cols is None:
+            return None
+        return place(cols, self.src.data, t.mesh, t._target(self.src.data.batch_size))
 
     def plan(self, batch_rows: int) -> tuple[int, int]:
         """Rows per device batch and steps per call for batches of ``batch_rows`` rows."""
@@ -797,7 +930,7 @@ class _FitRun:
         more = (self.epochs is None or self.epoch + 1 < self.epochs) and (
             self.steps is None or self.step < self.steps
         )
-        if exhausted and more and self.src.layout is not None:
+        if exhausted and more and self.src.layout is not None and self.resident is None:
             # let the next epoch's reader fill up during evaluation
             self.next_it = self.src.groups(self.epoch + 1, self.plan)
         record = self._epoch_record(acc, t0)
@@ -810,13 +943,15 @@ class _FitRun:
 
     def _train_epoch(self) -> tuple[Any, int, bool]:
         """The optimizer steps of one epoch: ``(running sums, batches seen, data exhausted)``."""
+        if self.resident is not None:
+            return self._train_epoch_resident(self.resident)
         acc: Any = None
         seen = 0
         it = self.next_it if self.next_it is not None else self.src.groups(self.epoch, self.plan)
         self.next_it = None
         exhausted = False
         try:
-            for group in it:
+            for group in _ahead(it, self.trainer._put_group):
                 lo, seen = max(self.skip - seen, 0), seen + len(group)
                 acc = self._train_group(group, lo, acc)
                 if self.stop:
@@ -829,14 +964,41 @@ class _FitRun:
                 close()
         return acc, seen, exhausted
 
-    def _train_group(self, group: HostGroup, lo: int, acc: Any) -> Any:
-        """Run batches ``lo..`` of a stacked group, in as few compiled calls as allowed."""
+    def _train_epoch_resident(self, data: ResidentData) -> tuple[Any, int, bool]:
+        """One epoch over device-resident rows: calls of a whole epoch or of K steps."""
+        t = self.trainer
+        fit = t._fit_resident(self.src.layout)
+        idx = replicate(data.indices(self.epoch), t.mesh)
+        chunk = t.steps_per_execution or data.steps
+        lo, acc = self.skip, None
+        while lo < data.steps and not self.stop:
+            n = self._call_size(min(data.steps - lo, chunk), pow2=False)
+            if acc is None:
+                x, labels = jax.tree.map(
+                    lambda a: jax.ShapeDtypeStruct((data.rows, *a.shape[1:]), a.dtype),
+                    (data.x, data.labels),
+                )
+                acc = t._first_sums(self.src.layout, x, labels, self.state, self.restored_sums)
+            args = data.x, data.labels, np.int32(data.num_rows), idx, np.int32(lo), np.int32(lo + n)
+            self.state, acc, metrics = fit(self.state, acc, *args)
+            self.acc_box["acc"] = acc
+            self._after_call(n, _StackedMetrics(metrics, offset=lo), True)
+            lo += n
+            if self.steps is not None and self.step >= self.steps:
+                self.stop = True
+        return acc, data.steps, lo >= data.steps
+
+    def _train_group(self, group: _DeviceGroup, lo: int, acc: Any) -> Any:
+        """Run batches ``lo..`` of a placed group, in as few compiled calls as allowed."""
         size = len(group)
         while lo < size and not self.stop:
             n = self._call_size(size - lo)
-            dx, dl, dw, stacked = self.trainer._group_to_device(group, lo, n)
+            dx, dl, dw, stacked = self.trainer._slice_group(group, lo, n)
             if acc is None:
-                acc = self.trainer._first_sums(self.src, group, self.state, self.restored_sums)
+                x, labels = _one_batch_shapes(group)
+                acc = self.trainer._first_sums(
+                    self.src.layout, x, labels, self.state, self.restored_sums
+                )
             if stacked:
                 self.state, acc, metrics = self.fit_steps(self.state, acc, dx, dl, dw)
                 per_step: Any = _StackedMetrics(metrics)
@@ -849,15 +1011,19 @@ class _FitRun:
                 self.stop = True
         return acc
 
-    def _call_size(self, n: int) -> int:
-        """Steps for the next call out of ``n`` pending ones."""
+    def _call_size(self, n: int, *, pow2: bool = True) -> int:
+        """Steps for the next call out of ``n`` pending ones.
+
+        With ``pow2`` a call shorter than a group is cut to a power of two
+        (each scan length compiles once).
+        """
         if self.steps is not None:
             n = min(n, self.steps - self.step)
         for j in range(1, n):  # end the call where a callback needs the state
             if any(cb.needs_exact_state(self.step + j) for cb in self.exact_cbs):
                 n = j
                 break
-        if n != self.src.group_size:  # a partial group: power-of-two scans
+        if pow2 and n != self.src.group_size:  # a partial group: power-of-two scans
             n = 1 << (n.bit_length() - 1)
         return n
 

@@ -1,4 +1,9 @@
-"""Several train steps per compiled call (``steps_per_execution``) change nothing but speed."""
+"""Several train steps per compiled call (``steps_per_execution``) change nothing but speed.
+
+Both data paths are covered: the host pipeline (``device_resident=False``)
+and rows kept on the device (``device_resident=True``, the default for small
+in-memory data); see also test_trainer_resident.py.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +34,16 @@ def _assert_bit_identical(a: jt.TrainState, b: jt.TrainState) -> None:
         np.testing.assert_array_equal(x, y)
 
 
-def _trainer(spe: int | None) -> jt.TrainLoop:
+def _trainer(spe: int | None, resident: bool | str = "auto") -> jt.TrainLoop:
     model = jt.MLP(hidden=(16, 8), vocab_sizes={"cat": 6}, dropout=0.2)
-    return jt.TrainLoop(model, optax.adam(1e-2), loss="bce", seed=3, steps_per_execution=spe)
+    return jt.TrainLoop(
+        model,
+        optax.adam(1e-2),
+        loss="bce",
+        seed=3,
+        steps_per_execution=spe,
+        device_resident=resident,
+    )
 
 
 class _Steps(jt.Callback):
@@ -79,28 +91,32 @@ def test_same_params_whatever_steps_per_execution(binary_data, write_parquet):
             for i in range(0, N, BATCH)
         ],
     }
-    t = _trainer(None)  # one trainer (one set of compiled steps), its setting changed per fit
+    t = _trainer(None)  # one trainer (one set of compiled steps), its settings changed per fit
     init = t.init_state({k: v[:BATCH] for k, v in feats.items()})  # what fit() starts from
     results = {}
-    for source, spe in [
-        ("array", 1),
-        ("array", 4),
-        ("array", None),
-        ("parquet", 4),
-        ("parquet", None),
-        ("stream", 1),
-        ("stream", 4),
-        ("list", 1),
-        ("list", 4),
+    for source, spe, resident in [
+        ("array", 1, False),
+        ("array", 4, False),
+        ("array", None, False),
+        ("array", 4, True),
+        ("array", None, True),
+        ("parquet", 4, False),
+        ("parquet", None, "auto"),
+        ("stream", 1, False),
+        ("stream", 4, "auto"),
+        ("list", 1, False),
+        ("list", 4, "auto"),
     ]:
-        t.steps_per_execution = spe
+        t.steps_per_execution, t.device_resident = spe, resident
         rec = _Steps()
         h = t.fit(sources[source](), epochs=2, callbacks=[rec], state=init)
-        results[source, spe] = (t.state, h, rec)
-    assert results["array", 1][2].steps == list(range(1, 27))
-    for (source, _), (state, h, rec) in results.items():
+        assert t.resident == (resident is not False and source in ("array", "parquet"))
+        results[source, spe, resident] = (t.state, h, rec)
+    assert results["array", 1, False][2].steps == list(range(1, 27))
+    for (source, _, _), (state, h, rec) in results.items():
         # the Parquet file is served from memory in the ArrayDataset's shuffled order
-        ref_state, ref_h, ref_rec = results[source if source in ("list", "stream") else "array", 1]
+        ref = source if source in ("list", "stream") else "array"
+        ref_state, ref_h, ref_rec = results[ref, 1, False]
         _assert_bit_identical(ref_state, state)
         assert h.history["loss"] == ref_h.history["loss"]
         assert h.history["accuracy"] == ref_h.history["accuracy"]
@@ -138,10 +154,11 @@ def test_stacked_groups_are_the_batches_of_an_epoch(binary_data):
     assert [g.sizes for g in dropped.packed_groups(0, 4)] == [(BATCH,) * 4] * 3
 
 
-def test_steps_limit_stop_request_and_exact_state(binary_data):
+@pytest.mark.parametrize("resident", [False, True])
+def test_steps_limit_stop_request_and_exact_state(binary_data, resident):
     feats, labels = binary_data(N)
     data = jt.ArrayDataset(feats, labels, batch_size=BATCH, shuffle_seed=0)
-    t = _trainer(1)
+    t = _trainer(1, resident)
     init = t.init_state({k: v[:BATCH] for k, v in feats.items()})
     t.fit(data, steps=18, state=init)
     ref = t.state
@@ -157,14 +174,15 @@ def test_steps_limit_stop_request_and_exact_state(binary_data):
     assert stopper.steps == list(range(1, 9)) and int(t.state.step) == 8
 
 
-def test_early_stopping_is_unchanged(binary_data):
+@pytest.mark.parametrize("resident", [False, True])
+def test_early_stopping_is_unchanged(binary_data, resident):
     feats, labels = binary_data(300)
     train = jt.ArrayDataset(feats, labels, batch_size=50, shuffle_seed=0)
     ev_feats, _ = binary_data(200, seed=2)
     noise = np.random.default_rng(0).integers(0, 2, 200).astype(np.float32)
     ev = jt.ArrayDataset(ev_feats, noise, batch_size=200)
     out = []
-    t = _trainer(1)
+    t = _trainer(1, resident)
     for spe in (1, None):
         stopper = jt.EarlyStopping("val_loss", patience=2)
         t.steps_per_execution = spe
@@ -185,25 +203,27 @@ class _Crash(jt.Callback):
             raise RuntimeError("crash")
 
 
-def test_resume_after_checkpoint_matches(binary_data, tmp_path):
+@pytest.mark.parametrize("resident", [False, True])
+def test_resume_after_checkpoint_matches(binary_data, tmp_path, resident):
     feats, labels = binary_data(N)
     ev = jt.ArrayDataset(*binary_data(200, seed=1), batch_size=200)
 
     def data():
         return jt.ArrayDataset(feats, labels, batch_size=BATCH, shuffle_seed=0)
 
-    t = _trainer(1)
+    t = _trainer(1, not resident)  # the reference on the other path
     ref_h = t.fit(data(), ev, epochs=3)
     ref = t.state
 
-    t.steps_per_execution = 4
+    t.steps_per_execution, t.device_resident = 4, resident
     ckpt = jt.Checkpoint(tmp_path / "ckpt", every_n_steps=5, every_n_epochs=None)
     with pytest.raises(RuntimeError, match="crash"):
         t.fit(data(), ev, epochs=3, callbacks=[ckpt, _Crash(at=19)])
     ckpt.close()
     assert ckpt.latest_step() == 15  # mid-epoch 1, saved at the end of a call
 
-    t.steps_per_execution = None  # resuming with another setting changes nothing either
+    # resuming with other settings changes nothing either
+    t.steps_per_execution, t.device_resident = None, not resident
     resumed = jt.Checkpoint(tmp_path / "ckpt", every_n_steps=5, every_n_epochs=None)
     h = t.fit(data(), ev, epochs=3, callbacks=[resumed])
     resumed.close()
@@ -228,13 +248,18 @@ SCRIPT = textwrap.dedent(
     y = (x[:, 0] > 0.3).astype(np.float32)
     feats = {"a": x[:, 0], "b": x[:, 1], "c": x[:, 2]}
     out = {}
-    for spe in (1, 4):  # batch 45 is padded to 46 rows; the last batch holds 35
+    # batch 45 is padded to 46 rows; the last batch holds 35
+    for spe, resident in [(1, False), (4, False), (None, True), (4, True)]:
         train = jt.ArrayDataset(feats, y, batch_size=45, shuffle_seed=0)
         model = jt.MLP(hidden=(16,), dropout=0.1)
-        t = jt.TrainLoop(model, optax.adam(1e-2), loss="bce", steps_per_execution=spe)
+        t = jt.TrainLoop(
+            model, optax.adam(1e-2), loss="bce", steps_per_execution=spe,
+            device_resident=resident,
+        )
         h = t.fit(train, epochs=2)
+        assert t.resident == resident
         assert len(jax.tree.leaves(t.state.params)[0].sharding.device_set) == 2
-        out[spe] = {
+        out[f"{spe}/{resident}"] = {
             "params": [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(t.state.params)],
             "loss": h.history["loss"],
         }
@@ -256,7 +281,9 @@ def test_two_devices_same_params_whatever_steps_per_execution(compile_cache_env)
     assert res.returncode == 0, res.stderr[-3000:]
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT"))
     out = json.loads(line[len("RESULT") :])
-    assert out["1"] == out["4"]
+    ref = out.pop("1/False")
+    for key, got in out.items():
+        assert got == ref, key
 
 
 def test_checkpoint_asks_for_exact_states(tmp_path: Path):
