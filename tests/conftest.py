@@ -20,6 +20,22 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
+
+def _start_session_prefect_server() -> None:
+    """ONE Prefect server for this test session (per xdist worker), started now,
+    before Prefect is imported (it reads PREFECT_API_URL at import); waited for
+    by the ``_prefect_server`` fixture and stopped at the end of the session."""
+    if os.environ.get("PREFECT_API_URL"):
+        return  # an explicit server wins (or this module was imported twice)
+    from jaxtx.pipelines._server import ensure_server
+
+    info = ensure_server(_PREFECT_HOME, wait=False)
+    os.environ["PREFECT_API_URL"] = info.api_url
+    os.environ["JAXTX_TEST_PREFECT_SERVER_HOME"] = _PREFECT_HOME
+
+
+_start_session_prefect_server()
+
 # absl (imported by optax/orbax) keeps a handler on the sys.stderr of import time,
 # which under pytest is a capture buffer. Prefect's logging.config.dictConfig
 # closes all existing handlers, and absl's close() closes that stream unless it
@@ -56,3 +72,37 @@ def _isolated_mlflow_uri():
 
     mlflow.set_tracking_uri(None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _start_session_prefect_server() -> None:
+    """ONE Prefect server for this test session (per xdist worker), started now,
+    before Prefect is imported (it reads PREFECT_API_URL at import); waited for
+    by the ``_prefect_server`` fixture and stopped at the end of the session."""
+    if os.environ.get("PREFECT_API_URL"):
+        return  # an explicit server wins (or this module was imported twice)
+    from jaxtx.pipelines._server import ensure_server
+
+    info = ensure_server(_PREFECT_HOME, wait=False)
+    os.environ["PREFECT_API_URL"] = info.api_url
+    os.environ["JAXTX_TEST_PREFECT_SERVER_HOME"] = _PREFECT_HOME
+
+
+_start_session_prefect_server()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prefect_server():
+    """Wait for the session's Prefect server; stop it (and its children) at the end."""
+    server_home = os.environ.get("JAXTX_TEST_PREFECT_SERVER_HOME")
+    if not server_home:
+        yield None
+        return
+    from jaxtx.pipelines._server import recorded_server, stop_server, wait_healthy
+
+    info = recorded_server(server_home)
+    try:
+        if info is not None:
+            wait_healthy(info)
+        yield info
+    finally:
+        stop_server(server_home)
