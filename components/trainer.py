@@ -112,6 +112,7 @@ def Trainer(
         epochs_run=len(history.history.get("loss", [])),
         final_metrics=final,
         transform_fingerprint=transform_graph.fingerprint,
+        examples_fingerprint=examples.fingerprint,
     )
     (model.path / "training.json").write_text(
         json.dumps({"model_def": repr(net), "batch_size": batch_size, "seed": seed}, indent=2)

@@ -270,11 +270,12 @@ def stop_server(home: str | os.PathLike[str]) -> bool:
 
 @contextlib.contextmanager
 def prefect_api(settings: Settings) -> Iterator[str | None]:
-    """Within the block, Prefect talks to ``$PREFECT_API_URL`` when set, else to
+    """Within the block, Prefect talks to ``PREFECT_API_URL`` when set (in the
+    environment or the active Prefect profile), else to
     the working folder's local server (started if needed); yields the UI URL."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-    explicit = os.environ.get("PREFECT_API_URL")
+    explicit = get_current_settings().api.url  # the environment or the active profile
     if explicit:
         yield explicit.removesuffix("/").removesuffix("/api")
         return
