@@ -109,37 +109,59 @@ class PipelineRun:
 
 
 class _Progress:
+    """One line per node start and finish, per-epoch lines for long steps, and
+    the summary: with ``rich`` colours on a terminal, plain lines otherwise (CI logs)."""
+
     def __init__(self, total: int, enabled: bool) -> None:
         self.total, self.enabled, self.done = total, enabled, 0
         self._lock = threading.Lock()
+        self._console = _rich_console() if enabled else None
+
+    def echo(self, line: str, style: str | None = None) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            if self._console is not None:
+                self._console.print(line, style=style, highlight=False, markup=False)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     def start(self, node: Node) -> None:
-        if self.enabled:
-            with self._lock:
-                label = (
-                    node.id
-                    if node.id == node.component.name
-                    else f"{node.id} ({node.component.name})"
-                )
-                print(f"[jaxtx] ▶ {label} …", file=sys.stderr, flush=True)
+        label = node.id if node.id == node.component.name else f"{node.id} ({node.component.name})"
+        self.echo(f"[jaxtx] ▶ {label} …", "dim")
 
     def finish(self, node: Node, result: ExecutionResult, outcome: Outcome) -> None:
         with self._lock:
             self.done += 1
-            if self.enabled:
-                how = "cached" if result.cached else f"{result.duration_s:.1f} s"
-                mark = "✓" if outcome.status in ("ok", "warn") else "✗"
-                note = f": {outcome.line}" if outcome.status != "ok" else ""
-                print(
-                    f"[jaxtx] {mark} {node.id} [{self.done}/{self.total}] ({how}){note}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            done = self.done
+        how = "cached" if result.cached else f"{result.duration_s:.1f} s"
+        ok = outcome.status in ("ok", "warn")
+        note = f": {outcome.line}" if outcome.status != "ok" else ""
+        self.echo(
+            f"[jaxtx] {'✓' if ok else '✗'} {node.id} [{done}/{self.total}] ({how}){note}",
+            "green" if outcome.status == "ok" else "yellow" if ok else "bold red",
+        )
+
+    def step(self, node_id: str, metrics: Mapping[str, float], step: int) -> None:
+        """A long step's progress (the Trainer's epochs): one line per epoch."""
+        if any(k.startswith("step_") for k in metrics):
+            return  # batch-level metrics: MLflow only
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4])
+        self.echo(f"[jaxtx]   {node_id} step {step}: {shown}", "dim")
 
     def fail(self, node: Node, err: BaseException) -> None:
-        if self.enabled:
-            with self._lock:
-                print(f"[jaxtx] ✗ {node.id}: {err}", file=sys.stderr, flush=True)
+        self.echo(f"[jaxtx] ✗ {node.id}: {err}", "bold red")
+
+
+def _rich_console() -> Any:
+    """A ``rich`` console on stderr when it is a terminal (and rich is installed)."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from rich.console import Console
+    except ImportError:
+        return None
+    return Console(stderr=True)
 
 
 class _Records:
@@ -275,7 +297,7 @@ def _execute_node(
                 pipeline=run_tag,
                 settings=settings,
                 mlflow_run_id=run_id,
-                metric_sinks=_metric_sinks(tracker, run_id),
+                metric_sinks=_metric_sinks(tracker, run_id, progress, node.id),
             )
             producer = {
                 "component": node.component.name,
@@ -349,11 +371,15 @@ def _cached_result(cache: _Cache | None, key: str, node: Node) -> ExecutionResul
     )
 
 
-def _metric_sinks(tracker: Tracker | None, run_id: str | None) -> list[Any]:
-    """Where ``RunContext.log_metrics`` sends metrics besides its own log."""
-    if tracker is None or run_id is None:
-        return []
-    return [lambda m, step: tracker.log_metrics(run_id, m, step=step)]
+def _metric_sinks(
+    tracker: Tracker | None, run_id: str | None, progress: _Progress, node_id: str
+) -> list[Any]:
+    """Where ``RunContext.log_metrics`` sends metrics besides its own log:
+    the node's MLflow run and the console's progress lines."""
+    sinks: list[Any] = [lambda m, step: progress.step(node_id, m, step)]
+    if tracker is not None and run_id is not None:
+        sinks.append(lambda m, step: tracker.log_metrics(run_id, m, step=step))
+    return sinks
 
 
 def _log_result(
@@ -454,8 +480,7 @@ def run_pipeline(
         error = e
     duration = time.perf_counter() - start
     plan.summary = _summary(plan, duration)
-    if progress:
-        print(plan.summary, file=sys.stderr, flush=True)
+    prog.echo(plan.summary)
     _finish_parent_run(plan, duration, error)
     if error is not None:
         if isinstance(error, PipelineStopped | KeyboardInterrupt):
