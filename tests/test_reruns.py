@@ -166,20 +166,13 @@ p.run()
 """
 
 
-def _trainer_running(tracking_uri: str) -> bool:
-    client = MlflowClient(tracking_uri)
-    exps = [e.experiment_id for e in client.search_experiments()]
-    runs = (
-        client.search_runs(exps, "attributes.status = 'RUNNING' and tags.`jaxtx.node` = 'Trainer'")
-        if exps
-        else []
-    )
-    return bool(runs)
+def _checkpointed(home: Path) -> bool:
+    """A Trainer checkpoint exists (training is under way)."""
+    return any((home / "artifacts" / ".work").glob("*/Trainer-*/checkpoints/*"))
 
 
 def test_kill_9_during_training_then_rerun_cleans_up(census_csv: Path, tmp_path: Path) -> None:
     home, serving = tmp_path / "home", tmp_path / "serving"
-    uri = f"sqlite:///{home / 'mlflow.db'}"
     script = _KILLED_SCRIPT.format(
         tests=str(Path(__file__).parent), csv=str(census_csv), home=str(home), serving=str(serving)
     )
@@ -187,10 +180,14 @@ def test_kill_9_during_training_then_rerun_cleans_up(census_csv: Path, tmp_path:
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
     try:
         deadline = time.monotonic() + 300
-        while not ((home / "mlflow.db").exists() and _trainer_running(uri)):
+        while not _checkpointed(home):
             assert proc.poll() is None, "the pipeline ended before training started"
             assert time.monotonic() < deadline, "training never started"
             time.sleep(0.5)  # polling, not synchronization: the condition is checked
+        running = MlflowClient(f"sqlite:///{home / 'mlflow.db'}").search_runs(
+            ["1"], "attributes.status = 'RUNNING' and tags.`jaxtx.node` = 'Trainer'"
+        )
+        assert running, "the Trainer's MLflow run is not RUNNING while it trains"
         children = psutil.Process(proc.pid).children(recursive=True)
         assert list((home / "artifacts" / ".staging").glob("out-*")), "no staging while training"
         proc.send_signal(signal.SIGKILL)
