@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -153,9 +152,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     home = Settings.resolve(home=args.home).home
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
     cmd = [
-        mlflow,
+        sys.executable,
+        "-m",
+        "mlflow",
         "server",
         "--backend-store-uri",
         default_tracking_uri(home),
