@@ -121,9 +121,18 @@ def Pusher(
         )
         return {"pushed": 0}
     previous = champion.version if champion is not None else None
-    links = {"blessing": model_blessing, "model": model}
     return _push(
-        client, uri, model, pushed_model, ctx, name, alias, serving_dir, previous, content, links
+        client,
+        uri,
+        model,
+        pushed_model,
+        ctx,
+        name,
+        alias,
+        serving_dir,
+        previous,
+        content,
+        model_blessing,
     )
 
 
@@ -173,7 +182,7 @@ def _push(
     serving_dir: str,
     previous: str | None,
     content: str,
-    links: dict[str, Any],
+    blessing: ModelBlessing,
 ) -> dict[str, float]:
     source = model.properties.get("mlflow_model_uri")
     if not source:
@@ -193,7 +202,7 @@ def _push(
         "jaxtx.model_uri": model.uri,
         "jaxtx.model_content": content,
         "jaxtx.trainer_run": trainer_run or "",
-        "jaxtx.evaluator_run": links["blessing"].producer.get("mlflow_run_id") or "",
+        "jaxtx.evaluator_run": blessing.producer.get("mlflow_run_id") or "",
         "jaxtx.pusher_run": ctx.mlflow_run_id or "",
     }
     version = client.create_model_version(
@@ -202,7 +211,7 @@ def _push(
         run_id=run_id,
         model_id=model_id if run_id else None,
         tags={k: v for k, v in tags.items() if v},
-        description=_description(model, links["blessing"]),
+        description=_description(model, blessing),
     ).version
     target = Path(serving_dir).resolve() / name / str(version)
     _copy_atomic(model.model_dir, target)
