@@ -379,6 +379,26 @@ class _OutputAlias:
         return hash(("Output", self.artifact_cls))
 
 
+def _process_started(pid: int) -> int | None:
+    """When process ``pid`` started (ms since the epoch), ``None`` if it does not exist."""
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).create_time() * 1000)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def _owner_token() -> str:
+    """``<pid>.<start ms>``: this process, told apart from a later one with its pid."""
+    return f"{os.getpid()}.{_process_started(os.getpid()) or 0}"
+
+
+def _owner_alive(pid: int, started_ms: int) -> bool:
+    now = _process_started(pid)
+    return now is not None and abs(now - started_ms) < 1000
+
+
 class ArtifactStore:
     """Where artifacts live: a local folder or any ``pyarrow.fs`` URI.
 
@@ -424,8 +444,33 @@ class ArtifactStore:
         if self.is_local:
             base = Path(self._base) / ".staging"
             base.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix="out-", dir=base))
-        return Path(tempfile.mkdtemp(prefix="jaxtx-out-"))
+            return Path(tempfile.mkdtemp(prefix=f"out-{_owner_token()}-", dir=base))
+        return Path(tempfile.mkdtemp(prefix=f"jaxtx-out-{_owner_token()}-"))
+
+    def clean_staging(self) -> list[str]:
+        """Remove staging folders whose owner process is gone (a killed run's).
+
+        A staging folder is named ``out-<pid>.<process start>-<random>``; one
+        whose process no longer exists (or is another process with a reused
+        pid) can never be committed. Folders of live processes are kept.
+
+        Returns:
+          The removed folders.
+        """
+        removed: list[str] = []
+        base = Path(self._base) / ".staging" if self.is_local else Path(tempfile.gettempdir())
+        prefix = "out-" if self.is_local else "jaxtx-out-"
+        if not base.is_dir():
+            return removed
+        for d in base.iterdir():
+            owner = d.name.removeprefix(prefix).split("-", 1)[0]
+            if not d.name.startswith(prefix) or "." not in owner:
+                continue  # not ours, or made before owners were recorded
+            pid, _, started = owner.partition(".")
+            if pid.isdigit() and started.isdigit() and not _owner_alive(int(pid), int(started)):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(str(d))
+        return removed
 
     def new_output(self, artifact_cls: type[A], component: str, name: str) -> Output[A]:
         """A fresh staging directory for one output of one component."""

@@ -27,11 +27,13 @@ Called inside ``with Pipeline(...)`` (or on a node's outputs) it returns a
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import hashlib
 import inspect
 import json
+import shutil
 import sys
 import threading
 import time
@@ -55,6 +57,7 @@ __all__ = [
     "begin_building",
     "end_building",
     "Node",
+    "Outcome",
     "OutputRef",
     "PipelineStopped",
     "RunContext",
@@ -115,8 +118,10 @@ class RunContext:
         self.settings = settings if settings is not None else Settings.resolve()
         self.metrics_log: list[tuple[int, dict[str, float]]] = []
         self.mlflow_run_id = mlflow_run_id
-        #: A folder that survives a crash and is the same for the same inputs,
-        #: parameters and code (checkpoints for resuming); ``None`` if unavailable.
+        #: A folder for checkpoints that survives a crash: the same for a retry
+        #: of the same execution (same pipeline run, or ``resume=`` that run),
+        #: never shared with a later independent execution; removed when the
+        #: component succeeds. ``None`` if unavailable (remote store).
         self.work_dir = work_dir
         self._sinks = tuple(metric_sinks)
 
@@ -346,6 +351,39 @@ def _place(node: Node) -> Node:
     return node
 
 
+def _work_dir(store: ArtifactStore, ctx: RunContext, key: str) -> Path:
+    """``<root>/.work/<execution>/<component>-<key>``: the checkpoint folder of one
+    execution. ``<execution>`` is the pipeline run's tag (a retry of the same run,
+    or a run started with ``resume=<tag>``, finds it again) or, eagerly, a fresh
+    id: a later independent execution never resumes another one's checkpoints."""
+    execution = ctx.pipeline or f"eager-{uuid.uuid4().hex[:12]}"
+    path = Path(store.root) / ".work" / execution / f"{ctx.node_id}-{key[:20]}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a node came to, for the run summary and MLflow tags.
+
+    Attributes:
+      status: ``ok``, ``warn``, ``stopped``, ``not blessed`` or ``not pushed``.
+      line: one line for the console (rows, anomalies, metrics, the reason).
+      tags: MLflow tags for the node's run and the parent run
+        (e.g. ``jaxtx.blessed``, ``jaxtx.pushed_version``, ``jaxtx.stop_reason``).
+      headline: headline metrics for the parent run (e.g. ``auc``).
+    """
+
+    status: str
+    line: str
+    tags: dict[str, str] = field(default_factory=dict)
+    headline: dict[str, float] = field(default_factory=dict)
+
+
+#: ``(committed outputs, returned metrics) -> Outcome`` (``None``: the default one).
+SummaryFn = Callable[[Mapping[str, Artifact], Mapping[str, float]], "Outcome | None"]
+
+
 @dataclass
 class ExecutionResult:
     """What one execution of a component produced."""
@@ -372,8 +410,10 @@ class Component:
         verdict: Callable[[Mapping[str, Artifact]], str | None] | None = None,
         external_fingerprint: Callable[[Mapping[str, Any]], str] | None = None,
         library: Sequence[str] = (),
+        summary: SummaryFn | None = None,
     ) -> None:
         self.fn = fn
+        self.summary = summary
         self.library = tuple(library)
         self.external_fingerprint = external_fingerprint
         self.name = name or fn.__name__
@@ -447,12 +487,12 @@ class Component:
         """Run the function once: stage outputs, call, commit atomically."""
         staged = {o.name: store.new_output(o.type, self.name, o.name) for o in self.outputs}
         extra: dict[str, Any] = {}
+        work_dir: Path | None = None
         if self.context_param:
             ctx = context or RunContext(node_id=self.name)
             if ctx.work_dir is None and store.is_local:
-                key = self.cache_key(inputs, params)[:20]
-                ctx.work_dir = Path(store.root) / ".work" / f"{self.name}-{key}"
-                ctx.work_dir.mkdir(parents=True, exist_ok=True)
+                ctx.work_dir = _work_dir(store, ctx, self.cache_key(inputs, params))
+                work_dir = ctx.work_dir
             extra[self.context_param] = ctx
         start = time.perf_counter()
         try:
@@ -467,6 +507,10 @@ class Component:
                 store.discard(out)
             raise
         duration = time.perf_counter() - start
+        if work_dir is not None:  # done: nothing left to resume
+            shutil.rmtree(work_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                work_dir.parent.rmdir()  # the execution's folder, once empty
         return ExecutionResult(
             outputs=committed,
             metrics=metrics,
@@ -608,6 +652,7 @@ def component(
     verdict: Callable[[Mapping[str, Artifact]], str | None] | None = None,
     external_fingerprint: Callable[[Mapping[str, Any]], str] | None = None,
     library: Sequence[str] = (),
+    summary: SummaryFn | None = None,
 ) -> Any:
     """Turn a typed function into a :class:`Component`.
 
@@ -627,6 +672,9 @@ def component(
         the cache misses when those change.
       library: names of further jaxtx modules whose source the result depends
         on (added to those found from the function's references).
+      summary: called with the committed outputs and returned metrics (also
+        for a cached result); returns the node's :class:`Outcome` for the run
+        summary, or ``None`` for the default made from its output types.
 
     The cache key. A pipeline reuses a node's earlier outputs only when all of
     these are unchanged (and every output still verifies against its manifest):
@@ -672,6 +720,7 @@ def component(
             verdict=verdict,
             external_fingerprint=external_fingerprint,
             library=library,
+            summary=summary,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -6,10 +6,20 @@
   holder in its tag ``jaxtx.previous_version`` (what :func:`rollback` uses).
 * The export is copied atomically to ``<serving_dir>/<name>/<version>/`` (the
   registry's version number), which ``jaxtx serve`` picks up while serving.
+* Idempotent: a blessed model that is the same model as the current alias
+  holder (same content hash of its exported program, signature and
+  preprocessing files: :func:`model_content_hash`, never its URI) registers
+  nothing and copies nothing; the PushedModel says ``pushed=False`` with the
+  reason and ``same_as_version``. An unchanged re-run never adds a version.
+* The registered version's source run is the Trainer's run; tags
+  ``jaxtx.trainer_run``, ``jaxtx.evaluator_run`` and ``jaxtx.pusher_run``
+  link the runs, and its description holds the training metrics, the
+  blessing checks and the data fingerprints.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -20,7 +30,27 @@ from ._artifacts import InfraBlessing, Model, ModelBlessing, Output, PushedModel
 from ._component import RunContext, component
 from ._registry import registry_client as _client
 
-__all__ = ["Pusher", "RollbackError", "rollback"]
+__all__ = ["Pusher", "RollbackError", "model_content_hash", "rollback"]
+
+#: Files of an export that do not change what it computes (training history).
+_NOT_CONTENT = ("history.json",)
+
+
+def model_content_hash(model_dir: str | os.PathLike[str]) -> str:
+    """A SHA-256 over an export's files (relative names and bytes, sorted), except
+    its training history: equal hashes mean the same exported program, signature
+    and preprocessing."""
+    root = Path(model_dir)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root).as_posix()
+        if rel in _NOT_CONTENT:
+            continue
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 class RollbackError(RuntimeError):
@@ -79,7 +109,66 @@ def Pusher(
         return {"pushed": 0}
 
     client, uri = _client(ctx.settings.tracking_uri)
-    return _push(client, uri, model, pushed_model, ctx, name, alias, serving_dir)
+    content = model_content_hash(model.model_dir)
+    champion = _champion(client, name, alias)
+    if champion is not None and _content_of(champion) == content:
+        reason = (
+            f"same model as {name} version {champion.version} ({alias}): "
+            "nothing registered, nothing copied"
+        )
+        pushed_model.properties.update(
+            pushed=False, reason=reason, name=name, same_as_version=int(champion.version)
+        )
+        return {"pushed": 0}
+    previous = champion.version if champion is not None else None
+    return _push(
+        client,
+        uri,
+        model,
+        pushed_model,
+        ctx,
+        name,
+        alias,
+        serving_dir,
+        previous,
+        content,
+        model_blessing,
+    )
+
+
+def _champion(client: Any, name: str, alias: str) -> Any:
+    """The model version holding ``alias``, ``None`` when there is none yet."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except Exception:  # no registered model or no alias yet: this is the first push
+        return None
+
+
+def _content_of(version: Any) -> str | None:
+    """The content hash of a registered version: its tag, else its serving copy's."""
+    tags = getattr(version, "tags", None) or {}
+    if tags.get("jaxtx.model_content"):
+        return str(tags["jaxtx.model_content"])
+    path = tags.get("jaxtx.serving_path")
+    if path and Path(path).is_dir():
+        return model_content_hash(path)
+    return None
+
+
+def _description(model: Model, blessing: ModelBlessing) -> str:
+    """A registered version's description: metrics, checks and data fingerprints."""
+    final = model.properties.get("final_metrics") or {}
+    lines = ["Training (final epoch): " + ", ".join(f"{k} {v:.4g}" for k, v in final.items())]
+    try:
+        checks = blessing.read_json("blessing.json").get("checks", [])
+        lines += [f"Check: {c.get('reason')}" for c in checks if c.get("reason")]
+    except Exception:  # a blessing without its file: the link tags still say where
+        pass
+    lines.append(f"Model fingerprint: {model.fingerprint}")
+    for key in ("examples_fingerprint", "transform_fingerprint"):
+        if model.properties.get(key):
+            lines.append(f"{key.replace('_', ' ').capitalize()}: {model.properties[key]}")
+    return "\n".join(lines)
 
 
 def _push(
@@ -91,12 +180,10 @@ def _push(
     name: str,
     alias: str,
     serving_dir: str,
+    previous: str | None,
+    content: str,
+    blessing: ModelBlessing,
 ) -> dict[str, float]:
-    previous = None
-    try:
-        previous = client.get_model_version_by_alias(name, alias).version
-    except Exception:  # no registered model or no alias yet: this is the first push
-        previous = None
     source = model.properties.get("mlflow_model_uri")
     if not source:
         raise ValueError(
@@ -108,13 +195,23 @@ def _push(
     except Exception:
         client.create_registered_model(name, description="Pushed by jaxtx Pusher")
     location, model_id, source_run = _resolve_source(client, source)
-    run_id = ctx.mlflow_run_id or source_run
+    trainer_run = model.producer.get("mlflow_run_id") or source_run
+    run_id = trainer_run or ctx.mlflow_run_id
+    tags = {
+        "jaxtx.model_fingerprint": model.fingerprint,
+        "jaxtx.model_uri": model.uri,
+        "jaxtx.model_content": content,
+        "jaxtx.trainer_run": trainer_run or "",
+        "jaxtx.evaluator_run": blessing.producer.get("mlflow_run_id") or "",
+        "jaxtx.pusher_run": ctx.mlflow_run_id or "",
+    }
     version = client.create_model_version(
         name,
         location,
         run_id=run_id,
         model_id=model_id if run_id else None,
-        tags={"jaxtx.model_fingerprint": model.fingerprint, "jaxtx.model_uri": model.uri},
+        tags={k: v for k, v in tags.items() if v},
+        description=_description(model, blessing),
     ).version
     target = Path(serving_dir).resolve() / name / str(version)
     _copy_atomic(model.model_dir, target)

@@ -153,6 +153,7 @@ def Trainer(
         train_split=train_split,
         eval_split=eval_split,
         early_stopping_split=eval_split if early_stopping_patience is not None else None,
+        examples_fingerprint=examples.fingerprint,
     )
     (model.path / "training.json").write_text(
         json.dumps({"model_def": repr(net), "batch_size": batch_size, "seed": seed}, indent=2)

@@ -33,6 +33,7 @@ from jaxtx.components import (
     ArtifactStore,
     ExecutionResult,
     Node,
+    Outcome,
     OutputRef,
     PipelineStopped,
     RunContext,
@@ -40,7 +41,10 @@ from jaxtx.components import (
 )
 from jaxtx.core.settings import Settings
 
+from ._owner import reap_dead_runs
 from ._pipeline import Pipeline
+from ._server import prefect_api
+from ._summary import format_summary, outcome_of
 from ._tracking import Tracker
 
 __all__ = ["NodeRun", "PipelineRun", "PipelineRunError", "run_pipeline"]
@@ -63,6 +67,8 @@ class NodeRun:
     duration_s: float
     cached: bool
     mlflow_run_id: str | None
+    #: What the node came to (status, one line, tags, headline metrics).
+    outcome: Outcome | None = None
 
 
 @dataclass
@@ -78,6 +84,8 @@ class PipelineRun:
     duration_s: float
     stopped: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The run summary printed at the end (one line per node, then where to look).
+    summary: str = ""
 
     def __getitem__(self, node_id: str) -> NodeRun:
         return self.nodes[node_id]
@@ -101,35 +109,59 @@ class PipelineRun:
 
 
 class _Progress:
+    """One line per node start and finish, per-epoch lines for long steps, and
+    the summary: with ``rich`` colours on a terminal, plain lines otherwise (CI logs)."""
+
     def __init__(self, total: int, enabled: bool) -> None:
         self.total, self.enabled, self.done = total, enabled, 0
         self._lock = threading.Lock()
+        self._console = _rich_console() if enabled else None
+
+    def echo(self, line: str, style: str | None = None) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            if self._console is not None:
+                self._console.print(line, style=style, highlight=False, markup=False)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
     def start(self, node: Node) -> None:
-        if self.enabled:
-            with self._lock:
-                label = (
-                    node.id
-                    if node.id == node.component.name
-                    else f"{node.id} ({node.component.name})"
-                )
-                print(f"[jaxtx] ▶ {label} …", file=sys.stderr, flush=True)
+        label = node.id if node.id == node.component.name else f"{node.id} ({node.component.name})"
+        self.echo(f"[jaxtx] ▶ {label} …", "dim")
 
-    def finish(self, node: Node, result: ExecutionResult) -> None:
+    def finish(self, node: Node, result: ExecutionResult, outcome: Outcome) -> None:
         with self._lock:
             self.done += 1
-            if self.enabled:
-                how = "cached" if result.cached else f"{result.duration_s:.1f} s"
-                print(
-                    f"[jaxtx] ✓ {node.id} [{self.done}/{self.total}] ({how})",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            done = self.done
+        how = "cached" if result.cached else f"{result.duration_s:.1f} s"
+        ok = outcome.status in ("ok", "warn")
+        note = f": {outcome.line}" if outcome.status != "ok" else ""
+        self.echo(
+            f"[jaxtx] {'✓' if ok else '✗'} {node.id} [{done}/{self.total}] ({how}){note}",
+            "green" if outcome.status == "ok" else "yellow" if ok else "bold red",
+        )
+
+    def step(self, node_id: str, metrics: Mapping[str, float], step: int) -> None:
+        """A long step's progress (the Trainer's epochs): one line per epoch."""
+        if any(k.startswith("step_") for k in metrics):
+            return  # batch-level metrics: MLflow only
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4])
+        self.echo(f"[jaxtx]   {node_id} step {step}: {shown}", "dim")
 
     def fail(self, node: Node, err: BaseException) -> None:
-        if self.enabled:
-            with self._lock:
-                print(f"[jaxtx] ✗ {node.id}: {err}", file=sys.stderr, flush=True)
+        self.echo(f"[jaxtx] ✗ {node.id}: {err}", "bold red")
+
+
+def _rich_console() -> Any:
+    """A ``rich`` console on stderr when it is a terminal (and rich is installed)."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from rich.console import Console
+    except ImportError:
+        return None
+    return Console(stderr=True)
 
 
 class _Records:
@@ -142,17 +174,30 @@ class _Records:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._data: dict[str, tuple[ExecutionResult, str | None]] = {}
+        self._data: dict[str, tuple[ExecutionResult, str | None, Outcome]] = {}
+        self._errors: dict[str, str] = {}
 
-    def put(self, node_id: str, value: tuple[ExecutionResult, str | None]) -> None:
+    def put(self, node_id: str, value: tuple[ExecutionResult, str | None, Outcome]) -> None:
         with self._lock:
             self._data[node_id] = value
 
-    def get(self, node_id: str) -> tuple[ExecutionResult, str | None]:
+    def fail(self, node_id: str, error: str) -> None:
+        with self._lock:
+            self._errors[node_id] = error
+
+    def get(self, node_id: str) -> tuple[ExecutionResult, str | None, Outcome]:
         with self._lock:
             return self._data[node_id]
 
-    def snapshot(self) -> list[tuple[ExecutionResult, str | None]]:
+    def find(self, node_id: str) -> tuple[ExecutionResult, str | None, Outcome] | None:
+        with self._lock:
+            return self._data.get(node_id)
+
+    def error(self, node_id: str) -> str | None:
+        with self._lock:
+            return self._errors.get(node_id)
+
+    def snapshot(self) -> list[tuple[ExecutionResult, str | None, Outcome]]:
         with self._lock:
             return list(self._data.values())
 
@@ -252,7 +297,7 @@ def _execute_node(
                 pipeline=run_tag,
                 settings=settings,
                 mlflow_run_id=run_id,
-                metric_sinks=_metric_sinks(tracker, run_id),
+                metric_sinks=_metric_sinks(tracker, run_id, progress, node.id),
             )
             producer = {
                 "component": node.component.name,
@@ -265,10 +310,19 @@ def _execute_node(
             )
             if cache is not None:
                 cache.put(key, result, node)
+        outcome = outcome_of(node.component, result)
         if tracker is not None and run_id is not None:
             _log_result(tracker, run_id, inputs, result, key)
-        progress.finish(node, result)
-        records.put(node.id, (result, run_id))
+            tracker.set_tags(
+                run_id,
+                {
+                    **outcome.tags,
+                    "jaxtx.status": outcome.status,
+                    "mlflow.note.content": outcome.line,
+                },
+            )
+        progress.finish(node, result, outcome)
+        records.put(node.id, (result, run_id, outcome))
         if result.verdict:
             raise PipelineStopped(f"{node.id}: {result.verdict}", result.outputs)
         if tracker is not None and run_id is not None:
@@ -276,6 +330,8 @@ def _execute_node(
         return result.outputs
     except BaseException as e:
         progress.fail(node, e)
+        if not isinstance(e, PipelineStopped):
+            records.fail(node.id, f"{type(e).__name__}: {e}")
         if tracker is not None and run_id is not None:
             tracker.set_tags(run_id, {"jaxtx.error": f"{type(e).__name__}: {e}"})
             tracker.end_run(run_id, "FAILED")
@@ -315,11 +371,15 @@ def _cached_result(cache: _Cache | None, key: str, node: Node) -> ExecutionResul
     )
 
 
-def _metric_sinks(tracker: Tracker | None, run_id: str | None) -> list[Any]:
-    """Where ``RunContext.log_metrics`` sends metrics besides its own log."""
-    if tracker is None or run_id is None:
-        return []
-    return [lambda m, step: tracker.log_metrics(run_id, m, step=step)]
+def _metric_sinks(
+    tracker: Tracker | None, run_id: str | None, progress: _Progress, node_id: str
+) -> list[Any]:
+    """Where ``RunContext.log_metrics`` sends metrics besides its own log:
+    the node's MLflow run and the console's progress lines."""
+    sinks: list[Any] = [lambda m, step: progress.step(node_id, m, step)]
+    if tracker is not None and run_id is not None:
+        sinks.append(lambda m, step: tracker.log_metrics(run_id, m, step=step))
+    return sinks
 
 
 def _log_result(
@@ -376,6 +436,7 @@ def run_pipeline(
     max_workers: int | None = None,
     progress: bool = True,
     settings: Settings | None = None,
+    resume: str | None = None,
 ) -> PipelineRun:
     """Run a pipeline as one Prefect flow run.
 
@@ -390,6 +451,10 @@ def run_pipeline(
       progress: print one line per node start/finish to stderr.
       settings: home, tracking URI and artifact root; default
         ``pipeline.settings`` (its fields, then the environment, then defaults).
+      resume: the run tag (MLflow tag ``jaxtx.pipeline_run``) of an
+        interrupted run whose checkpoints this run continues from. Without it
+        a run never resumes another run's checkpoints (retries of a node within
+        this run do).
 
     Returns:
       A :class:`PipelineRun` with every node's outputs, metrics and run ids.
@@ -402,15 +467,20 @@ def run_pipeline(
     if params:
         pipeline = pipeline.with_params(params)
     pipeline.validate()
-    plan = _plan(pipeline, settings or pipeline.settings, cache=cache, track=track)
+    plan = _plan(pipeline, settings or pipeline.settings, cache=cache, track=track, resume=resume)
+    plan.overrides = dict(params or {})
     prog = _Progress(len(plan.order), progress)
     start = time.perf_counter()
     error: BaseException | None = None
     try:
-        _flow(plan, run_name, max_workers, prog)()
+        with prefect_api(plan.settings) as prefect_ui:
+            plan.state["prefect_ui"] = prefect_ui
+            _flow(plan, run_name, max_workers, prog)()
     except BaseException as e:
         error = e
     duration = time.perf_counter() - start
+    plan.summary = _summary(plan, duration)
+    prog.echo(plan.summary)
     _finish_parent_run(plan, duration, error)
     if error is not None:
         if isinstance(error, PipelineStopped | KeyboardInterrupt):
@@ -435,10 +505,16 @@ class _Plan:
     records: _Records = field(default_factory=_Records)
     #: Filled by the flow: ``flow_run_id`` and the MLflow ``parent`` run id.
     state: dict[str, Any] = field(default_factory=dict)
+    #: The ``params`` overrides of this run (logged on the parent run).
+    overrides: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
 
 
-def _plan(pipeline: Pipeline, settings: Settings, *, cache: bool, track: bool) -> _Plan:
-    """Resolve settings into a store, a cache index and a tracker."""
+def _plan(
+    pipeline: Pipeline, settings: Settings, *, cache: bool, track: bool, resume: str | None
+) -> _Plan:
+    """Resolve settings into a store, a cache index and a tracker; close what
+    killed runs left behind (their MLflow runs, their staging folders)."""
     settings.home.mkdir(parents=True, exist_ok=True)
     order = pipeline.topological_order()
     for node in order:  # hash code here, once, not in concurrent component threads
@@ -450,6 +526,9 @@ def _plan(pipeline: Pipeline, settings: Settings, *, cache: bool, track: bool) -
         if location is not None:
             location = (settings.home / "mlartifacts" / pipeline.name).resolve().as_uri()
         tracker = Tracker(settings.tracking_uri, pipeline.name, location)
+        reap_dead_runs(tracker.client)
+    if store.is_local:
+        store.clean_staging()
     return _Plan(
         pipeline=pipeline,
         order=order,
@@ -457,7 +536,7 @@ def _plan(pipeline: Pipeline, settings: Settings, *, cache: bool, track: bool) -
         store=store,
         cache=_Cache(store) if cache else None,
         tracker=tracker,
-        run_tag=uuid.uuid4().hex[:12],
+        run_tag=resume or uuid.uuid4().hex[:12],
     )
 
 
@@ -469,13 +548,15 @@ def _start_parent_run(plan: _Plan, run_name: str | None) -> str | None:
     plan.state["flow_run_id"] = str(flow_run.id) if flow_run.id else None
     if plan.tracker is None:
         return None
+    number = plan.tracker.next_run_number(p.name)
     parent = plan.tracker.start_run(
-        run_name or str(flow_run.name or p.name),
+        run_name or f"{p.name} #{number}",
         tags={
             "jaxtx.pipeline": p.name,
             "jaxtx.pipeline_run": plan.run_tag,
+            "jaxtx.run_number": str(number),
             "prefect.flow_run_id": plan.state["flow_run_id"] or "",
-            "mlflow.note.content": p.description or p.describe(),
+            "mlflow.note.content": f"Running {p.name} ({len(plan.order)} components)",
         },
     )
     plan.tracker.log_params(
@@ -485,6 +566,7 @@ def _start_parent_run(plan: _Plan, run_name: str | None) -> str | None:
             "nodes": len(plan.order),
             "cache": plan.cache is not None,
             "artifact_root": plan.store.root,
+            **{f"override.{k}": v for k, v in plan.overrides.items()},
         },
     )
     return parent
@@ -574,19 +656,68 @@ def _finish_parent_run(plan: _Plan, duration: float, error: BaseException | None
     if plan.tracker is None or parent is None:
         return
     done = plan.records.snapshot()
-    n_cached = sum(1 for r, _ in done if r.cached)
+    n_cached = sum(1 for r, _, _ in done if r.cached)
+    tags: dict[str, str] = {"mlflow.note.content": plan.summary}
+    headline: dict[str, float] = {}
+    for _, _, outcome in done:
+        tags.update(outcome.tags)
+        headline.update(outcome.headline)
+    if error is not None:
+        tags["jaxtx.error"] = f"{type(error).__name__}: {error}"[:5000]
+    plan.tracker.set_tags(parent, tags)
     plan.tracker.log_metrics(
         parent,
-        {"duration_s": duration, "nodes_cached": n_cached, "nodes_run": len(done) - n_cached},
+        {
+            **headline,
+            "duration_s": duration,
+            "nodes_cached": n_cached,
+            "nodes_run": len(done) - n_cached,
+        },
     )
     plan.tracker.end_run(parent, "FINISHED" if error is None else "FAILED")
+
+
+def _summary(plan: _Plan, duration: float) -> str:
+    """The run summary: one line per node, then the UIs and reports to look at."""
+    rows = []
+    reports: list[str] = []
+    for node in plan.order:
+        rec = plan.records.find(node.id)
+        rows.append(
+            (
+                node.id,
+                bool(rec and rec[0].cached),
+                rec[2] if rec else None,
+                plan.records.error(node.id),
+            )
+        )
+        for art in rec[0].outputs.values() if rec else ():
+            reports += _html_reports(art)
+    where = []
+    parent = plan.state.get("parent")
+    if plan.tracker is not None and parent is not None:
+        where.append(f"MLflow: {plan.tracker.ui_url(parent)}")
+    prefect_ui = plan.state.get("prefect_ui")
+    if prefect_ui and plan.state.get("flow_run_id"):
+        where.append(f"Prefect: {prefect_ui}/runs/flow-run/{plan.state['flow_run_id']}")
+    where += [f"report: {r}" for r in reports]
+    return format_summary(plan.pipeline.name, rows, duration_s=duration, where=where)
+
+
+def _html_reports(art: Artifact) -> list[str]:
+    """The HTML reports of a local artifact."""
+    try:
+        reports = art.path / "reports"
+    except ArtifactError:
+        return []
+    return sorted(str(p) for p in reports.glob("*.html")) if reports.is_dir() else []
 
 
 def _collect(plan: _Plan, duration: float) -> PipelineRun:
     """The :class:`PipelineRun` of a finished run."""
     nodes = {}
     for node in plan.order:
-        res, node_run_id = plan.records.get(node.id)
+        res, node_run_id, outcome = plan.records.get(node.id)
         nodes[node.id] = NodeRun(
             node_id=node.id,
             component=node.component.name,
@@ -595,6 +726,7 @@ def _collect(plan: _Plan, duration: float) -> PipelineRun:
             duration_s=res.duration_s,
             cached=res.cached,
             mlflow_run_id=node_run_id,
+            outcome=outcome,
         )
     return PipelineRun(
         pipeline=plan.pipeline.name,
@@ -604,4 +736,5 @@ def _collect(plan: _Plan, duration: float) -> PipelineRun:
         tracking_uri=plan.tracker.tracking_uri if plan.tracker else None,
         artifact_root=plan.store.root,
         duration_s=duration,
+        summary=plan.summary,
     )

@@ -18,8 +18,9 @@ nested run per component. A failing pipeline fails the flow run with the
 pipeline's error message. Runs of one deployment never overlap: a run that is
 due while the previous one is still going waits for it.
 
-Prefect refuses schedules on its temporary (ephemeral) server, so a running
-Prefect server is required; :func:`check_prefect_server` says how to start one.
+Prefect refuses schedules on its temporary (ephemeral) server: without
+``PREFECT_API_URL`` the working folder's local Prefect server is used (started
+if needed, see :mod:`jaxtx.pipelines._server`), the same one pipeline runs use.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from jaxtx.core.settings import Settings
 
 from ._pipeline import PipelineError
 from ._runner import run_pipeline
+from ._server import prefect_api
 from ._targets import UsageError, build_pipeline
 
 __all__ = [
@@ -190,13 +192,10 @@ def serve_schedule(
       UsageError: no Prefect server, a bad target or parameters, or not exactly
         one of ``cron`` and ``interval``.
     """
-    from prefect.deployments.runner import EntrypointType
-
     if (cron is None) == (interval is None):
         raise UsageError("give exactly one schedule: --cron 'EXPR' or --interval SECONDS")
     if interval is not None and interval <= 0:
         raise UsageError(f"--interval {interval:g}: give a positive number of seconds")
-    api_url = check_prefect_server()
     target = _absolute_target(target)
     params = dict(params or {})
     home_dir = str(Settings.resolve(home=home).home)
@@ -206,6 +205,23 @@ def serve_schedule(
         pipeline.with_params(node_params).validate()
     except PipelineError as e:
         raise UsageError(str(e)) from e
+    with prefect_api(Settings.resolve(home=home_dir)):
+        return _serve(pipeline, target, params, home_dir, cron, interval, name)
+
+
+def _serve(
+    pipeline: Any,
+    target: str,
+    params: dict[str, Any],
+    home_dir: str,
+    cron: str | None,
+    interval: float | None,
+    name: str | None,
+) -> str:
+    """Register and serve the deployment (Prefect's API chosen by the caller)."""
+    from prefect.deployments.runner import EntrypointType
+
+    api_url = check_prefect_server()
     deployment = name or f"{pipeline.name}-schedule"
     when = _describe_schedule(cron, interval)
     tracking = pipeline.resolve_settings(home=home_dir).tracking_uri

@@ -19,7 +19,14 @@ from typing import Any
 from jaxtx.core.tracking import MLFLOW_LOCK as _LOCK
 from jaxtx.core.tracking import mlflow_client
 
-__all__ = ["Tracker"]
+from ._owner import owner_tags
+
+__all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "Tracker"]
+
+#: The experiment tag MLflow's UI reads to choose its mode, and the value that
+#: opens it on model training (runs, metrics, models) rather than GenAI traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 _log = logging.getLogger("jaxtx.tracking")
 _MAX_PARAM = 6000
@@ -51,6 +58,37 @@ class Tracker:
                     self.experiment_id = exp.experiment_id
             else:
                 self.experiment_id = exp.experiment_id
+            exp = self.client.get_experiment(self.experiment_id)
+            if EXPERIMENT_KIND_TAG not in exp.tags:
+                # Without it MLflow 3's UI opens the experiment in GenAI mode (traces).
+                self.client.set_experiment_tag(
+                    self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
+
+    def next_run_number(self, pipeline: str) -> int:
+        """The number of this pipeline's next parent run (``<pipeline> #<n>``)."""
+        with _LOCK:
+            last = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`jaxtx.pipeline` = '{pipeline}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        if not last:
+            return 1
+        try:
+            return int(last[0].data.tags.get("jaxtx.run_number", "0")) + 1
+        except ValueError:
+            return 1
+
+    def ui_url(self, run_id: str | None = None) -> str:
+        """The run's (or the experiment's) page in the MLflow UI; for the embedded
+        store, where ``jaxtx ui`` serves it by default."""
+        base = self.tracking_uri.rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            base = "http://127.0.0.1:5000"
+        url = f"{base}/#/experiments/{self.experiment_id}"
+        return f"{url}/runs/{run_id}" if run_id else url
 
     def start_run(
         self,
@@ -59,7 +97,7 @@ class Tracker:
         parent_run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> str:
-        all_tags = dict(tags or {})
+        all_tags = {**owner_tags(), **dict(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         with _LOCK:

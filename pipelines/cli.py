@@ -23,7 +23,7 @@ import argparse
 import contextlib
 import json
 import logging
-import shutil
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -173,10 +173,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     home = Settings.resolve(home=args.home).home
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
     cmd = [
-        mlflow,
-        "ui",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
         "--backend-store-uri",
         default_tracking_uri(home),
         "--default-artifact-root",
@@ -185,11 +186,75 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         args.host,
         "--port",
         str(args.port),
+        "--workers",
+        "1",
     ]
+    # One worker and no job runner: light on a small machine (jobs only when asked).
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if args.jobs else "false"}
     print("running: " + " ".join(cmd), file=sys.stderr)
     if args.dry_run:
         return 0
-    return subprocess.call(cmd)
+    if (home / "mlflow.db").exists():
+        _reap(default_tracking_uri(home))
+    print(f"MLflow UI: http://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
+    return _run_quietly(cmd, env)
+
+
+def _reap(tracking_uri: str) -> None:
+    """Close the MLflow runs of killed jaxtx processes (see jaxtx.pipelines._owner)."""
+    from jaxtx.core.tracking import mlflow_client
+
+    from ._owner import reap_dead_runs
+
+    for run_id in reap_dead_runs(mlflow_client(tracking_uri)):
+        print(f"jaxtx: marked run {run_id} KILLED (its process is gone)", file=sys.stderr)
+
+
+def _run_quietly(cmd: list[str], env: dict[str, str]) -> int:
+    """Run a server in its own session; Ctrl-C (or SIGTERM) stops it without tracebacks."""
+    import signal
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        print("stopped", file=sys.stderr)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    from ._server import ensure_server, server_status, stop_server
+
+    home = Settings.resolve(home=args.home).home
+    if args.action == "start":
+        info = ensure_server(home)
+        print(f"Prefect server running (pid {info.pid}): UI {info.url}, API {info.api_url}")
+        return 0
+    if args.action == "stop":
+        stopped = stop_server(home)
+        print("Prefect server stopped" if stopped else f"no Prefect server running for {home}")
+        return 0
+    info = server_status(home)
+    if info is None:
+        print(f"no Prefect server running for {home} (a pipeline run starts one)")
+        return 1
+    print(f"Prefect server running (pid {info.pid}): UI {info.url}, API {info.api_url}")
+    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -208,6 +273,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     if db is not None and not Path(db).is_file():
         where = "" if args.home or args.tracking_uri else " (pass --home or --tracking-uri)"
         raise UsageError(f"no MLflow store at {db}{where}")
+    _reap(settings.tracking_uri)
     try:
         old, new = rollback(
             args.model,
@@ -422,8 +488,21 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--host", default="127.0.0.1", help="address to bind")
     u.add_argument("--port", type=int, default=5000, help="port to listen on")
     u.add_argument("--dry-run", action="store_true", help="print the command only")
+    u.add_argument("--jobs", action="store_true", help="also run MLflow's job runner")
     _common(u, top=False)
     u.set_defaults(fn=_cmd_ui)
+
+    sv = sub.add_parser(
+        "server",
+        help="the working folder's local Prefect server: status, start or stop",
+        description="Pipeline runs without PREFECT_API_URL use a Prefect server kept for "
+        "the working folder (state in <home>/prefect/), started on first use and left "
+        "running for later runs; this command shows its UI address or stops it.",
+    )
+    sv.add_argument("action", choices=["status", "start", "stop"], help="what to do")
+    sv.add_argument("--home", help="working folder (default $JAXTX_HOME or ./.jaxtx)")
+    _common(sv, top=False)
+    sv.set_defaults(fn=_cmd_server)
     return p
 
 

@@ -20,6 +20,40 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
+
+_SERVER_HOME_VAR = "JAXTX_TEST_PREFECT_SERVER_HOME"
+_SERVER_PID_VAR = "JAXTX_TEST_PREFECT_SERVER_PID"
+
+
+def _owns_server() -> bool:
+    """This process started the Prefect server named in the environment (an
+    xdist worker inherits the variables of its controller, which starts none)."""
+    return os.environ.get(_SERVER_PID_VAR) == str(os.getpid())
+
+
+def pytest_configure(config: object) -> None:
+    """ONE Prefect server per test process that runs tests (each xdist worker;
+    the xdist controller runs none and starts none), started before test modules
+    import Prefect (it reads PREFECT_API_URL at import). The ``_prefect_server``
+    fixture waits for it and stops it at the end of the session."""
+    inherited = os.environ.get(_SERVER_HOME_VAR)
+    if os.environ.get("PREFECT_API_URL") and not inherited:
+        return  # an explicit server wins
+    if inherited and _owns_server():
+        return  # configured already
+    option = getattr(config, "option", None)
+    if getattr(option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.pop("PREFECT_API_URL", None)  # the controller: workers start their own
+        return
+    from jaxtx.pipelines._server import ensure_server
+
+    home = tempfile.mkdtemp(prefix="jaxtx-test-prefect-server-")
+    info = ensure_server(home, wait=False)
+    os.environ["PREFECT_API_URL"] = info.api_url
+    os.environ[_SERVER_HOME_VAR] = home
+    os.environ[_SERVER_PID_VAR] = str(os.getpid())
+
+
 # absl (imported by optax/orbax) keeps a handler on the sys.stderr of import time,
 # which under pytest is a capture buffer. Prefect's logging.config.dictConfig
 # closes all existing handlers, and absl's close() closes that stream unless it
@@ -56,3 +90,37 @@ def _isolated_mlflow_uri():
 
     mlflow.set_tracking_uri(None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _start_session_prefect_server() -> None:
+    """ONE Prefect server for this test session (per xdist worker), started now,
+    before Prefect is imported (it reads PREFECT_API_URL at import); waited for
+    by the ``_prefect_server`` fixture and stopped at the end of the session."""
+    if os.environ.get("PREFECT_API_URL"):
+        return  # an explicit server wins (or this module was imported twice)
+    from jaxtx.pipelines._server import ensure_server
+
+    info = ensure_server(_PREFECT_HOME, wait=False)
+    os.environ["PREFECT_API_URL"] = info.api_url
+    os.environ["JAXTX_TEST_PREFECT_SERVER_HOME"] = _PREFECT_HOME
+
+
+_start_session_prefect_server()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prefect_server():
+    """Wait for this process's Prefect server; stop it (and its children) at the end."""
+    server_home = os.environ.get(_SERVER_HOME_VAR)
+    if not server_home or not _owns_server():
+        yield None
+        return
+    from jaxtx.pipelines._server import recorded_server, stop_server, wait_healthy
+
+    info = recorded_server(server_home)
+    try:
+        if info is not None:
+            wait_healthy(info)
+        yield info
+    finally:
+        stop_server(server_home)

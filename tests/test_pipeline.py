@@ -276,6 +276,15 @@ def test_verdict_stops_the_pipeline_after_writing_outputs(home: Path) -> None:
     with pytest.raises(PipelineStopped, match="Gate: total 6 is over 5") as e:
         p.run()
     assert _value(e.value.outputs["total"]) == [6]
+    # The reason is a tag on the component's run and on the parent run.
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("gate").experiment_id
+    gate = client.search_runs([exp], "tags.`jaxtx.node` = 'Gate'")[0]
+    assert gate.data.tags["jaxtx.status"] == "stopped"
+    assert "total 6 is over 5" in gate.data.tags["jaxtx.stop_reason"]
+    parent = client.get_run(gate.data.tags["mlflow.parentRunId"])
+    assert "total 6 is over 5" in parent.data.tags["jaxtx.stop_reason"]
+    assert parent.info.status == "FAILED"
     # Cached or not, the verdict is given again.
     with pytest.raises(PipelineStopped):
         p.run()
@@ -388,3 +397,34 @@ def test_builtin_cache_key_hashes_its_library_modules_only() -> None:
         m.startswith(("jaxtx.serving", "jaxtx.trainer", "jaxtx.pipelines")) for m in modules
     )
     assert "jaxtx.components._component" not in modules
+
+
+def test_run_summary_outcomes_and_parent_run(home: Path, capsys) -> None:
+    from jaxtx.components import Outcome
+
+    @component(summary=lambda outputs, metrics: Outcome("warn", f"made {metrics['made']:g}"))
+    def Summed(out: Output[Numbers]) -> dict[str, float]:
+        _write(out, [1])
+        return {"made": 1}
+
+    p = Pipeline("summed", nodes=[Summed.node()], home=str(home))
+    r1 = p.run()
+    r2 = p.run()
+    err = capsys.readouterr().err
+    assert "Summary of summed" in err and "made 1 (cached)" in err
+    assert r2["Summed"].outcome == Outcome("warn", "made 1")
+    client = MlflowClient(r2.tracking_uri)
+    first, second = client.get_run(r1.mlflow_run_id), client.get_run(r2.mlflow_run_id)
+    assert (first.info.run_name, second.info.run_name) == ("summed #1", "summed #2")
+    assert second.data.tags["mlflow.note.content"] == r2.summary
+    for tag in ("jaxtx.owner.host", "jaxtx.owner.pid", "jaxtx.owner.started"):
+        assert tag in second.data.tags
+    node = client.get_run(r2["Summed"].mlflow_run_id)
+    assert node.data.tags["jaxtx.status"] == "warn"
+
+
+def test_parent_run_records_overrides(home: Path) -> None:
+    r = _diamond(home).run(params={"triple.factor": 10})
+    parent = MlflowClient(r.tracking_uri).get_run(r.mlflow_run_id)
+    assert parent.data.params["override.triple.factor"] == "10"
+    assert parent.info.run_name == "diamond #1"

@@ -247,22 +247,31 @@ def test_a_failing_pipeline_fails_the_flow_run(tmp_path: Path, home: Path) -> No
     assert "factor must not be negative, got -1" in (state.message or "")
 
 
-def test_schedule_needs_a_prefect_server(
+def test_schedule_usage_errors_start_no_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline_file = tmp_path / "p.py"
+    pipeline_file.write_text(PIPELINE_FILE)
+    monkeypatch.setenv("JAXTX_HOME", str(tmp_path / "home"))
+    assert main(["schedule", str(pipeline_file), "--interval", "0"]) == 2
+    assert "positive number of seconds" in capsys.readouterr().err
+    assert main(["schedule", str(tmp_path / "missing.py"), "--interval", "5"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["schedule", str(pipeline_file)])  # neither --cron nor --interval
+    assert exc.value.code == 2
+    assert not (tmp_path / "home" / "prefect" / "server.json").exists()
+
+
+def test_schedule_names_an_explicit_server_that_does_not_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     pipeline_file = tmp_path / "p.py"
     pipeline_file.write_text(PIPELINE_FILE)
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+    url = f"http://127.0.0.1:{_free_port()}/api"
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    with temporary_settings(updates={PREFECT_API_URL: url}):
         assert main(["schedule", str(pipeline_file), "--interval", "60"]) == 2
-        err = capsys.readouterr().err
-        assert "prefect server start --host 127.0.0.1" in err
-        assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in err
-
-        assert main(["schedule", str(pipeline_file), "--interval", "0"]) == 2
-        assert "positive number of seconds" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main(["schedule", str(pipeline_file)])  # neither --cron nor --interval
-    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"no Prefect server answers at PREFECT_API_URL={url}" in err
