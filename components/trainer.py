@@ -81,20 +81,9 @@ def Trainer(
     check_splits(examples, [train_split], component="Trainer", parameter="train_split")
     check_splits(examples, [eval_split], component="Trainer", parameter="eval_split")
     if hyperparameters is not None:
-        from .tuner import trainer_settings
-
-        tuned = trainer_settings(
-            hyperparameters.values(),
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            epochs=epochs,
-            gradient_clip_norm=gradient_clip_norm,
-            model_def=model_def,
+        learning_rate, batch_size, epochs, gradient_clip_norm, model_def = _tuned(
+            hyperparameters, learning_rate, batch_size, epochs, gradient_clip_norm, model_def
         )
-        learning_rate, batch_size, epochs = (
-            tuned[k] for k in ("learning_rate", "batch_size", "epochs")
-        )
-        gradient_clip_norm, model_def = tuned["gradient_clip_norm"], tuned["model_def"]
     graph = transform_graph.load()
     loop, history, net, features = jt.train_transformed(
         graph,
@@ -116,28 +105,7 @@ def Trainer(
         checkpoint_dir=None if ctx.work_dir is None else str(ctx.work_dir / "checkpoints"),
     )
 
-    # Export predict(raw) = model(transform(raw)); strings are mapped to ids first
-    # (preprocess.json), the numeric transform runs inside the exported program.
-    from jaxtx.trainer.transform import export_transformed_model
-
-    export_transformed_model(
-        graph,
-        loop.predict_fn,
-        loop.state.params,
-        str(model.path / "model"),
-        name=name,
-        task=task,
-        outputs=jt.task_outputs(task),
-    )
-    if quantize_int8:
-        from jaxtx.core.model_format import quantize_predict, write_quantization
-
-        q_fn, q_params, q_info = quantize_predict(loop.predict_fn, loop.state.params)
-        q_dir = model.path / "model_int8"
-        export_transformed_model(
-            graph, q_fn, q_params, str(q_dir), name=name, task=task, outputs=jt.task_outputs(task)
-        )
-        write_quantization(q_dir, q_info)
+    _export(graph, loop, model, name=name, task=task, quantize_int8=quantize_int8)
     history.save(str(model.path / "model" / "history.json"))
     history.plot(str(model.reports_dir / "training_curves.png"))
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
@@ -163,6 +131,61 @@ def Trainer(
             ctx, examples, graph, model, eval_split
         )
     return {f"final_{k}": v for k, v in final.items() if np.isfinite(v)}
+
+
+def _tuned(
+    hyperparameters: Hyperparameters,
+    learning_rate: Any,
+    batch_size: int,
+    epochs: int,
+    gradient_clip_norm: float | None,
+    model_def: Any,
+) -> tuple[Any, int, int, float | None, Any]:
+    """The Trainer settings with the tuned values applied."""
+    from .tuner import trainer_settings
+
+    tuned = trainer_settings(
+        hyperparameters.values(),
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        epochs=epochs,
+        gradient_clip_norm=gradient_clip_norm,
+        model_def=model_def,
+    )
+    keys = ("learning_rate", "batch_size", "epochs", "gradient_clip_norm", "model_def")
+    return tuple(tuned[k] for k in keys)  # type: ignore[return-value]
+
+
+def _export(
+    graph: Any, loop: Any, model: Model, *, name: str, task: str, quantize_int8: bool
+) -> None:
+    """Export predict(raw) = model(transform(raw)) to ``model/`` (and int8 to ``model_int8/``).
+
+    Strings are mapped to ids first (preprocess.json); the numeric transform runs
+    inside the exported program.
+    """
+    from jaxtx import trainer as jt
+    from jaxtx.trainer.transform import export_transformed_model
+
+    outputs = jt.task_outputs(task)
+    export_transformed_model(
+        graph,
+        loop.predict_fn,
+        loop.state.params,
+        str(model.path / "model"),
+        name=name,
+        task=task,
+        outputs=outputs,
+    )
+    if quantize_int8:
+        from jaxtx.core.model_format import quantize_predict, write_quantization
+
+        q_fn, q_params, q_info = quantize_predict(loop.predict_fn, loop.state.params)
+        q_dir = model.path / "model_int8"
+        export_transformed_model(
+            graph, q_fn, q_params, str(q_dir), name=name, task=task, outputs=outputs
+        )
+        write_quantization(q_dir, q_info)
 
 
 def _metric_callbacks(ctx: RunContext, log_every_n_steps: int | None) -> list[Any]:
