@@ -512,6 +512,9 @@ def _quiet_prefect_task_logs() -> None:
     still reach Prefect's API handler, so the Prefect UI shows them."""
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).propagate = False
+    # A new MLflow store announces its schema migrations at INFO; nothing to act on.
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,7 +41,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     p.add_argument("--model-base-path", dest="model_base_path", help="the same, as an option")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=int, default=8501, help="HTTP port (TF REST and v2)")
     p.add_argument(
         "--grpc-port",
         type=int,
@@ -56,14 +56,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     p.add_argument("--poll-interval", type=float, default=2.0, help="seconds between scans")
     p.add_argument("--no-batching", action="store_true", help="one model call per request")
-    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument(
+        "--max-batch-size", type=int, default=32, help="most rows in one model call"
+    )
     p.add_argument(
         "--batch-timeout-ms",
         type=float,
         default=0.0,
         help="longest a batch waits to fill (default 0: start when a worker is free)",
     )
-    p.add_argument("--batch-threads", type=int, default=1)
+    p.add_argument(
+        "--batch-threads", type=int, default=1, help="threads running model calls"
+    )
     p.add_argument(
         "--max-body-bytes", type=int, help="largest request body accepted (default 8 MiB)"
     )

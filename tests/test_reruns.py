@@ -135,11 +135,6 @@ def test_cache_false_trains_from_step_zero_and_push_is_idempotent(
     assert "Training (final epoch)" in v1.description
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs deterministic Transform analyzers (issue 8, items 1-2): a re-computed "
-    "Transform must get the same fingerprint",
-)
 def test_damaged_transform_then_two_reruns_push_nothing_new(
     census_csv: Path, tmp_path: Path
 ) -> None:

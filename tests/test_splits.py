@@ -85,7 +85,7 @@ def test_named_splits_through_transform_trainer_evaluator_and_bulk_inferrer(
     doc = json.loads(Path(evaluation.file("evaluation.json")).read_text())
     assert doc["split"] == "test" and doc["split_reason"] == evaluation.properties["split_reason"]
     html = (Path(evaluation.uri) / "reports" / "evaluation.html").read_text()
-    assert "on split &#x27;test&#x27;" in html or "on split 'test'" in html
+    assert "on the test split" in html
     assert any("split 'test'" in r.getMessage() for r in caplog.records)
 
     # A named split is used as named.
