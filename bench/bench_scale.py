@@ -28,14 +28,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ingest_stats import generate_csv  # noqa: E402
+from bench_ingest_stats import generate_csv
 
 
 class PeakRss:
@@ -51,10 +52,8 @@ class PeakRss:
         me = psutil.Process()
         total = me.memory_info().rss
         for child in me.children(recursive=True):
-            try:
+            with suppress(psutil.Error):
                 total += child.memory_info().rss
-            except psutil.Error:
-                pass
         return total
 
     def _run(self) -> None:
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             with runner(config) as options:
                 for n in args.rows:
                     out = work / f"out-{config}-{n}"
-                    seconds, rows, peak = measure(lambda: run_once(inputs[n], out, options))
+                    seconds, rows, peak = measure(partial(run_once, inputs[n], out, options))
                     shutil.rmtree(out, ignore_errors=True)
                     results[config].append((rows, seconds, peak))
                     print(
