@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 import threading
 import time
@@ -259,6 +261,8 @@ def _execute_node(
                 "node": node.id,
                 "pipeline_run": run_tag,
                 "mlflow_run_id": run_id,
+                "host": socket.gethostname(),  # where it ran: a worker with a Dask task runner
+                "pid": os.getpid(),
             }
             result = node.component.execute(
                 inputs, node.params, store, context=ctx, producer=producer
@@ -496,9 +500,10 @@ def _submit_nodes(plan: _Plan, parent: str | None, progress: _Progress) -> dict[
     from prefect.cache_policies import NO_CACHE
 
     futures: dict[str, Any] = {}
+    remote = plan.settings.dask_address is not None
     for node in plan.order:
         t = task(
-            _execute_node,
+            _execute_on_worker if remote else _execute_node,
             name=node.id,
             task_run_name=node.id,
             retries=node.retries,
@@ -521,9 +526,9 @@ def _submit_nodes(plan: _Plan, parent: str | None, progress: _Progress) -> dict[
             cache=plan.cache,
             tracker=plan.tracker,
             parent_run_id=parent,
-            progress=progress,
             run_tag=plan.run_tag,
-            records=plan.records,
+            # The progress printer and the records stay in this process (locks).
+            **({} if remote else {"progress": progress, "records": plan.records}),
         )
     return futures
 
@@ -537,7 +542,7 @@ def _gather(plan: _Plan, futures: Mapping[str, Any]) -> dict[str, dict[str, Arti
         fut.wait()
         st = fut.state
         if st.is_completed():
-            results[node.id] = fut.result()
+            results[node.id] = _unwrap_remote(fut.result(), plan.records, node.id)
         elif first_error is None and st.is_failed():
             try:
                 fut.result()
@@ -551,21 +556,73 @@ def _gather(plan: _Plan, futures: Mapping[str, Any]) -> dict[str, dict[str, Arti
 def _flow(plan: _Plan, run_name: str | None, max_workers: int | None, progress: _Progress) -> Any:
     """The Prefect flow of this run (a callable)."""
     from prefect import flow
-    from prefect.task_runners import ThreadPoolTaskRunner
 
     def body() -> dict[str, dict[str, Artifact]]:
         parent = _start_parent_run(plan, run_name)
         plan.state["parent"] = parent
         return _gather(plan, _submit_nodes(plan, parent, progress))
 
-    return flow(
+    prefect_flow = flow(
         body,
         name=plan.pipeline.name,
         flow_run_name=run_name,
-        task_runner=ThreadPoolTaskRunner(max_workers=max_workers or 4),
+        task_runner=_task_runner(plan.settings, max_workers),
         persist_result=False,
         validate_parameters=False,
     )
+    if plan.settings.prefect_api_url is None:
+        return prefect_flow
+
+    def with_api() -> Any:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: plan.settings.prefect_api_url}):
+            return prefect_flow()
+
+    return with_api
+
+
+def _task_runner(settings: Settings, max_workers: int | None) -> Any:
+    """The settings' task runner: Prefect's thread pool, or the workers of a Dask
+    scheduler (``task_runner = "dask://host:8786"``, through ``prefect-dask``)."""
+    address = settings.dask_address
+    if address is None:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=max_workers or 4)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as e:
+        raise ImportError(
+            f"task_runner {settings.task_runner!r} needs prefect-dask: "
+            "pip install 'jaxtx[dask]' (or set task_runner = \"threads\")."
+        ) from e
+    return DaskTaskRunner(address=address)
+
+
+@dataclass(frozen=True)
+class _RemoteResult:
+    """What a node run on a Dask worker sends back: its outputs and its record."""
+
+    outputs: dict[str, Artifact]
+    record: tuple[ExecutionResult, str | None]
+
+
+def _execute_on_worker(node: Node, upstream: Mapping[str, Any], **kwargs: Any) -> _RemoteResult:
+    """:func:`_execute_node` in a worker process: the driver's progress printer and
+    records are not shared with it, so the record travels back with the outputs."""
+    local = _Records()
+    ups = {k: v.outputs if isinstance(v, _RemoteResult) else v for k, v in upstream.items()}
+    outputs = _execute_node(node, ups, progress=_Progress(0, False), records=local, **kwargs)
+    return _RemoteResult(outputs, local.get(node.id))
+
+
+def _unwrap_remote(value: Any, records: _Records, node_id: str) -> dict[str, Artifact]:
+    """A node's outputs; a worker's record is filed in the driver's records."""
+    if isinstance(value, _RemoteResult):
+        records.put(node_id, value.record)
+        return value.outputs
+    return value
 
 
 def _finish_parent_run(plan: _Plan, duration: float, error: BaseException | None) -> None:
