@@ -190,6 +190,8 @@ class _Outputs:
         self._refs = dict(refs)
 
     def __getattr__(self, name: str) -> OutputRef:
+        if name.startswith("__") or name == "_refs":  # unpickling (nodes on Dask workers)
+            raise AttributeError(name)
         try:
             return self._refs[name]
         except KeyError:

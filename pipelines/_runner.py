@@ -107,6 +107,14 @@ class _Progress:
         self.total, self.enabled, self.done = total, enabled, 0
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable (Prefect ships the flow, which holds this, to Dask workers); a
+        # copy prints nothing and has its own lock.
+        return {**self.__dict__, "enabled": False, "_lock": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     def start(self, node: Node) -> None:
         if self.enabled:
             with self._lock:
@@ -145,6 +153,14 @@ class _Records:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._data: dict[str, tuple[ExecutionResult, str | None]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:  # picklable, as _Progress
+            return {"_data": dict(self._data)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._lock = threading.Lock()
+        self._data = state["_data"]
 
     def put(self, node_id: str, value: tuple[ExecutionResult, str | None]) -> None:
         with self._lock:
@@ -543,9 +559,10 @@ def _gather(plan: _Plan, futures: Mapping[str, Any]) -> dict[str, dict[str, Arti
         st = fut.state
         if st.is_completed():
             results[node.id] = _unwrap_remote(fut.result(), plan.records, node.id)
-        elif first_error is None and st.is_failed():
+        elif first_error is None:  # failed, crashed, or never ran (e.g. not serializable)
             try:
                 fut.result()
+                first_error = RuntimeError(f"node {node.id!r} did not complete: {st!r}")
             except BaseException as e:  # the node's own exception
                 first_error = e
     if first_error is not None:
@@ -600,28 +617,27 @@ def _task_runner(settings: Settings, max_workers: int | None) -> Any:
     return DaskTaskRunner(address=address)
 
 
-@dataclass(frozen=True)
-class _RemoteResult:
-    """What a node run on a Dask worker sends back: its outputs and its record."""
-
-    outputs: dict[str, Artifact]
-    record: tuple[ExecutionResult, str | None]
+# What a node run on a Dask worker sends back: ``{_REMOTE: (outputs, record)}``. A
+# plain dict, not a class: Prefect hands Dask a wrapper of the task function, which
+# Dask then pickles by value, classes of this module included (isinstance fails).
+_REMOTE = "jaxtx.remote"
 
 
-def _execute_on_worker(node: Node, upstream: Mapping[str, Any], **kwargs: Any) -> _RemoteResult:
+def _execute_on_worker(node: Node, upstream: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
     """:func:`_execute_node` in a worker process: the driver's progress printer and
     records are not shared with it, so the record travels back with the outputs."""
     local = _Records()
-    ups = {k: v.outputs if isinstance(v, _RemoteResult) else v for k, v in upstream.items()}
+    ups = {k: v[_REMOTE][0] if _REMOTE in v else v for k, v in upstream.items()}
     outputs = _execute_node(node, ups, progress=_Progress(0, False), records=local, **kwargs)
-    return _RemoteResult(outputs, local.get(node.id))
+    return {_REMOTE: (outputs, local.get(node.id))}
 
 
 def _unwrap_remote(value: Any, records: _Records, node_id: str) -> dict[str, Artifact]:
     """A node's outputs; a worker's record is filed in the driver's records."""
-    if isinstance(value, _RemoteResult):
-        records.put(node_id, value.record)
-        return value.outputs
+    if isinstance(value, dict) and _REMOTE in value:
+        outputs, record = value[_REMOTE]
+        records.put(node_id, record)
+        return outputs
     return value
 
 
