@@ -195,6 +195,8 @@ class _Outputs:
         self._refs = dict(refs)
 
     def __getattr__(self, name: str) -> OutputRef:
+        if name.startswith("__") or name == "_refs":  # unpickling (nodes on Dask workers)
+            raise AttributeError(name)
         try:
             return self._refs[name]
         except KeyError:
@@ -494,6 +496,7 @@ class Component:
                 ctx.work_dir = _work_dir(store, ctx, self.cache_key(inputs, params))
                 work_dir = ctx.work_dir
             extra[self.context_param] = ctx
+        params = self._with_beam_defaults(params, context)
         start = time.perf_counter()
         try:
             returned = self.fn(**inputs, **staged, **params, **extra)
@@ -517,6 +520,20 @@ class Component:
             duration_s=duration,
             verdict=self.verdict(committed) if self.verdict else None,
         )
+
+    def _with_beam_defaults(
+        self, params: Mapping[str, Any], context: RunContext | None
+    ) -> Mapping[str, Any]:
+        """``beam_options`` left unset takes the settings' (``jaxtx.toml``'s ``[beam]``).
+
+        The runner is not part of the cache key: it does not change the outputs.
+        """
+        if "beam_options" not in params or params["beam_options"] is not None:
+            return params
+        settings = context.settings if context is not None else Settings.resolve()
+        if not settings.beam_options:
+            return params
+        return {**params, "beam_options": list(settings.beam_options)}
 
     # -- binding and checking --------------------------------------------------------------
     def _bind(

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 import threading
 import time
@@ -126,6 +128,14 @@ class _Progress:
             else:
                 print(line, file=sys.stderr, flush=True)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable (Prefect ships the flow, which holds this, to Dask workers); a
+        # copy prints nothing and has its own lock.
+        return {**self.__dict__, "enabled": False, "_lock": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     def start(self, node: Node) -> None:
         label = node.id if node.id == node.component.name else f"{node.id} ({node.component.name})"
         self.echo(f"[jaxtx] ▶ {label} …", "dim")
@@ -176,6 +186,15 @@ class _Records:
         self._lock = threading.Lock()
         self._data: dict[str, tuple[ExecutionResult, str | None, Outcome]] = {}
         self._errors: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:  # picklable, as _Progress
+            return {"_data": dict(self._data), "_errors": dict(self._errors)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._lock = threading.Lock()
+        self._data = state["_data"]
+        self._errors = state.get("_errors", {})
 
     def put(self, node_id: str, value: tuple[ExecutionResult, str | None, Outcome]) -> None:
         with self._lock:
@@ -304,6 +323,8 @@ def _execute_node(
                 "node": node.id,
                 "pipeline_run": run_tag,
                 "mlflow_run_id": run_id,
+                "host": socket.gethostname(),  # where it ran: a worker with a Dask task runner
+                "pid": os.getpid(),
             }
             result = node.component.execute(
                 inputs, node.params, store, context=ctx, producer=producer
@@ -578,9 +599,10 @@ def _submit_nodes(plan: _Plan, parent: str | None, progress: _Progress) -> dict[
     from prefect.cache_policies import NO_CACHE
 
     futures: dict[str, Any] = {}
+    remote = plan.settings.dask_address is not None
     for node in plan.order:
         t = task(
-            _execute_node,
+            _execute_on_worker if remote else _execute_node,
             name=node.id,
             task_run_name=node.id,
             retries=node.retries,
@@ -603,9 +625,9 @@ def _submit_nodes(plan: _Plan, parent: str | None, progress: _Progress) -> dict[
             cache=plan.cache,
             tracker=plan.tracker,
             parent_run_id=parent,
-            progress=progress,
             run_tag=plan.run_tag,
-            records=plan.records,
+            # The progress printer and the records stay in this process (locks).
+            **({} if remote else {"progress": progress, "records": plan.records}),
         )
     return futures
 
@@ -619,10 +641,11 @@ def _gather(plan: _Plan, futures: Mapping[str, Any]) -> dict[str, dict[str, Arti
         fut.wait()
         st = fut.state
         if st.is_completed():
-            results[node.id] = fut.result()
-        elif first_error is None and st.is_failed():
+            results[node.id] = _unwrap_remote(fut.result(), plan.records, node.id)
+        elif first_error is None:  # failed, crashed, or never ran (e.g. not serializable)
             try:
                 fut.result()
+                first_error = RuntimeError(f"node {node.id!r} did not complete: {st!r}")
             except BaseException as e:  # the node's own exception
                 first_error = e
     if first_error is not None:
@@ -633,21 +656,72 @@ def _gather(plan: _Plan, futures: Mapping[str, Any]) -> dict[str, dict[str, Arti
 def _flow(plan: _Plan, run_name: str | None, max_workers: int | None, progress: _Progress) -> Any:
     """The Prefect flow of this run (a callable)."""
     from prefect import flow
-    from prefect.task_runners import ThreadPoolTaskRunner
 
     def body() -> dict[str, dict[str, Artifact]]:
         parent = _start_parent_run(plan, run_name)
         plan.state["parent"] = parent
         return _gather(plan, _submit_nodes(plan, parent, progress))
 
-    return flow(
+    prefect_flow = flow(
         body,
         name=plan.pipeline.name,
         flow_run_name=run_name,
-        task_runner=ThreadPoolTaskRunner(max_workers=max_workers or 4),
+        task_runner=_task_runner(plan.settings, max_workers),
         persist_result=False,
         validate_parameters=False,
     )
+    if plan.settings.prefect_api_url is None:
+        return prefect_flow
+
+    def with_api() -> Any:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: plan.settings.prefect_api_url}):
+            return prefect_flow()
+
+    return with_api
+
+
+def _task_runner(settings: Settings, max_workers: int | None) -> Any:
+    """The settings' task runner: Prefect's thread pool, or the workers of a Dask
+    scheduler (``task_runner = "dask://host:8786"``, through ``prefect-dask``)."""
+    address = settings.dask_address
+    if address is None:
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=max_workers or 4)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError as e:
+        raise ImportError(
+            f"task_runner {settings.task_runner!r} needs prefect-dask: "
+            "pip install 'jaxtx[dask]' (or set task_runner = \"threads\")."
+        ) from e
+    return DaskTaskRunner(address=address)
+
+
+# What a node run on a Dask worker sends back: ``{_REMOTE: (outputs, record)}``. A
+# plain dict, not a class: Prefect hands Dask a wrapper of the task function, which
+# Dask then pickles by value, classes of this module included (isinstance fails).
+_REMOTE = "jaxtx.remote"
+
+
+def _execute_on_worker(node: Node, upstream: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """:func:`_execute_node` in a worker process: the driver's progress printer and
+    records are not shared with it, so the record travels back with the outputs."""
+    local = _Records()
+    ups = {k: v[_REMOTE][0] if _REMOTE in v else v for k, v in upstream.items()}
+    outputs = _execute_node(node, ups, progress=_Progress(0, False), records=local, **kwargs)
+    return {_REMOTE: (outputs, local.get(node.id))}
+
+
+def _unwrap_remote(value: Any, records: _Records, node_id: str) -> dict[str, Artifact]:
+    """A node's outputs; a worker's record is filed in the driver's records."""
+    if isinstance(value, dict) and _REMOTE in value:
+        outputs, record = value[_REMOTE]
+        records.put(node_id, record)
+        return outputs
+    return value
 
 
 def _finish_parent_run(plan: _Plan, duration: float, error: BaseException | None) -> None:

@@ -159,6 +159,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         input_format=args.format,
         report_path=args.report,
         environment=args.environment,
+        beam_options=list(Settings.resolve().beam_options) or None,  # jaxtx.toml's [beam]
     )
     fails = [a for a in anomalies if a.severity == "fail"]
     for a in anomalies:

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jaxtx.core.beam import BeamOptions
 from jaxtx.data import CsvOptions, SplitConfig, ingest
 from jaxtx.data.spans import resolve_input
 
@@ -39,6 +40,7 @@ def validate_file(
     environment: str | None = None,
     csv: CsvOptions | None = None,
     max_malformed_fraction: float = 0.01,
+    beam_options: BeamOptions = None,
 ) -> tuple[list[Anomaly], str | None]:
     """Read ``data`` as ExampleGen would, compute statistics, check them against a schema.
 
@@ -55,6 +57,8 @@ def validate_file(
         (e.g. ``SERVING`` for data without the label).
       csv: the CSV dialect (as for ExampleGen).
       max_malformed_fraction: fraction of malformed rows tolerated as a warning.
+      beam_options: Beam flags or mapping for the read (``["--runner=dask",
+        "--dask_client_address=..."]``; see ``jaxtx.core.beam``).
 
     Returns:
       The anomalies, and the report's path (or None).
@@ -68,6 +72,7 @@ def validate_file(
             input_format=input_format,
             splits=SplitConfig(names=("data",), buckets=(1,)),
             csv=csv,
+            beam_options=beam_options,
         )
         parts = sorted(Path(tmp, "data", "data").glob("*.parquet"))
         table = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None

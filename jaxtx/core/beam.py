@@ -6,6 +6,28 @@ jaxtx therefore names the in-process runner (``FnApiRunner``) explicitly unless
 the caller chooses another runner through standard Beam options, e.g.
 ``["--runner=FlinkRunner", "--flink_master=host:8081"]`` or
 ``["--runner=DataflowRunner", "--project=...", ...]``.
+
+Short runner names (``--runner=dask`` or ``{"runner": "dask"}``), case-insensitive:
+
+============  ===========================================  ==================================
+short name    Beam runner                                  options it needs
+============  ===========================================  ==================================
+``direct``    ``FnApiRunner`` (in process, the default)    none (``--direct_num_workers=N``)
+``dask``      ``jaxtx.core.dask_runner.DaskRunner``        ``--dask_client_address=tcp://H:8786``
+``flink``     ``FlinkRunner`` (portable, job server)       ``--flink_master=H:8081``
+                                                           ``--environment_type=PROCESS|DOCKER``
+``spark``     ``SparkRunner`` (portable, job server)       ``--spark_master_url=spark://H:7077``
+                                                           ``--environment_type=PROCESS|DOCKER``
+``dataflow``  ``DataflowRunner``                           ``--project --region --temp_location=gs://``
+                                                           ``--sdk_container_image`` or
+                                                           ``--requirements_file``
+============  ===========================================  ==================================
+
+``dask`` is Beam's Dask runner with two fixes (``jaxtx.core.dask_runner``);
+Beam's own class (``apache_beam.runners.dask.dask_runner.DaskRunner``) loses
+the outputs of multi-sink pipelines. Flink, Spark and Dataflow are mapped and
+documented (docs/laptop-to-cluster.md) but not tested here: they need a
+cluster or a cloud project. Any other value is passed to Beam unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +46,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 __all__ = [
     "DEFAULT_RUNNER",
+    "RUNNER_NAMES",
     "BatchCombineFn",
     "BeamOptions",
     "WriteJson",
@@ -32,6 +55,14 @@ __all__ = [
 ]
 
 DEFAULT_RUNNER = "FnApiRunner"
+
+RUNNER_NAMES: Mapping[str, str] = {
+    "direct": DEFAULT_RUNNER,
+    "dask": "jaxtx.core.dask_runner.DaskRunner",
+    "flink": "FlinkRunner",
+    "spark": "SparkRunner",
+    "dataflow": "DataflowRunner",
+}
 
 BeamOptions = Sequence[str] | Mapping[str, object] | None
 
@@ -43,7 +74,8 @@ def pipeline_options(beam_options: BeamOptions = None) -> PipelineOptions:
       beam_options: standard Beam flags (``["--runner=SparkRunner", ...]``) or a
         mapping (``{"runner": "SparkRunner", "direct_num_workers": 2}``).
         Without ``runner`` the in-process ``FnApiRunner`` is used, so nothing
-        tries to download a runner binary.
+        tries to download a runner binary; short names (``dask``, ``direct``,
+        ``flink``, ``spark``, ``dataflow``) map through ``RUNNER_NAMES``.
 
     Returns:
       The options, with ``save_main_session`` off (components pickle no state
@@ -58,6 +90,8 @@ def pipeline_options(beam_options: BeamOptions = None) -> PipelineOptions:
     std = opts.view_as(StandardOptions)
     if not std.runner:
         std.runner = DEFAULT_RUNNER
+    elif isinstance(std.runner, str):
+        std.runner = RUNNER_NAMES.get(std.runner.lower(), std.runner)
     return opts
 
 

@@ -36,8 +36,15 @@ def _collect_result(
     names: Sequence[str],
     schema: pa.Schema,
     files: Sequence[str],
+    *,
+    rows_read: int | None = None,
 ) -> IngestResult:
-    """Count what was written and check it against the pipeline metrics."""
+    """Count what was written and check it against the rows the pipeline read.
+
+    ``rows_read`` is the count the pipeline wrote to a file (any runner); the
+    ``rows_read`` counter is checked too where the runner reports metrics.
+    Neither present means the run lost work: an error, never "empty input".
+    """
     split_files = {
         n: tuple(_match(fs.join(output_dir, "data", n, "part-*.parquet"))) for n in names
     }
@@ -50,12 +57,20 @@ def _collect_result(
     num_written = sum(split_counts.values())
     num_read = num_written + num_rejected
     counted = _counter(result, "rows_read")
-    if counted is not None and counted != num_read:
+    if rows_read is None and counted is None:
         raise IngestError(
-            f"The pipeline read {counted} rows but {num_written} were written and "
-            f"{num_rejected} quarantined under {output_dir}; outputs are incomplete. "
-            "Re-run into an empty directory."
+            f"The pipeline finished without writing its row count under {output_dir} "
+            f"({num_written} rows written, {num_rejected} quarantined) and its runner "
+            "reports no metrics: the runner dropped part of the pipeline; outputs are "
+            "incomplete. Use another runner (--runner=direct or dask)."
         )
+    for source, n in (("read", rows_read), ("counted", counted)):
+        if n is not None and n != num_read:
+            raise IngestError(
+                f"The pipeline {source} {n} rows but {num_written} were written and "
+                f"{num_rejected} quarantined under {output_dir}; outputs are incomplete. "
+                "Re-run into an empty directory."
+            )
     if num_read == 0:
         raise IngestError(
             f"No rows to ingest in {', '.join(files[:5])}: the input is empty. "

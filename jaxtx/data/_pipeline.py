@@ -117,6 +117,8 @@ from ._widen import MergeObservations, Observation, observe, widen_schema
 
 _TYPES = "types"
 _TYPES_FILE = "types.json"
+_COUNTS_DIR = "_counts"
+_COUNTS_FILE = "counts.json"
 
 
 def ingest(
@@ -228,7 +230,10 @@ def _run(
     result = pipeline.run()
     result.wait_until_finish()
     observed = _read_observation(observe_dir) if plan.strict else {}
-    out = _collect_result(result, plan.output_dir, plan.splits.names, schema, plan.files)
+    rows_read = _read_rows_read(fs.join(plan.output_dir, _COUNTS_DIR))
+    out = _collect_result(
+        result, plan.output_dir, plan.splits.names, schema, plan.files, rows_read=rows_read
+    )
     return out, observed
 
 
@@ -239,6 +244,29 @@ def _read_observation(directory: str) -> Observation:
         observed: Observation = json.loads(f.read().decode("utf-8"))
     _remove(directory)
     return observed
+
+
+def _read_rows_read(directory: str) -> int | None:
+    """The row count the pipeline wrote (None: the pipeline did not write it); removed."""
+    path = fs.join(directory, _COUNTS_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as f:
+        rows_read = int(json.loads(f.read().decode("utf-8"))["rows_read"])
+    _remove(directory)
+    return rows_read
+
+
+def _num_rows(batch: pa.RecordBatch) -> int:
+    return batch.num_rows
+
+
+def _one(_: Any) -> int:
+    return 1
+
+
+def _rows_read_doc(n: int) -> dict[str, int]:
+    return {"rows_read": n}
 
 
 def _inputs_and_splits(
@@ -362,6 +390,18 @@ class IngestExamples(beam.PTransform):
                 file_name_suffix=".jsonl",
                 shard_name_template="-SSSSS-of-NNNNN",
             )
+        )
+        # Rows read, written as a file: runners without metrics (Dask) are checked too.
+        outputs["counts"] = (
+            (
+                read.batches | "CountParsed" >> beam.Map(_num_rows),
+                read[_REJECTED] | "CountUnparsed" >> beam.Map(_one),
+            )
+            | "FlattenCounts" >> beam.Flatten()
+            | "SumCounts" >> beam.CombineGlobally(sum)
+            | "CountsDoc" >> beam.Map(_rows_read_doc)
+            | "WriteCounts"
+            >> beam.ParDo(WriteJson(fs.join(self._output_dir, _COUNTS_DIR, _COUNTS_FILE)))
         )
         if self._observe_dir is not None:
             outputs["types"] = (
