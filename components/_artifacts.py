@@ -165,9 +165,13 @@ class Artifact:
 
     def read_json(self, relpath: str) -> Any:
         """Read and parse a JSON payload file."""
+        return json.loads(self.read_text(relpath))
+
+    def read_text(self, relpath: str) -> str:
+        """Read a UTF-8 payload file (on any store the artifact lives on)."""
         fs, p = _resolve(self.file(relpath))
         with fs.open_input_stream(p) as f:
-            return json.loads(f.read().decode("utf-8"))
+            return f.read().decode("utf-8")
 
     def list_files(self) -> list[str]:
         """Relative paths of every payload file."""

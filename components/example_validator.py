@@ -47,16 +47,17 @@ def _merged(stats: Statistics) -> dict[str, Any]:
 
 
 def _quarantine_records(examples: Examples, limit: int = 3) -> list[dict[str, Any]]:
-    """The first records of ExampleGen's quarantine."""
+    """The first records of ExampleGen's quarantine by (source, line), whatever order
+    the runner wrote them in (at most the first 10,000 lines are read)."""
     out: list[dict[str, Any]] = []
-    for path in sorted(examples.quarantine_files()):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    out.append(json.loads(line))
-                if len(out) >= limit:
-                    return out
-    return out
+    for rel in sorted(f for f in examples.list_files() if f.startswith("quarantine/")):
+        for line in examples.read_text(rel).splitlines():
+            if line.strip():
+                out.append(json.loads(line))
+            if len(out) >= 10_000:
+                break
+    out.sort(key=lambda r: (str(r.get("source")), int(r.get("line") or 0)))
+    return out[:limit]
 
 
 def _examples_checks(

@@ -162,10 +162,12 @@ BUILTIN_COMPONENTS = [
     "InfraValidator",
     "Pusher",
     "BulkInferrer",
+    "Tuner",
 ]
 ARTIFACT_TYPES = [
     "Anomalies",
     "Examples",
+    "Hyperparameters",
     "InferenceResult",
     "InfraBlessing",
     "Model",

@@ -123,6 +123,7 @@ def resident_columns(data: Any, mode: bool | str, mesh: Mesh, fraction: float) -
             raise ValueError(f"device_resident=True cannot place the training data: {reason}")
         return None
     if mode == "auto":
+        assert nbytes is not None  # checked above
         d = local_device_count(mesh)
         per_device = math.ceil(nbytes / d) + 4 * len(data) * data.batch_size
         if per_device > fraction * min(device_memory_bytes(dv) for dv in mesh.devices.flat):

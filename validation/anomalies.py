@@ -804,6 +804,12 @@ def _new_column(report: _Reporter, name: str, feature_stats: Mapping[str, Any]) 
     return report(name, "SCHEMA_NEW_COLUMN", detail, "no such column", f"{found_type} column")
 
 
+def _first_rows(rejected: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
+    """The first ``n`` records by (source, line): the same sample whatever order the
+    runner wrote them in."""
+    return sorted(rejected, key=lambda r: (str(r.get("source")), int(r.get("line") or 0)))[:n]
+
+
 def malformed_rows(
     num_read: int,
     num_rejected: int,
@@ -832,7 +838,7 @@ def malformed_rows(
     if fraction > max_fraction:
         severity = schema.severity(MALFORMED_ROWS) if schema is not None else "fail"
     first = "; ".join(
-        f"{r.get('source')}:{r.get('line')}: {r.get('reason')}" for r in list(rejected)[:3]
+        f"{r.get('source')}:{r.get('line')}: {r.get('reason')}" for r in _first_rows(rejected, 3)
     )
     return Anomaly(
         feature=ROWS_FEATURE,
