@@ -92,22 +92,6 @@ def _isolated_mlflow_uri():
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-def _start_session_prefect_server() -> None:
-    """ONE Prefect server for this test session (per xdist worker), started now,
-    before Prefect is imported (it reads PREFECT_API_URL at import); waited for
-    by the ``_prefect_server`` fixture and stopped at the end of the session."""
-    if os.environ.get("PREFECT_API_URL"):
-        return  # an explicit server wins (or this module was imported twice)
-    from jaxtx.pipelines._server import ensure_server
-
-    info = ensure_server(_PREFECT_HOME, wait=False)
-    os.environ["PREFECT_API_URL"] = info.api_url
-    os.environ["JAXTX_TEST_PREFECT_SERVER_HOME"] = _PREFECT_HOME
-
-
-_start_session_prefect_server()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _prefect_server():
     """Wait for this process's Prefect server; stop it (and its children) at the end."""
