@@ -226,9 +226,10 @@ def _read_file(
         h = home if home is not None else env.get("JAXTX_HOME")
         if h:
             candidates.append(Path(h).expanduser() / SETTINGS_FILE)
-        path = next((c.resolve() for c in candidates if c.is_file()), None)
-        if path is None:
+        found = next((c.resolve() for c in candidates if c.is_file()), None)
+        if found is None:
             return None, {}
+        path = found
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
