@@ -22,6 +22,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from .batching import Batcher
 from .metrics import ServingMetrics
 from .repository import ModelRepository
 from .runtime import InputError, LoadedModel
@@ -57,6 +58,29 @@ RETRY = {"Retry-After": "1"}
 _DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_DIGIT_RUN = b"0" * 19
 _INF = math.inf
+
+
+class ProtocolAPI:
+    """What a protocol handler (TF REST, Open Inference v2) answers requests with.
+
+    Args:
+        repository: The models served.
+        batcher: Runs model calls.
+        max_body_bytes: Largest request body accepted.
+        metrics: Where to count out-of-vocabulary values.
+    """
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        batcher: Batcher,
+        max_body_bytes: int,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        self.repository = repository
+        self.batcher = batcher
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
 
 class HTTPError(Exception):

@@ -21,6 +21,7 @@ from ._http import (
     Call,
     Ctx,
     HTTPError,
+    ProtocolAPI,
     Reply,
     check_json_type,
     check_prepared,
@@ -31,9 +32,8 @@ from ._http import (
     parse_version,
     read_body,
 )
-from .batching import Batcher
 from .metrics import ServingMetrics
-from .repository import ModelNotFoundError, ModelNotReadyError, ModelRepository
+from .repository import ModelNotFoundError, ModelNotReadyError
 from .runtime import InputError, LoadedModel, Signature, TensorSpec
 
 __all__ = ["TFRestAPI", "format_v1_outputs", "parse_v1_predict", "v1_metadata"]
@@ -57,27 +57,8 @@ _TF_DTYPES = {
 }
 
 
-class TFRestAPI:
-    """Handler of ``/v1/models/...`` requests.
-
-    Args:
-        repository: The models served.
-        batcher: Runs model calls.
-        max_body_bytes: Largest request body accepted.
-        metrics: Where to count out-of-vocabulary values.
-    """
-
-    def __init__(
-        self,
-        repository: ModelRepository,
-        batcher: Batcher,
-        max_body_bytes: int,
-        metrics: ServingMetrics | None = None,
-    ) -> None:
-        self.repository = repository
-        self.batcher = batcher
-        self.max_body_bytes = max_body_bytes
-        self.metrics = metrics
+class TFRestAPI(ProtocolAPI):
+    """Handler of ``/v1/models/...`` requests (see :class:`ProtocolAPI` for the arguments)."""
 
     async def __call__(self, call: Call, ctx: Ctx) -> Reply:
         """Answer one request; errors are raised for the caller to turn into replies."""

@@ -23,6 +23,7 @@ from ._http import (
     Call,
     Ctx,
     HTTPError,
+    ProtocolAPI,
     Reply,
     check_json_type,
     check_prepared,
@@ -33,9 +34,8 @@ from ._http import (
     parse_version,
     read_body,
 )
-from .batching import Batcher
 from .metrics import ServingMetrics
-from .repository import ModelNotReadyError, ModelRepository
+from .repository import ModelNotReadyError
 from .runtime import InputError, LoadedModel, Signature, TensorSpec
 
 __all__ = [
@@ -85,27 +85,8 @@ _V2_FLOATS = {"FP16", "FP32", "FP64"}
 _OUTPUT_DTYPES = {np.dtype(k): v for k, v in V2_DTYPES.items() if k not in ("string", "bfloat16")}
 
 
-class V2API:
-    """Handler of ``/v2/models/...`` requests.
-
-    Args:
-        repository: The models served.
-        batcher: Runs model calls.
-        max_body_bytes: Largest request body accepted.
-        metrics: Where to count out-of-vocabulary values.
-    """
-
-    def __init__(
-        self,
-        repository: ModelRepository,
-        batcher: Batcher,
-        max_body_bytes: int,
-        metrics: ServingMetrics | None = None,
-    ) -> None:
-        self.repository = repository
-        self.batcher = batcher
-        self.max_body_bytes = max_body_bytes
-        self.metrics = metrics
+class V2API(ProtocolAPI):
+    """Handler of ``/v2/models/...`` requests (see :class:`ProtocolAPI` for the arguments)."""
 
     async def __call__(self, call: Call, ctx: Ctx) -> Reply:
         """Answer one request; errors are raised for the caller to turn into replies."""
