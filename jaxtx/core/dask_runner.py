@@ -11,12 +11,18 @@ silently loses work in ours:
 * it hands every output of a multi-output ``ParDo`` (``with_outputs``) to each
   consumer, main and tagged outputs mixed;
 * it drops what a ``DoFn`` emits from ``finish_bundle`` (Beam's file sinks
-  report their written files there).
+  report their written files there);
+* it puts up to 128 ``Create`` elements in one Dask partition (and logs a
+  warning each time), so a pipeline that starts from a list of input files
+  reads them all in one task on one worker.
 
 :class:`DaskRunner` keeps Beam's translation of Create, GroupByKey and Flatten
 and runs each ``ParDo`` bundle itself: outputs (``finish_bundle``'s included)
 keep their tag, a consumer of a tagged output reads only that tag's elements,
-and every leaf (a transform whose output nothing consumes) is computed. The client is
+every leaf (a transform whose output nothing consumes) is computed, and unless
+``--dask_npartitions`` or ``--dask_partition_size`` say otherwise, ``Create``
+gives each element its own partition up to :data:`CREATE_PARTITIONS` (the
+elements are input files or shards: one task each). The client is
 closed when the run finishes. Runner metrics are not reported (Beam's result
 raises ``NotImplementedError``): jaxtx counts what was written instead.
 
@@ -31,6 +37,7 @@ from typing import Any
 
 import apache_beam as beam
 import dask
+import dask.bag as db
 import dask.distributed as ddist
 from apache_beam import pvalue
 from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
@@ -42,9 +49,10 @@ from apache_beam.runners.common import (
     _OutputHandler,
 )
 from apache_beam.runners.dask import dask_runner as _beam
-from apache_beam.runners.dask.overrides import dask_overrides
+from apache_beam.runners.dask.overrides import _Create, dask_overrides
 from apache_beam.runners.dask.transform_evaluator import (
     TRANSLATIONS,
+    Create,
     DaskBagOp,
     DaskBagWindowedIterator,
     Flatten,
@@ -53,7 +61,36 @@ from apache_beam.runners.dask.transform_evaluator import (
 )
 from apache_beam.transforms.sideinputs import SideInputMap
 
-__all__ = ["DaskRunner", "DaskRunnerResult"]
+__all__ = ["CREATE_PARTITIONS", "DaskRunner", "DaskRunnerResult"]
+
+#: Most partitions a ``Create`` is split into when the options set no size.
+CREATE_PARTITIONS = 256
+
+
+class _SpreadCreate(Create):
+    """Beam's ``Create`` op, one element per partition (at most ``CREATE_PARTITIONS``)."""
+
+    def apply(self, input_bag: Any, side_inputs: Any = None) -> Any:
+        if self.bag_kwargs.get("npartitions") or self.bag_kwargs.get("partition_size"):
+            return super().apply(input_bag, side_inputs)
+        items = self.transform.values
+        return db.from_sequence(items, npartitions=max(1, min(len(items), CREATE_PARTITIONS)))
+
+
+class _QuietImports(ddist.WorkerPlugin):
+    """Installs jaxtx's import silencers on each worker before any task imports Beam.
+
+    Unpickling this plugin on a worker imports ``jaxtx`` (whose ``__init__``
+    installs :mod:`jaxtx.core.quiet`), so Beam's ``apitools not found`` root
+    warning is not logged by every worker.
+    """
+
+    name = "jaxtx-quiet-imports"
+
+    def setup(self, worker: Any) -> None:
+        from jaxtx.core import quiet
+
+        quiet.install()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +227,12 @@ class _Visitor(PipelineVisitor):
 
     def visit_transform(self, transform_node: AppliedPTransform) -> None:
         cls = transform_node.transform.__class__
-        op_class = _ParDo if cls is beam.ParDo else TRANSLATIONS.get(cls, NoOp)
+        if cls is beam.ParDo:
+            op_class: Any = _ParDo
+        elif cls is _Create:
+            op_class = _SpreadCreate
+        else:
+            op_class = TRANSLATIONS.get(cls, NoOp)
         op = op_class(transform_node, bag_kwargs=self.bag_kwargs)
         kws: dict[str, Any] = {"input_bag": None, "side_inputs": None}
         inputs = list(transform_node.inputs)
@@ -275,6 +317,7 @@ class DaskRunner(_beam.DaskRunner):
         )
         bag_kwargs = _beam.DaskOptions._extract_bag_kwargs(dask_options)
         client = ddist.Client(**dask_options)
+        client.register_plugin(_QuietImports())
         pipeline.replace_all(dask_overrides())
         side = _SideProducers()
         pipeline.visit(side)
