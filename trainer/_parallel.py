@@ -65,8 +65,30 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """Copy every array of ``tree`` to every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """Copy every array of ``tree`` to every device of ``mesh``.
+
+    With several processes every process passes the same values (the same
+    seed, or the same checkpoint) and each fills its own devices.
+    """
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(a: Any) -> Any:
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return a if a.sharding == sharding else _reshard(a, sharding)
+        if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            data = jax.make_array_from_process_local_data(
+                sharding, np.asarray(jax.random.key_data(a))
+            )
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+        return jax.make_array_from_process_local_data(sharding, np.asarray(a))
+
+    return jax.tree.map(one, tree)
+
+
+def _reshard(a: jax.Array, sharding: NamedSharding) -> jax.Array:
+    return jax.jit(lambda x: x, out_shardings=sharding)(a)
 
 
 def shard_batch(tree: PyTree, mesh: Mesh) -> PyTree:
