@@ -7,7 +7,7 @@ process that fails (an exception, a signal, an exit code other than 0) stops
 the others: they get SIGTERM, then SIGKILL after ``stop_grace_s``, and the
 launcher raises :class:`WorkerError` naming the process, its exit status and
 the last lines of its stderr. Nothing outlives :meth:`Launch.wait`: each
-worker runs in its own process group, which is killed when the launch ends,
+worker leads its own process group, signalled as a whole when it is stopped,
 and a worker also dies with the launching process (``PR_SET_PDEATHSIG`` on
 Linux).
 """
@@ -117,7 +117,7 @@ class Launch:
         coordinator_address: str,
         log_dir: str,
         result_path: Path,
-        timeout_s: float,
+        timeout_s: float | None,
         stop_grace_s: float,
         cleanup: bool,
     ) -> None:
@@ -126,7 +126,7 @@ class Launch:
         self.coordinator_address = coordinator_address
         self.log_dir = log_dir
         self._result_path = result_path
-        self._deadline = time.monotonic() + timeout_s
+        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
         self._timeout_s = timeout_s
         self._stop_grace_s = stop_grace_s
         self._cleanup = cleanup
@@ -157,7 +157,7 @@ class Launch:
                     if self._cleanup:
                         shutil.rmtree(self.log_dir, ignore_errors=True)
                     return result
-                if time.monotonic() > self._deadline:
+                if self._deadline is not None and time.monotonic() > self._deadline:
                     left = self.running()
                     self.stop()
                     raise TimeoutError(
@@ -243,7 +243,7 @@ def start(
     *,
     processes: int = 2,
     devices_per_process: int | None = None,
-    timeout_s: float = 3600.0,
+    timeout_s: float | None = 3600.0,
     stop_grace_s: float = 10.0,
     log_dir: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -258,7 +258,8 @@ def start(
       devices_per_process: CPU devices per process
         (``--xla_force_host_platform_device_count`` in the workers' ``XLA_FLAGS``;
         this process's environment is left alone). ``None``: JAX's default.
-      timeout_s: :meth:`Launch.wait` stops everything after this long.
+      timeout_s: :meth:`Launch.wait` stops everything after this long
+        (``None``: no limit; a failed process still ends the launch).
       stop_grace_s: seconds between SIGTERM and SIGKILL when stopping.
       log_dir: where the logs, arguments and result go; default a temporary
         folder, removed after :meth:`Launch.wait` unless a process failed.

@@ -77,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     distributed.initialize(
         args.coordinator, args.num_processes, args.process_id, cpu_collectives=args.cpu_collectives
     )
+    # JAX's preemption service catches SIGTERM; a launcher's SIGTERM should end the process
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         import cloudpickle
 

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxtx.trainer import Callback
+
 FEATURES = ["x0", "x1", "x2", "x3", "x4", "cat"]
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
@@ -46,6 +48,28 @@ def _record_writes(root: str) -> list[str]:
     return seen
 
 
+class _Stall(Callback):
+    """On process ``process``, write ``marker`` and block at step ``step`` (until killed).
+
+    The kill test uses it to stop one process at a known step, after the first
+    checkpoint, instead of racing the training. The block ends after
+    ``limit_s`` seconds with an error, so a test that fails to kill it does not hang.
+    """
+
+    def __init__(self, step: int, process: int, marker: str, limit_s: float = 120.0) -> None:
+        self.step, self.process, self.marker, self.limit_s = step, process, marker, limit_s
+
+    def on_step_end(self, step: int, state: Any, metrics: Any) -> None:
+        import threading
+
+        import jax
+
+        if step == self.step and jax.process_index() == self.process:
+            Path(self.marker).write_text(str(os.getpid()))
+            threading.Event().wait(self.limit_s)
+            raise TimeoutError(f"process {self.process} was not killed at step {step}")
+
+
 def train(
     data_dir: str,
     out_dir: str,
@@ -55,6 +79,7 @@ def train(
     every_n_steps: int | None = None,
     seed: int = 0,
     record_writes: bool = False,
+    stall: tuple[int, int, str] | None = None,
 ) -> dict[str, Any]:
     """Train a small MLP on ``data_dir``'s Parquet files; checkpoint, export, save the history.
 
@@ -80,7 +105,10 @@ def train(
         seed=seed,
     )
     ckpt = jt.Checkpoint(out / "ckpt", every_n_steps=every_n_steps, every_n_epochs=1)
-    history = loop.fit(train_ds, eval_ds, epochs=epochs, callbacks=[ckpt])
+    callbacks: list[Any] = [ckpt]
+    if stall is not None:
+        callbacks.append(_Stall(*stall))
+    history = loop.fit(train_ds, eval_ds, epochs=epochs, callbacks=callbacks)
     ckpt.close()
     signature = jt.make_signature(
         "toy",
