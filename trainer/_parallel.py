@@ -7,14 +7,12 @@ batch goes to device ``i * n_devices // batch_size``) and the train state with
 each device's share of the gradient and all-reduces it, so a step on ``n``
 devices gives the same result as on one, up to float summation order.
 
-Multi-host: call ``jax.distributed.initialize()`` at the top of the program on
-every host (on Cloud TPU / SLURM / Kubernetes it finds the coordinator itself;
-elsewhere pass ``coordinator_address``, ``num_processes`` and ``process_id``).
-``jax.devices()`` then lists every device of every host, the mesh spans them,
-and each process feeds only its own rows: give each one a different slice of
-files with ``ParquetDataset(..., shard_index=jax.process_index(),
-num_shards=jax.process_count())``. Its local batches are assembled into one
-global array with ``jax.make_array_from_process_local_data``.
+Several processes: after ``jax.distributed.initialize()`` (see
+:mod:`jaxtx.trainer.distributed`) ``jax.devices()`` lists every device of
+every process and the mesh spans them. Each process passes only its own rows
+of a batch (the rows its devices hold) and they are assembled into one global
+array with ``jax.make_array_from_process_local_data``; replicated values are
+built the same way from each process's identical copy.
 """
 
 from __future__ import annotations

@@ -181,3 +181,37 @@ def test_killed_worker_stops_the_launch_and_a_rerun_resumes(
     assert resumed["restored_step"] == 4
     assert resumed["history"]["initial_step"] == 4
     assert _max_abs_diff(resumed["params"], two["params"]) == 0.0
+
+
+@pytest.mark.slow
+def test_trainer_component_with_two_processes(tmp_path: Path, store) -> None:
+    from jaxtx.components.example_gen import ExampleGen
+    from jaxtx.components.trainer import Trainer
+    from jaxtx.components.transform import Transform
+    from jaxtx.pipelines.demo import LABEL, preprocess
+    from jaxtx.pipelines.demo_data import generate_census
+
+    csv = tmp_path / "census.csv"
+    generate_census(600, seed=3).to_csv(csv, index=False)
+    ex = ExampleGen(input_pattern=str(csv), store=store)
+    tr = Transform(examples=ex, preprocessing_fn=preprocess, passthrough=[LABEL], store=store)
+    common: dict[str, Any] = dict(
+        examples=tr.transformed_examples,
+        transform_graph=tr.transform_graph,
+        label=LABEL,
+        epochs=2,
+        batch_size=64,
+        early_stopping_patience=None,
+        store=store,
+    )
+    two = Trainer(**common, processes=2)
+    one = Trainer(**common)
+    assert two.properties["epochs_run"] == one.properties["epochs_run"] == 2
+    m1, m2 = one.properties["final_metrics"], two.properties["final_metrics"]
+    assert m2.keys() == m1.keys()
+    for k in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert m2[k] == pytest.approx(m1[k], rel=1e-5, abs=1e-6), k
+    raw = generate_census(16, seed=4).drop(columns=[LABEL])
+    p1 = one.load().predict(raw)["probabilities"]
+    p2 = two.load().predict(raw)["probabilities"]
+    np.testing.assert_allclose(p2, p1, rtol=1e-5, atol=1e-6)
