@@ -130,3 +130,14 @@ def train(
         "process_count": jax.process_count(),
         "device_count": jax.device_count(),
     }
+
+
+def fail_on(process: int, message: str) -> None:
+    """Raise ``ValueError(message)`` on process ``process``; the others wait for it at a barrier."""
+    import jax
+
+    from jaxtx.trainer import distributed
+
+    if jax.process_index() == process:
+        raise ValueError(message)
+    distributed.barrier("never-reached")

@@ -183,6 +183,28 @@ def test_killed_worker_stops_the_launch_and_a_rerun_resumes(
     assert _max_abs_diff(resumed["params"], two["params"]) == 0.0
 
 
+def test_a_failing_process_is_named_with_its_exit_code_and_stderr(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    launch = distributed.start(
+        "_mp_job:fail_on",
+        {"process": 1, "message": "bad row 17 in part-3.parquet"},
+        processes=2,
+        timeout_s=TIMEOUT_S,
+        stop_grace_s=5,
+        env=env,
+        log_dir=tmp_path / "logs",
+    )
+    with pytest.raises(distributed.WorkerError) as err:
+        launch.wait()
+    assert (err.value.process_id, err.value.returncode) == (1, 1)
+    text = str(err.value)
+    assert "process 1" in text and "exited with code 1" in text
+    assert "ValueError: bad row 17 in part-3.parquet" in text
+    assert str(tmp_path / "logs") in text
+    assert not any(psutil.pid_exists(p) for p in launch.pids)
+
+
 @pytest.mark.slow
 def test_trainer_component_with_two_processes(tmp_path: Path, store) -> None:
     from jaxtx.components.example_gen import ExampleGen
