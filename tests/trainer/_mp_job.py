@@ -80,6 +80,7 @@ def train(
     seed: int = 0,
     record_writes: bool = False,
     stall: tuple[int, int, str] | None = None,
+    device_resident: bool | str = "auto",
 ) -> dict[str, Any]:
     """Train a small MLP on ``data_dir``'s Parquet files; checkpoint, export, save the history.
 
@@ -103,6 +104,7 @@ def train(
         optax.adam(1e-2),
         loss="binary_crossentropy",
         seed=seed,
+        device_resident=device_resident,
     )
     ckpt = jt.Checkpoint(out / "ckpt", every_n_steps=every_n_steps, every_n_epochs=1)
     callbacks: list[Any] = [ckpt]

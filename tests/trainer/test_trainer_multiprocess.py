@@ -12,8 +12,10 @@ summed: one device sums all 64 rows, two devices each sum 32 and an all-reduce
 adds the two partial sums. Float32 addition is not associative, so single
 updates differ by a few ulps (about 1e-7 relative) and 32 Adam steps carry
 that along; we measured at most 2.4e-7 absolute on the parameters (1 device
-vs 2 processes) and allow ``atol=1e-6, rtol=1e-5``. Two-process runs among
-themselves (uninterrupted vs killed-and-resumed) are compared bit for bit.
+vs 2 processes) and allow ``atol=1e-6, rtol=1e-5``. One process on a
+2-device mesh (the same two partial sums, added in one process) gives the
+two-process parameters bit for bit, and so does a killed-and-resumed
+two-process run.
 """
 
 from __future__ import annotations
@@ -101,14 +103,17 @@ def _wait_for(cond: Callable[[], bool], what: str, launch: distributed.Launch) -
         time.sleep(0.05)
 
 
-def test_two_processes_match_one_process(two: dict[str, Any], data: Path) -> None:
+def test_two_processes_match_one_process(
+    two: dict[str, Any], data: Path, env: dict[str, str]
+) -> None:
     import _mp_job
 
     assert (two["process_count"], two["device_count"]) == (2, 2)
+    # one process, one device (this process): equal up to the summation order
     one = _mp_job.train(str(data), str(data.parent / "one"), epochs=2)
     assert (one["process_count"], one["device_count"]) == (1, 1)
     diff = _max_abs_diff(one["params"], two["params"])
-    print(f"max |params(1 process) - params(2 processes)| = {diff:.3g}")
+    print(f"max |params(1 process, 1 device) - params(2 processes)| = {diff:.3g}")
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
         one["params"],
@@ -119,6 +124,20 @@ def test_two_processes_match_one_process(two: dict[str, Any], data: Path) -> Non
     for r1, r2 in zip(one["history"]["epochs"], two["history"]["epochs"], strict=True):
         assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-5)
         assert r2["val_loss"] == pytest.approx(r1["val_loss"], rel=1e-5)
+
+    # one process on the same 2-device mesh, host pipeline: the same sums, bit for bit
+    same_mesh = distributed.launch(
+        "_mp_job:train",
+        dict(
+            data_dir=str(data), out_dir=str(data.parent / "mesh2"), epochs=2, device_resident=False
+        ),
+        processes=1,
+        devices_per_process=2,
+        timeout_s=TIMEOUT_S,
+        env=env,
+    )
+    assert (same_mesh["process_count"], same_mesh["device_count"]) == (1, 2)
+    assert _max_abs_diff(same_mesh["params"], two["params"]) == 0.0
 
 
 def test_checkpoints_and_export_written_once(two: dict[str, Any]) -> None:
