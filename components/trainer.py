@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,8 @@ from ._component import RunContext, component
 from ._splits import check_splits
 
 __all__ = ["Trainer"]
+
+_log = logging.getLogger("jaxtx.trainer")
 
 
 @component
@@ -121,6 +124,12 @@ def Trainer(
         )
         predict_fn, params = loop.predict_fn, loop.state.params
     else:
+        if log_every_n_steps:
+            _log.warning(
+                "Trainer: log_every_n_steps is ignored with processes=%d (epoch metrics are "
+                "logged); use processes=1 for per-step metrics",
+                processes,
+            )
         predict_fn, params, history, net, features = _train_in_processes(
             processes, str(transform_graph.path), train_files, eval_files, settings
         )
