@@ -133,15 +133,7 @@ def Trainer(
         predict_fn, params, history, net, features = _train_in_processes(
             processes, str(transform_graph.path), train_files, eval_files, settings
         )
-        for record in history.epochs:  # the epoch metrics the callbacks log in one process
-            ctx.log_metrics(
-                {
-                    k: float(v)
-                    for k, v in record.items()
-                    if isinstance(v, int | float) and k != "epoch"
-                },
-                step=int(record["epoch"]),
-            )
+        _log_epochs(ctx, history)
 
     _export(graph, predict_fn, params, model, name=name, task=task, quantize_int8=quantize_int8)
     history.save(str(model.path / "model" / "history.json"))
@@ -197,7 +189,11 @@ def _tuned(
 def _train_in_processes(
     processes: int, graph_path: str, train_files: list[str], eval_files: list[str], settings: dict
 ) -> tuple[Any, Any, Any, Any, list[str]]:
-    """``train_transformed`` in ``processes`` JAX processes; ``(predict_fn, params, history, net, features)``."""
+    """``train_transformed`` in ``processes`` JAX processes on this machine.
+
+    Returns:
+      ``(predict_fn, params, history, net, features)``, params from process 0.
+    """
     from jaxtx import trainer as jt
     from jaxtx.trainer import distributed
 
@@ -213,6 +209,15 @@ def _train_in_processes(
     loop = jt.TrainLoop(out["net"], optax.identity(), loss=jt.loss_for_task(settings["task"]).name)
     history = jt.History.from_dict(out["history"])
     return loop.predict_fn, out["params"], history, out["net"], out["features"]
+
+
+def _log_epochs(ctx: RunContext, history: Any) -> None:
+    """Log each epoch's metrics to the run, as the epoch MetricsCallback does in one process."""
+    for record in history.epochs:
+        metrics = {
+            k: float(v) for k, v in record.items() if isinstance(v, int | float) and k != "epoch"
+        }
+        ctx.log_metrics(metrics, step=int(record["epoch"]))
 
 
 def _train_worker(
