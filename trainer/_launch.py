@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -80,8 +81,8 @@ class WorkerError(RuntimeError):
     """A training process failed; the others were stopped.
 
     Attributes:
-      failure: the process that failed first (a signal beats an exit code:
-        the others usually fail because it went away).
+      failure: the process that ended first (the others usually fail
+        because it went away).
       failures: every process that ended badly, ``failure`` first.
       process_id: ``failure.process_id``.
       returncode: ``failure.returncode``.
@@ -130,6 +131,18 @@ class Launch:
         self._timeout_s = timeout_s
         self._stop_grace_s = stop_grace_s
         self._cleanup = cleanup
+        self._ended: dict[int, float] = {}  # JAX process id -> when its exit was seen
+        self._changed = threading.Event()
+        for i, p in enumerate(procs):
+            threading.Thread(
+                target=self._watch, args=(i, p), name=f"jaxtx-launch-{i}", daemon=True
+            ).start()
+
+    def _watch(self, i: int, p: subprocess.Popen[bytes]) -> None:
+        """Record when process ``i`` ends (a thread blocked in ``wait`` sees it at once)."""
+        p.wait()
+        self._ended.setdefault(i, time.monotonic())
+        self._changed.set()
 
     def running(self) -> list[int]:
         """JAX process ids of the processes still running."""
@@ -164,22 +177,28 @@ class Launch:
                         f"training processes {left} still ran after {self._timeout_s:.0f} s and "
                         f"were stopped; logs: {self.log_dir}"
                     )
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._procs[codes.index(None)].wait(timeout=_POLL_S)
+                self._changed.wait(timeout=_POLL_S)
+                self._changed.clear()
         finally:
             self.stop()
 
     def _error(self, bad: list[int]) -> WorkerError:
-        # the first failure is the likely cause: signals (killed from outside) first
-        rc = [self._procs[i].returncode for i in bad]
-        order = sorted(range(len(bad)), key=lambda j: (rc[j] >= 0, bad[j]))
-        first = bad[order[0]]
+        """The error for failed processes ``bad``: the one that ended first is the cause.
+
+        The others usually fail because it went away; the processes stopped
+        by :meth:`stop` are listed after them.
+        """
+        now = time.monotonic()
+
+        def key(i: int) -> tuple[float, bool, int]:  # ties: a signal before an exit code
+            return self._ended.get(i, now), self._procs[i].returncode >= 0, i
+
+        failed = sorted(bad, key=key)
+        stopped = [i for i, p in enumerate(self._procs) if i not in bad and p.returncode]
         failures = [
-            WorkerFailure(bad[j], self.pids[bad[j]], rc[j], self._tail(bad[j])) for j in order
+            WorkerFailure(i, self.pids[i], self._procs[i].returncode, self._tail(i))
+            for i in failed + stopped
         ]
-        for i, p in enumerate(self._procs):  # stopped by us: listed after the cause
-            if i not in bad and p.returncode not in (None, 0) and i != first:
-                failures.append(WorkerFailure(i, p.pid, p.returncode, self._tail(i)))
         return WorkerError(failures, len(self._procs), self.log_dir)
 
     def _tail(self, i: int) -> str:
