@@ -81,8 +81,13 @@ def train(
     record_writes: bool = False,
     stall: tuple[int, int, str] | None = None,
     device_resident: bool | str = "auto",
+    shuffle: bool = True,
+    file_shards: bool = False,
 ) -> dict[str, Any]:
     """Train a small MLP on ``data_dir``'s Parquet files; checkpoint, export, save the history.
+
+    With ``file_shards`` each process reads only its files (``files[p::N]``)
+    and ``batch_size`` is its part of each global batch.
 
     Returns:
       ``{"params", "restored_step", "history", "process_count", "device_count"}``
@@ -97,8 +102,13 @@ def train(
     out = Path(out_dir).resolve()
     writes = _record_writes(str(out)) if record_writes else None
     files = sorted(str(p) for p in Path(data_dir).glob("*.parquet"))
-    train_ds = jt.ParquetDataset(files, FEATURES, "label", batch_size, shuffle_seed=seed)
-    eval_ds = jt.ParquetDataset(files, FEATURES, "label", batch_size)
+    # file_shards: each process reads files[p::N] and batch_size is its part of a batch
+    shards = dict(shard_index=jax.process_index(), num_shards=jax.process_count())
+    own = shards if file_shards else {}
+    train_ds = jt.ParquetDataset(
+        files, FEATURES, "label", batch_size, shuffle_seed=seed if shuffle else None, **own
+    )
+    eval_ds = jt.ParquetDataset(files, FEATURES, "label", batch_size, **own)
     loop = jt.TrainLoop(
         jt.MLP(hidden=(16,), vocab_sizes={"cat": 6}),
         optax.adam(1e-2),

@@ -40,19 +40,29 @@ TIMEOUT_S = 240.0
 """Bound on one launch: the 2-core test machine is shared, so generous."""
 
 
-def _write_data(folder: Path, n: int = 1000, shards: int = 4) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def _rows(n: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 5)).astype(np.float32)
     ids = rng.integers(0, 6, size=n).astype(np.int32)
     y = ((x[:, 0] - 0.8 * x[:, 1] + np.where(ids % 2 == 0, 1.0, -1.0)) > 0).astype(np.float32)
+    return {**{f"x{i}": x[:, i] for i in range(5)}, "cat": ids, "label": y}
+
+
+def _write(folder: Path, parts: list[dict[str, np.ndarray]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     folder.mkdir(parents=True)
-    for s, idx in enumerate(np.array_split(np.arange(n), shards)):
-        cols: dict[str, Any] = {f"x{i}": x[idx, i] for i in range(5)}
-        cols.update(cat=ids[idx], label=y[idx])
+    for s, cols in enumerate(parts):
         pq.write_table(pa.table(cols), folder / f"part-{s}.parquet")
+
+
+def _write_data(folder: Path, n: int = 1000, shards: int = 4) -> None:
+    rows = _rows(n)
+    _write(
+        folder,
+        [{k: v[idx] for k, v in rows.items()} for idx in np.array_split(np.arange(n), shards)],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +232,51 @@ def test_a_failing_process_is_named_with_its_exit_code_and_stderr(
     assert "ValueError: bad row 17 in part-3.parquet" in text
     assert str(tmp_path / "logs") in text
     assert not any(psutil.pid_exists(p) for p in launch.pids)
+
+
+def test_each_process_reading_its_own_files(tmp_path: Path, env: dict[str, str]) -> None:
+    """``ParquetDataset(shard_index=p, num_shards=2)``: process p reads files p and p + 2 only.
+
+    The global batch is then process 0's 32 rows followed by process 1's 32
+    rows; one process reading a file in that order with batch 64 is the
+    reference (equal up to summation order, as above).
+    """
+    import _mp_job
+
+    rows = _rows(1024)
+    files = [{k: v[i * 256 : (i + 1) * 256] for k, v in rows.items()} for i in range(4)]
+    _write(tmp_path / "data", files)
+    result = distributed.launch(
+        "_mp_job:train",
+        dict(
+            data_dir=str(tmp_path / "data"),
+            out_dir=str(tmp_path / "two"),
+            epochs=2,
+            batch_size=32,
+            shuffle=False,
+            file_shards=True,
+        ),
+        processes=2,
+        timeout_s=TIMEOUT_S,
+        env=env,
+    )
+    own = [
+        {k: np.concatenate([files[p][k], files[p + 2][k]]) for k in rows} for p in (0, 1)
+    ]  # what each process reads, in its order
+    merged = {  # global batch i: process 0's batch i, then process 1's
+        k: np.concatenate([own[p][k][i * 32 : (i + 1) * 32] for i in range(16) for p in (0, 1)])
+        for k in rows
+    }
+    _write(tmp_path / "merged", [merged])
+    one = _mp_job.train(
+        str(tmp_path / "merged"), str(tmp_path / "one"), epochs=2, batch_size=64, shuffle=False
+    )
+    assert [r["step"] for r in result["history"]["epochs"]] == [16, 32]
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        one["params"],
+        result["params"],
+    )
 
 
 @pytest.mark.slow
