@@ -113,6 +113,27 @@ def _wait_for(cond: Callable[[], bool], what: str, launch: distributed.Launch) -
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize(("n", "batch", "count"), [(100, 16, 2), (100, 30, 4), (70, 64, 3)])
+def test_process_parts_put_together_are_the_global_batches(n: int, batch: int, count: int) -> None:
+    from jaxtx.trainer import ArrayDataset
+
+    rows = _rows(n)
+    feats = {k: v for k, v in rows.items() if k != "label"}
+    whole = ArrayDataset(feats, rows["label"], batch, shuffle_seed=3)
+    parts = [distributed.ProcessShard(whole, p, count) for p in range(count)]
+    assert all(len(p) == len(whole) for p in parts)  # every process steps as often
+    for epoch in (0, 1):
+        expected = list(whole.packed_epoch(epoch))
+        got = [list(p.packed_epoch(epoch)) for p in parts]
+        for i, hb in enumerate(expected):
+            for field in ("floats", "ints", "labels"):
+                joined = np.concatenate([getattr(g[i], field) for g in got])
+                np.testing.assert_array_equal(joined, getattr(hb, field))
+        groups = [list(p.packed_groups(epoch, 3, rows=parts[0].batch_size)) for p in parts]
+        sizes = [sum((g.sizes for g in gs), ()) for gs in groups]
+        assert [sum(col) for col in zip(*sizes, strict=True)] == [len(hb) for hb in expected]
+
+
 def test_two_processes_match_one_process(
     two: dict[str, Any], data: Path, env: dict[str, str]
 ) -> None:
