@@ -95,11 +95,16 @@ class WorkerError(RuntimeError):
         self.returncode = self.failure.returncode
         tail = self.failure.stderr_tail.strip() or "(no stderr output)"
         others = "; ".join(f.describe() for f in self.failures[1:])
+        todo = (
+            "Run again with the same checkpoint directory to resume from its last checkpoint."
+            if self.returncode < 0
+            else "Fix the error above; a rerun with the same checkpoint directory resumes "
+            "from its last checkpoint."
+        )
         super().__init__(
             f"training {self.failure.describe()} of {count}; the other processes were "
             f"stopped{f' ({others})' if others else ''}. Logs: {log_dir}. Last stderr lines "
-            f"of process {self.process_id}:\n{tail}\nRun again with the same checkpoint "
-            "directory to resume from the last checkpoint."
+            f"of process {self.process_id}:\n{tail}\n{todo}"
         )
 
 

@@ -8,10 +8,11 @@ batch (:class:`ProcessShard`, applied by the loop itself to an
 :class:`~jaxtx.trainer.ArrayDataset` or a
 :class:`~jaxtx.trainer.ParquetDataset`), so the global batches, and the
 parameters, are those of the one-process run. Writes happen once:
-:class:`~jaxtx.trainer.Checkpoint` is written through Orbax, which writes
-replicated arrays and metadata from process 0 only, :meth:`TrainLoop.export`
-writes on process 0 while the others wait at a barrier, and other files are
-written under ``if is_primary():``. Every process restores from the same
+:class:`~jaxtx.trainer.Checkpoint` is written through Orbax (each
+replicated array once, its slices split over the processes; the metadata and
+the commit, a rename of the finished folder, by process 0),
+:meth:`TrainLoop.export` writes on process 0 while the others wait at a
+barrier, and other files are written under ``if is_primary():``. Every process restores from the same
 checkpoint directory (it must be on storage they all reach).
 
 On this machine, :func:`launch` starts and supervises the processes::
@@ -19,7 +20,9 @@ On this machine, :func:`launch` starts and supervises the processes::
     from jaxtx.trainer import distributed
     result = distributed.launch("mypkg.train:main", {"data": "data/train"}, processes=2)
 
-On a cluster, each host runs the worker module itself::
+On a cluster, each host runs the worker module itself (``args.pkl``, if
+any, is ``cloudpickle.dump(kwargs)``; without it ``main()`` gets no
+arguments)::
 
     python -m jaxtx.trainer.worker mypkg.train:main --kwargs=args.pkl \\
         --coordinator=host0:1234 --num-processes=4 --process-id=$RANK
