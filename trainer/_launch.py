@@ -102,7 +102,7 @@ class WorkerError(RuntimeError):
             "from its last checkpoint."
         )
         super().__init__(
-            f"training {self.failure.describe()} of {count}; the other processes were "
+            f"training {self.failure.describe()} ({count} processes); the others were "
             f"stopped{f' ({others})' if others else ''}. Logs: {log_dir}. Last stderr lines "
             f"of process {self.process_id}:\n{tail}\n{todo}"
         )
