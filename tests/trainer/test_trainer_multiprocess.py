@@ -300,6 +300,55 @@ def test_each_process_reading_its_own_files(tmp_path: Path, env: dict[str, str])
     )
 
 
+_PARENT = """
+import sys
+from jaxtx.trainer import distributed
+launch = distributed.start("_mp_job:train", dict(data_dir=sys.argv[1], out_dir=sys.argv[2],
+    epochs=1, stall=(2, 1, sys.argv[3])), processes=2, timeout_s=240)
+print(*launch.pids, flush=True)
+launch.wait()
+"""
+
+
+@pytest.mark.slow
+def test_workers_die_with_the_launching_process(
+    data: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    marker = tmp_path / "stalled"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, str(data), str(tmp_path / "out"), str(marker)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, **env},
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2, "the parent printed no worker pids"
+        deadline = time.monotonic() + TIMEOUT_S
+        while not marker.exists():  # both workers are inside training
+            assert parent.poll() is None, "the launch ended early"
+            assert time.monotonic() < deadline, "the workers never reached step 2"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 30
+    while not all(gone(p) for p in pids):
+        assert time.monotonic() < deadline, f"workers {pids} outlived their launcher"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_trainer_component_with_two_processes(tmp_path: Path, store) -> None:
     from jaxtx.components.example_gen import ExampleGen
