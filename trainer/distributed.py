@@ -84,7 +84,9 @@ def initialize(
     Call it first in every process, before anything else uses JAX. Missing
     arguments come from ``JAXTX_COORDINATOR_ADDRESS``, ``JAXTX_NUM_PROCESSES``
     and ``JAXTX_PROCESS_ID``; when those are unset too, JAX detects the
-    cluster (SLURM, Open MPI, Kubernetes, Cloud TPU).
+    cluster (SLURM, Open MPI, Kubernetes, Cloud TPU). A second call does
+    nothing, so a program that calls it also runs under
+    ``python -m jaxtx.trainer.worker`` (which calls it first).
 
     Args:
       coordinator_address: ``host:port`` of process 0's coordinator service.
@@ -95,6 +97,8 @@ def initialize(
         can all-reduce.
       timeout_s: how long to wait for all processes to join.
     """
+    if jax.distributed.is_initialized():
+        return
     address = coordinator_address or os.environ.get(ENV_COORDINATOR)
     n = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES)
     pid = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
