@@ -750,7 +750,11 @@ class TrainLoop:
           train_data: a :class:`ParquetDataset`, :class:`ArrayDataset` or a
             re-iterable of ``(features, labels)`` numpy batches. The last,
             smaller batch of an epoch is padded to the full size with weight-0
-            rows, so the step compiles once.
+            rows, so the step compiles once. With several processes
+            (:mod:`jaxtx.trainer.distributed`) pass every process the whole
+            dataset: each feeds its rows of every global batch (a
+            ``ParquetDataset`` with ``num_shards > 1``, or an iterable of
+            batches, is taken as this process's part as it is).
           eval_data: the same kinds, evaluated after each epoch (``val_`` metrics).
           epochs: number of epochs.
           steps: number of optimizer steps (across epochs); with ``epochs``
