@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,8 @@ from ._component import RunContext, component
 from ._splits import check_splits
 
 __all__ = ["Trainer"]
+
+_log = logging.getLogger("jaxtx.trainer")
 
 
 @component
@@ -38,6 +41,7 @@ def Trainer(
     seed: int = 0,
     name: str = "model",
     quantize_int8: bool = False,
+    processes: int = 1,
 ) -> dict[str, float]:
     """Train on the transformed examples; export the model with the transform fused in.
 
@@ -74,10 +78,19 @@ def Trainer(
       quantize_int8: also export an int8 weight-only variant to ``model_int8/``
         (a ``jaxtx.model/1`` directory with ``quantization.json``); the
         Evaluator compares it with the float model.
+      processes: train in this many JAX processes on this machine
+        (``jaxtx.trainer.distributed.launch``: CPU collectives over
+        127.0.0.1, each process feeding its rows of every batch); the
+        parameters equal the one-process run's up to float summation order.
+        A failed process stops the others and fails the component naming it;
+        running the component again resumes from the last checkpoint.
+        ``log_every_n_steps`` is not available then (epoch metrics are logged).
     """
     from jaxtx import trainer as jt
 
     jt.loss_for_task(task)  # an unknown task fails before any work
+    if not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"Trainer: processes must be a positive int, got {processes!r}")
     check_splits(examples, [train_split], component="Trainer", parameter="train_split")
     check_splits(examples, [eval_split], component="Trainer", parameter="eval_split")
     if hyperparameters is not None:
@@ -85,10 +98,7 @@ def Trainer(
             hyperparameters, learning_rate, batch_size, epochs, gradient_clip_norm, model_def
         )
     graph = transform_graph.load()
-    loop, history, net, features = jt.train_transformed(
-        graph,
-        examples.files(train_split),
-        examples.files(eval_split),
+    settings = dict(
         label=label,
         split_names=(train_split, eval_split),
         model_def=model_def,
@@ -101,11 +111,31 @@ def Trainer(
         mixed_precision=mixed_precision,
         early_stopping_patience=early_stopping_patience,
         seed=seed,
-        callbacks=_metric_callbacks(ctx, log_every_n_steps),
         checkpoint_dir=None if ctx.work_dir is None else str(ctx.work_dir / "checkpoints"),
     )
+    train_files, eval_files = examples.files(train_split), examples.files(eval_split)
+    if processes == 1:
+        loop, history, net, features = jt.train_transformed(
+            graph,
+            train_files,
+            eval_files,
+            callbacks=_metric_callbacks(ctx, log_every_n_steps),
+            **settings,
+        )
+        predict_fn, params = loop.predict_fn, loop.state.params
+    else:
+        if log_every_n_steps:
+            _log.warning(
+                "Trainer: log_every_n_steps is ignored with processes=%d (epoch metrics are "
+                "logged); use processes=1 for per-step metrics",
+                processes,
+            )
+        predict_fn, params, history, net, features = _train_in_processes(
+            processes, str(transform_graph.path), train_files, eval_files, settings
+        )
+        _log_epochs(ctx, history)
 
-    _export(graph, loop, model, name=name, task=task, quantize_int8=quantize_int8)
+    _export(graph, predict_fn, params, model, name=name, task=task, quantize_int8=quantize_int8)
     history.save(str(model.path / "model" / "history.json"))
     history.plot(str(model.reports_dir / "training_curves.png"))
     final = {k: float(v[-1]) for k, v in history.history.items() if v}
@@ -156,8 +186,66 @@ def _tuned(
     return tuple(tuned[k] for k in keys)  # type: ignore[return-value]
 
 
+def _train_in_processes(
+    processes: int, graph_path: str, train_files: list[str], eval_files: list[str], settings: dict
+) -> tuple[Any, Any, Any, Any, list[str]]:
+    """``train_transformed`` in ``processes`` JAX processes on this machine.
+
+    Returns:
+      ``(predict_fn, params, history, net, features)``, params from process 0.
+    """
+    from jaxtx import trainer as jt
+    from jaxtx.trainer import distributed
+
+    out = distributed.launch(
+        "jaxtx.components.trainer:_train_worker",
+        dict(graph_path=graph_path, train_files=train_files, eval_files=eval_files, **settings),
+        processes=processes,
+        timeout_s=None,
+    )
+    import optax
+
+    # a loop only for its predict function (the trained parameters come from process 0)
+    loop = jt.TrainLoop(out["net"], optax.identity(), loss=jt.loss_for_task(settings["task"]).name)
+    history = jt.History.from_dict(out["history"])
+    return loop.predict_fn, out["params"], history, out["net"], out["features"]
+
+
+def _log_epochs(ctx: RunContext, history: Any) -> None:
+    """Log each epoch's metrics to the run, as the epoch MetricsCallback does in one process."""
+    for record in history.epochs:
+        metrics = {
+            k: float(v) for k, v in record.items() if isinstance(v, int | float) and k != "epoch"
+        }
+        ctx.log_metrics(metrics, step=int(record["epoch"]))
+
+
+def _train_worker(
+    graph_path: str, train_files: list[str], eval_files: list[str], **settings: Any
+) -> dict[str, Any]:
+    """One training process of ``Trainer(processes=N)`` (run by ``jaxtx.trainer.worker``)."""
+    from jaxtx import trainer as jt
+    from jaxtx.trainer.transform import FittedTransform
+
+    graph = FittedTransform.load(graph_path)
+    loop, history, net, features = jt.train_transformed(graph, train_files, eval_files, **settings)
+    return {
+        "params": loop.state.params,
+        "history": history.to_dict(),
+        "net": net,
+        "features": features,
+    }
+
+
 def _export(
-    graph: Any, loop: Any, model: Model, *, name: str, task: str, quantize_int8: bool
+    graph: Any,
+    predict_fn: Any,
+    params: Any,
+    model: Model,
+    *,
+    name: str,
+    task: str,
+    quantize_int8: bool,
 ) -> None:
     """Export predict(raw) = model(transform(raw)) to ``model/`` (and int8 to ``model_int8/``).
 
@@ -170,8 +258,8 @@ def _export(
     outputs = jt.task_outputs(task)
     export_transformed_model(
         graph,
-        loop.predict_fn,
-        loop.state.params,
+        predict_fn,
+        params,
         str(model.path / "model"),
         name=name,
         task=task,
@@ -180,7 +268,7 @@ def _export(
     if quantize_int8:
         from jaxtx.core.model_format import quantize_predict, write_quantization
 
-        q_fn, q_params, q_info = quantize_predict(loop.predict_fn, loop.state.params)
+        q_fn, q_params, q_info = quantize_predict(predict_fn, params)
         q_dir = model.path / "model_int8"
         export_transformed_model(
             graph, q_fn, q_params, str(q_dir), name=name, task=task, outputs=outputs

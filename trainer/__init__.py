@@ -43,15 +43,17 @@ bit-identical parameters on the same machine (initialisation from
 ``jax.random.key(seed)``, dropout from ``fold_in(rng, step)``, data order from
 ``(shuffle_seed, epoch)``).
 
-Multi-host: start every host's process with ``jax.distributed.initialize()``
-before anything else touches JAX (it discovers the cluster on Cloud TPU,
-SLURM and Kubernetes; otherwise pass ``coordinator_address="host0:1234",
-num_processes=N, process_id=i``). The mesh then spans the devices of all
-hosts; each process reads its own files with ``ParquetDataset(...,
-shard_index=jax.process_index(), num_shards=jax.process_count())`` and the
-trainer assembles the per-process batches into global arrays
-(``jax.make_array_from_process_local_data``). Give :class:`Checkpoint` a
-directory all hosts can reach (Orbax coordinates the write).
+Several processes (:mod:`jaxtx.trainer.distributed`): every process calls
+``distributed.initialize()`` before anything else touches JAX (on this
+machine ``distributed.launch("pkg.mod:main", processes=2)`` starts and
+supervises them; on a cluster each host runs ``python -m
+jaxtx.trainer.worker``). The mesh then spans the devices of all processes;
+given the whole dataset, each process feeds its rows of every global batch
+(:class:`~jaxtx.trainer.distributed.ProcessShard`), which the loop assembles
+into global arrays (``jax.make_array_from_process_local_data``), so the
+batches are those of a one-process run. :class:`Checkpoint` writes through
+Orbax (a directory all hosts reach); :meth:`TrainLoop.export` writes on
+process 0.
 """
 
 from __future__ import annotations

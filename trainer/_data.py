@@ -743,6 +743,7 @@ class ParquetDataset(_PackedDataset):
         if not 0 <= shard_index < num_shards:
             raise ValueError(f"shard_index {shard_index} must be in [0, num_shards={num_shards})")
         self.files = all_files[shard_index::num_shards]
+        self.shard_index, self.num_shards = shard_index, num_shards
         if not self.files:
             raise DataError(
                 f"shard {shard_index} of {num_shards} gets no files ({len(all_files)} files in "

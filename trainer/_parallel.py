@@ -7,14 +7,12 @@ batch goes to device ``i * n_devices // batch_size``) and the train state with
 each device's share of the gradient and all-reduces it, so a step on ``n``
 devices gives the same result as on one, up to float summation order.
 
-Multi-host: call ``jax.distributed.initialize()`` at the top of the program on
-every host (on Cloud TPU / SLURM / Kubernetes it finds the coordinator itself;
-elsewhere pass ``coordinator_address``, ``num_processes`` and ``process_id``).
-``jax.devices()`` then lists every device of every host, the mesh spans them,
-and each process feeds only its own rows: give each one a different slice of
-files with ``ParquetDataset(..., shard_index=jax.process_index(),
-num_shards=jax.process_count())``. Its local batches are assembled into one
-global array with ``jax.make_array_from_process_local_data``.
+Several processes: after ``jax.distributed.initialize()`` (see
+:mod:`jaxtx.trainer.distributed`) ``jax.devices()`` lists every device of
+every process and the mesh spans them. Each process passes only its own rows
+of a batch (the rows its devices hold) and they are assembled into one global
+array with ``jax.make_array_from_process_local_data``; replicated values are
+built the same way from each process's identical copy.
 """
 
 from __future__ import annotations
@@ -65,8 +63,30 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """Copy every array of ``tree`` to every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """Copy every array of ``tree`` to every device of ``mesh``.
+
+    With several processes every process passes the same values (the same
+    seed, or the same checkpoint) and each fills its own devices.
+    """
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(a: Any) -> Any:
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return a if a.sharding == sharding else _reshard(a, sharding)
+        if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            data = jax.make_array_from_process_local_data(
+                sharding, np.asarray(jax.random.key_data(a))
+            )
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+        return jax.make_array_from_process_local_data(sharding, np.asarray(a))
+
+    return jax.tree.map(one, tree)
+
+
+def _reshard(a: jax.Array, sharding: NamedSharding) -> jax.Array:
+    return jax.jit(lambda x: x, out_shardings=sharding)(a)
 
 
 def shard_batch(tree: PyTree, mesh: Mesh) -> PyTree:

@@ -26,6 +26,7 @@ from ._parallel import (
     replicated,
     shard_batch,
 )
+from ._process_data import ProcessShard
 from ._resident import ResidentData, gather_batch, place, resident_columns
 from ._state import TrainState, init_train_state
 from ._step import (
@@ -173,6 +174,38 @@ def _host_dict_batch(item: Any, what: str) -> tuple[dict[str, np.ndarray], np.nd
     if labels.dtype.kind == "f" and np.isnan(labels).any():
         raise DataError(f"{what} has NaN labels; drop or impute those rows before training")
     return feats, labels
+
+
+def _process_local(data: Any) -> Any:
+    """With several processes: this process's rows of each global batch of ``data``.
+
+    An :class:`ArrayDataset` or :class:`ParquetDataset` describing the whole
+    data set becomes a :class:`ProcessShard`; a ``ParquetDataset`` built with
+    ``num_shards > 1`` already holds this process's files and is kept (its
+    batches are this process's part of each global batch; every process must
+    have as many); other iterables must yield this process's rows themselves.
+    """
+    count = jax.process_count()
+    if count == 1 or not isinstance(data, _PackedDataset) or isinstance(data, ProcessShard):
+        return data
+    if getattr(data, "num_shards", 1) > 1:
+        _check_same_length(data)
+        return data
+    return ProcessShard(data, jax.process_index(), count)
+
+
+def _check_same_length(data: Any) -> None:
+    """Every process's file shard yields as many batches (else the steps' collectives hang)."""
+    from jax.experimental import multihost_utils
+
+    lengths = np.asarray(multihost_utils.process_allgather(np.int32(len(data)))).reshape(-1)
+    if len(set(lengths.tolist())) > 1:
+        raise DataError(
+            f"the processes' file shards give different numbers of batches per epoch "
+            f"({lengths.tolist()}, by process); give every process as many rows "
+            "(num_shards files of equal size), or pass the whole dataset (num_shards=1) and "
+            "let each process take its rows of each batch"
+        )
 
 
 def _overrides(cb: Any, name: str) -> bool:
@@ -684,7 +717,7 @@ class TrainLoop:
         state = state if state is not None else self.state
         if state is None:
             raise ValueError("no state to evaluate: call fit() first or pass state=")
-        src = data if isinstance(data, _Source) else _Source(data, "eval_data")
+        src = data if isinstance(data, _Source) else _Source(_process_local(data), "eval_data")
         step = self._eval_step(src.layout)
         acc: Any = None
         target = None
@@ -717,7 +750,11 @@ class TrainLoop:
           train_data: a :class:`ParquetDataset`, :class:`ArrayDataset` or a
             re-iterable of ``(features, labels)`` numpy batches. The last,
             smaller batch of an epoch is padded to the full size with weight-0
-            rows, so the step compiles once.
+            rows, so the step compiles once. With several processes
+            (:mod:`jaxtx.trainer.distributed`) pass every process the whole
+            dataset: each feeds its rows of every global batch (a
+            ``ParquetDataset`` with ``num_shards > 1``, or an iterable of
+            batches, is taken as this process's part as it is).
           eval_data: the same kinds, evaluated after each epoch (``val_`` metrics).
           epochs: number of epochs.
           steps: number of optimizer steps (across epochs); with ``epochs``
@@ -733,8 +770,10 @@ class TrainLoop:
         """
         if epochs is None and steps is None:
             raise ValueError("pass epochs=N or steps=N to fit()")
-        src = _Source(train_data, "train_data")
-        eval_src = _Source(eval_data, "eval_data") if eval_data is not None else None
+        src = _Source(_process_local(train_data), "train_data")
+        eval_src = (
+            _Source(_process_local(eval_data), "eval_data") if eval_data is not None else None
+        )
         if eval_src is not None and self._eval_sums is None:
             raise ValueError("eval_data needs a loss: pass loss=... to TrainLoop")
         cbs = sorted(callbacks, key=lambda c: getattr(c, "order", 0))
@@ -812,6 +851,8 @@ class TrainLoop:
     ) -> str:
         """Export :attr:`predict_fn` with the trained params; see :func:`export_model`.
 
+        With several processes, process 0 writes and the others wait for it.
+
         Returns:
           ``out_dir``.
         """
@@ -820,14 +861,28 @@ class TrainLoop:
         state = state if state is not None else self.state
         if state is None:
             raise ValueError("nothing to export: call fit() first or pass state=")
-        return export_model(
-            self.predict_fn,
-            state.params,
-            signature,
-            out_dir,
-            preprocess=preprocess,
-            history=history,
-        )
+        if jax.process_count() == 1:
+            return export_model(
+                self.predict_fn,
+                state.params,
+                signature,
+                out_dir,
+                preprocess=preprocess,
+                history=history,
+            )
+        from .distributed import barrier, host_copy, is_primary
+
+        if is_primary():
+            export_model(
+                self.predict_fn,
+                host_copy(state.params),
+                signature,
+                out_dir,
+                preprocess=preprocess,
+                history=history,
+            )
+        barrier(f"jaxtx-export:{out_dir}")
+        return out_dir
 
 
 class _FitRun:
