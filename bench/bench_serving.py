@@ -234,6 +234,44 @@ class Target:
         """Absolute URL of ``path`` on this target."""
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the server's processes have used so far."""
+        import psutil
+
+        if self._proc is None:
+            return 0.0
+        total = 0.0
+        try:
+            root = psutil.Process(self._proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        for proc in procs:  # the MLflow CLI serves from a uvicorn child
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def answer_counts(self) -> tuple[float, float] | None:
+        """Model requests answered OK and otherwise so far, by the server's count.
+
+        Read from ``jaxtx_serving_requests_total`` (HTTP code 200 or gRPC
+        status ``OK`` is OK); ``None`` for a server without that metric.
+        """
+        if self.metrics_path is None:
+            return None
+        with urllib.request.urlopen(self.url(self.metrics_path), timeout=5) as r:
+            text = r.read().decode()
+        ok = other = 0.0
+        for line in text.splitlines():
+            if line.startswith("jaxtx_serving_requests_total{"):
+                labels, value = line.rsplit(" ", 1)
+                if 'code="200"' in labels or 'code="OK"' in labels:
+                    ok += float(value)
+                else:
+                    other += float(value)
+        return ok, other
+
     def batch_counters(self) -> tuple[float, float] | None:
         """Rows and model calls so far, from the server's metrics (None if unknown)."""
         if self.metrics_path is None:
@@ -439,8 +477,15 @@ class Result:
         ok: Requests answered 200.
         errors: Requests that failed (status or connection).
         seconds: Wall time of the run.
-        latencies: Seconds per successful request.
+        latencies: Seconds per successful request (may be empty when the
+            client reports percentiles only, see ``percentiles``).
         batch_ratio: Rows per model call during the run (``None``: unknown).
+        client: The load generator (``wrk``, ``h2load`` or ``python``).
+        server_cpu: CPU seconds the server's processes used during the run.
+        client_cpu: CPU seconds the load generator used during the run.
+        percentiles: Latency percentiles in ms from the client itself, for
+            clients that give no per-request latencies (wrk).
+        server_errors: Requests the server itself counted as not OK.
     """
 
     target: str
@@ -450,6 +495,11 @@ class Result:
     seconds: float
     latencies: list[float]
     batch_ratio: float | None = None
+    client: str = "python"
+    server_cpu: float | None = None
+    client_cpu: float | None = None
+    percentiles: dict[int, float] = field(default_factory=dict)
+    server_errors: int = 0
 
     @property
     def rps(self) -> float:
@@ -465,7 +515,23 @@ class Result:
         Returns:
             Milliseconds (NaN without data).
         """
+        if not self.latencies and q in self.percentiles:
+            return self.percentiles[int(q)]
         return _pct(self.latencies, q)
+
+    @property
+    def server_us(self) -> float:
+        """Server CPU microseconds per answered request (NaN if unknown)."""
+        if self.server_cpu is None or self.ok == 0:
+            return float("nan")
+        return self.server_cpu / self.ok * 1e6
+
+    @property
+    def client_us(self) -> float:
+        """Load-generator CPU microseconds per answered request (NaN if unknown)."""
+        if self.client_cpu is None or self.ok == 0:
+            return float("nan")
+        return self.client_cpu / self.ok * 1e6
 
 
 @dataclass
@@ -745,26 +811,168 @@ async def _run_grpc_load_async(
     return latencies, errors, seconds
 
 
-def run_load(target: Target, concurrency: int, requests: int, time_cap: float) -> Result:
-    """Send ``requests`` single-row requests from ``concurrency`` clients.
+# --------------------------------------------------------- C load generators
+# wrk (HTTP/1.1) and h2load (HTTP/2, here gRPC) spend a few microseconds of CPU
+# per request where the Python clients spend tens to hundreds (grpc.aio's
+# client more than the bare HTTP one): on a 2-core machine shared by client and
+# server, a heavy client takes CPU from the server and skews the comparison
+# between protocols. Both tools send one fixed row (the server caches nothing).
+_WRK_DONE = """
+done = function(s, latency, requests)
+  io.write(string.format("JAXTX %d %d %d %d %d %d %d %.1f %.1f\\n", s.requests, s.duration,
+    s.errors.connect, s.errors.read, s.errors.write, s.errors.status, s.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def c_clients() -> dict[str, str]:
+    """The C load generators found on ``PATH``: ``{"http": wrk, "grpc": h2load}``."""
+    found = {"http": shutil.which("wrk"), "grpc": shutil.which("h2load")}
+    return {k: v for k, v in found.items() if v}
+
+
+def _lua_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string of ASCII text is a valid Lua string
+
+
+def _run_wrk(target: Target, concurrency: int, seconds: int, work: Path) -> Result:
+    """One wrk run (one thread, ``concurrency`` keep-alive connections)."""
+    body = work / "body.json"
+    body.write_bytes(target.body(1))
+    script = work / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = assert(io.open({_lua_string(str(body))}, "rb"))\n'
+        'wrk.body = f:read("*a")\nf:close()\n' + _WRK_DONE
+    )
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s"]
+    out = _run_client(cmd + ["-s", str(script), target.url(target.path)], seconds)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("JAXTX ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    n, duration, connect, read, write, status, timeout, p50, p99 = line.split()[1:]
+    errors = int(status) + int(connect) + int(read) + int(write) + int(timeout)
+    return Result(
+        target.name,
+        concurrency,
+        int(n) - int(status),
+        errors,
+        int(duration) / 1e6,
+        [],
+        client="wrk",
+        client_cpu=out.cpu,
+        percentiles={50: float(p50) / 1000.0, 99: float(p99) / 1000.0},
+    )
+
+
+def _run_h2load(target: Target, concurrency: int, seconds: int, work: Path) -> Result:
+    """One h2load run of gRPC ModelInfer calls (one stream per connection).
+
+    A unary gRPC call is an HTTP/2 POST with ``content-type:
+    application/grpc`` and ``te: trailers``, its body the serialized request
+    behind a 5-byte prefix (0, then the length, big-endian). The per-request
+    log gives each call's latency; a call the server failed is still HTTP 200
+    (its status is in the trailers), so the server's own count of non-OK
+    calls is added to the errors by `run_load`.
+    """
+    message = _grpc_request(1)
+    body = work / "infer.grpc"
+    body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+    log = work / "h2load.log"
+    cmd = ["h2load", "-t1", f"-c{concurrency}", "-m1", "-D", str(seconds), "-d", str(body)]
+    cmd += ["-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", str(log)]
+    url = f"http://127.0.0.1:{target.grpc_port}/inference.GRPCInferenceService/ModelInfer"
+    out = _run_client(cmd + [url], seconds)
+    summary = next((x for x in out.stdout.splitlines() if x.startswith("requests: ")), None)
+    finished = next((x for x in out.stdout.splitlines() if x.startswith("finished in ")), None)
+    if summary is None or finished is None:
+        raise RuntimeError(f"h2load printed no summary:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    counts = {k: int(v) for v, k in (part.split()[:2] for part in summary[10:].split(", "))}
+    latencies = []
+    for row in log.read_text().splitlines():
+        fields = row.split("\t")
+        if len(fields) >= 3 and fields[1] == "200":
+            latencies.append(int(fields[2]) / 1e6)
+    return Result(
+        target.name,
+        concurrency,
+        counts["succeeded"],
+        counts["failed"],
+        float(finished.split()[2].rstrip("s,")),
+        latencies,
+        client="h2load",
+        client_cpu=out.cpu,
+    )
+
+
+@dataclass
+class _ClientRun:
+    stdout: str
+    stderr: str
+    cpu: float
+
+
+def _run_client(cmd: list[str], seconds: int) -> _ClientRun:
+    """Run a load generator to its end; its output and its CPU seconds."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return _ClientRun(proc.stdout, proc.stderr, cpu)
+
+
+def run_load(
+    target: Target,
+    concurrency: int,
+    requests: int,
+    time_cap: float,
+    client: str = "python",
+    seconds: float = 3.0,
+) -> Result:
+    """Send single-row requests from ``concurrency`` clients.
 
     Args:
         target: A started target.
-        concurrency: Concurrent keep-alive connections.
-        requests: Requests in total (the run stops early at ``time_cap``).
-        time_cap: Seconds at most.
+        concurrency: Concurrent keep-alive connections (gRPC: HTTP/2
+            connections with one call at a time each).
+        requests: Requests in total for the Python client (it stops early at
+            ``time_cap``).
+        time_cap: Seconds at most (Python client).
+        client: ``"python"``, or ``"c"`` for wrk (HTTP) or h2load (gRPC).
+        seconds: Length of a run of a C client.
 
     Returns:
-        The run's figures.
+        The run's figures, with the server's CPU time and its own count of
+        failed requests.
     """
     before = target.batch_counters()
-    run = _run_grpc_load_async if target.grpc_port is not None else _run_load_async
-    latencies, errors, seconds = _run_async(run(target, concurrency, requests, time_cap))
+    answers = target.answer_counts()
+    cpu = target.cpu_seconds()
+    if client == "python":
+        start = time.process_time()
+        run = _run_grpc_load_async if target.grpc_port is not None else _run_load_async
+        latencies, errors, elapsed = _run_async(run(target, concurrency, requests, time_cap))
+        result = Result(target.name, concurrency, len(latencies), len(errors), elapsed, latencies)
+        result.client_cpu = time.process_time() - start
+    else:
+        with tempfile.TemporaryDirectory(prefix="jaxtx-bench-client-") as tmp:
+            c_run = _run_h2load if target.grpc_port is not None else _run_wrk
+            result = c_run(target, concurrency, max(1, round(seconds)), Path(tmp))
+    result.server_cpu = target.cpu_seconds() - cpu
     after = target.batch_counters()
-    ratio = None
     if before is not None and after is not None and after[1] > before[1]:
-        ratio = (after[0] - before[0]) / (after[1] - before[1])
-    return Result(target.name, concurrency, len(latencies), len(errors), seconds, latencies, ratio)
+        result.batch_ratio = (after[0] - before[0]) / (after[1] - before[1])
+    answers_after = target.answer_counts()
+    if answers is not None and answers_after is not None:
+        # A client sees most failures itself; h2load does not see gRPC ones.
+        result.server_errors = round(answers_after[1] - answers[1])
+        result.errors = max(result.errors, result.server_errors)
+    return result
 
 
 async def _paced_client(
@@ -851,12 +1059,15 @@ def run_paced(
     Returns:
         The run's figures.
     """
+    cpu, start = target.cpu_seconds(), time.process_time()
     latencies, from_schedule, errors, seconds = _run_async(
         _run_paced_async(target, rate, requests, time_cap, connections)
     )
     result = Result(
         f"{target.name} paced", connections, len(latencies), len(errors), seconds, latencies
     )
+    result.client_cpu = time.process_time() - start
+    result.server_cpu = target.cpu_seconds() - cpu
     return PacedResult(rate, result, from_schedule)
 
 
@@ -878,6 +1089,28 @@ def _probe(target: Target) -> dict[str, float] | str:
         return {k: float(v) for k, v in pred.items()}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return text[:200]
+
+
+def _grpc_probe(target: Target) -> dict[str, float] | str:
+    """First prediction for request 1 over gRPC (the error's text when it fails)."""
+    import struct
+
+    import grpc
+
+    from jaxtx.serving._proto import predict_v2_pb2 as pb
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{target.grpc_port}") as channel:
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            reply = pb.ModelInferResponse.FromString(infer(_grpc_request(1), timeout=30))
+    except grpc.RpcError as exc:
+        return repr(exc)[:200]
+    out: dict[str, float] = {}
+    for tensor, raw in zip(reply.outputs, reply.raw_output_contents, strict=False):
+        if tensor.datatype != "FP32" or len(raw) != 4:
+            return f"unexpected output {tensor.name}: {tensor.datatype} {list(tensor.shape)}"
+        out[tensor.name] = struct.unpack("<f", raw)[0]
+    return out
 
 
 # ----------------------------------------------------------------------- main
@@ -928,7 +1161,9 @@ class Summary:
             f"{self.spread([r.rps for r in self.runs], '.0f'):>20} "
             f"{self.spread([r.pct(50) for r in self.runs], '.2f'):>20} "
             f"{self.spread([r.pct(99) for r in self.runs], '.2f'):>20} "
-            f"{self.errors:>6} {ratio:>9}"
+            f"{self.errors:>6} {ratio:>9} "
+            f"{self.spread([r.server_us for r in self.runs], '.0f'):>16} "
+            f"{self.spread([r.client_us for r in self.runs], '.0f'):>16} {self.runs[0].client}"
         )
 
 
@@ -957,22 +1192,53 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help=f"skip the v2 JSON runs interleaved with {_ON}'s v1 runs",
     )
+    p.add_argument(
+        "--client",
+        choices=["auto", "c", "python"],
+        default="auto",
+        help="load generator: c = wrk (HTTP) and h2load (gRPC); python = the bench's own "
+        "asyncio clients; auto (default) = c where the tool is on PATH",
+    )
+    p.add_argument(
+        "--seconds", type=float, default=3.0, help="length of each run of a C load generator"
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    missing = {"http": "wrk", "grpc": "h2load"}.keys() - c_clients().keys()
+    if args.client == "c" and missing:
+        p.error(
+            "--client c needs wrk and h2load on PATH (Debian: apt-get install wrk nghttp2-client)"
+        )
     return args
+
+
+def _client_for(target: Target, choice: str) -> str:
+    """``"c"`` or ``"python"``: the load generator a target gets."""
+    protocol = "grpc" if target.grpc_port is not None else "http"
+    return "c" if choice != "python" and protocol in c_clients() else "python"
+
+
+def _clients_line(choice: str) -> str:
+    found = c_clients() if choice != "python" else {}
+    http = f"wrk ({found['http']}, 1 thread)" if "http" in found else "python (asyncio, uvloop)"
+    grpc = f"h2load ({found['grpc']}, 1 thread)" if "grpc" in found else "python (grpc.aio)"
+    return f"load generators: HTTP {http}; gRPC {grpc}; paced phase: python (asyncio, uvloop)"
 
 
 def _bench_target(
     key: str, base: Path, args: argparse.Namespace
-) -> tuple[dict[tuple[str, int], Summary], list[PacedResult], dict[str, float] | str]:
+) -> tuple[dict[tuple[str, int], Summary], list[PacedResult], dict[str, dict[str, float] | str]]:
     """Start one target; run every level ``--repeats`` times (interleaved); stop it."""
     target = TARGETS[key](base)
     target.start()
     try:
-        probe = _probe(target)
-        run_load(target, 8, args.warmup, args.time_cap)
+        probes = {key: _probe(target)}
+        if target.grpc_port is not None:
+            probes[f"{key} (gRPC)"] = _grpc_probe(target)
+        client = _client_for(target, args.client)
+        run_load(target, 8, args.warmup, args.time_cap, client, 1.0)
         levels = list(args.concurrency)
         if key in (_ON, _GRPC) and 8 not in levels:
             levels.append(8)
@@ -986,7 +1252,7 @@ def _bench_target(
                 if repeat % 2:
                     pairs.reverse()  # alternate which protocol goes first
                 for tgt, out in pairs:
-                    res = run_load(tgt, c, args.requests, args.time_cap)
+                    res = run_load(tgt, c, args.requests, args.time_cap, client, args.seconds)
                     out.append(res)
                     print(f"[{repeat + 1}/{args.repeats}] {_table_row(res)}", flush=True)
             if key == _ON and runs[8][-1].rps > 0:
@@ -999,7 +1265,7 @@ def _bench_target(
         summaries = {(key, c): Summary(rs) for c, rs in runs.items()}
         if v2 is not None:
             summaries.update({(_V2, c): Summary(rs) for c, rs in v2_runs.items()})
-        return summaries, paced, probe
+        return summaries, paced, probes
     finally:
         target.stop()
 
@@ -1014,6 +1280,7 @@ def main(argv: list[str] | None = None) -> int:
         Exit status (1 when a target failed to run or any request failed).
     """
     args = _parse_args(argv)
+    print(_clients_line(args.client), flush=True)
     wall = time.perf_counter()
     results: dict[tuple[str, int], Summary] = {}
     failures: dict[str, str] = {}
@@ -1024,13 +1291,14 @@ def main(argv: list[str] | None = None) -> int:
         write_model(base)
         for key in args.targets:
             try:
-                summaries, key_paced, probes[key] = _bench_target(key, base, args)
+                summaries, key_paced, key_probes = _bench_target(key, base, args)
             except Exception as exc:  # reported; the other targets still run
                 failures[key] = f"{type(exc).__name__}: {exc}".strip()
                 print(f"{key}: FAILED: {failures[key]}", flush=True)
                 continue
             results.update(summaries)
             paced.extend(key_paced)
+            probes.update(key_probes)
     _print_report(results, failures, paced, args)
     print("\nsame row, first prediction per target:")
     for key, pred in probes.items():
@@ -1058,7 +1326,8 @@ def _print_report(
     print(f"\nmedian [min-max] over {args.repeats} runs each")
     print(
         f"{'target':<26} {'conc':>4} {'req/s':>20} {'p50 ms':>20} {'p99 ms':>20} "
-        f"{'errors':>6} {'rows/call':>9}"
+        f"{'errors':>6} {'rows/call':>9} {'server CPU us/req':>16} {'client CPU us/req':>16} "
+        "client"
     )
     for s in results.values():
         print(s.row())
@@ -1171,6 +1440,10 @@ def _result_json(r: Result) -> dict[str, object]:
         "p50_ms": r.pct(50),
         "p99_ms": r.pct(99),
         "batch_ratio": r.batch_ratio,
+        "client": r.client,
+        "server_cpu_us_per_request": r.server_us,
+        "client_cpu_us_per_request": r.client_us,
+        "server_errors": r.server_errors,
     }
 
 
@@ -1178,7 +1451,8 @@ def _table_row(r: Result) -> str:
     ratio = "-" if r.batch_ratio is None else f"{r.batch_ratio:.2f}"
     return (
         f"{r.target:<26} {r.concurrency:>4} {r.rps:>8.0f} {r.pct(50):>8.2f} {r.pct(99):>8.2f} "
-        f"{r.errors:>6} {ratio:>9}"
+        f"{r.errors:>6} {ratio:>9} srv {r.server_us:>5.0f} us/req  cli {r.client_us:>5.0f} us/req"
+        f"  {r.client}"
     )
 
 
