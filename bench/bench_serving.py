@@ -252,6 +252,29 @@ class Target:
                 total += t.user + t.system
         return total
 
+    def run_queue_wait(self) -> float:
+        """Seconds the server's threads have waited for a CPU so far (Linux; 0 elsewhere).
+
+        The sum over every thread of the server's processes of the time it was
+        runnable but not running (``/proc/<pid>/task/<tid>/schedstat``): what
+        the rest of the machine's load costs the server in latency.
+        """
+        import psutil
+
+        if self._proc is None:
+            return 0.0
+        try:
+            root = psutil.Process(self._proc.pid)
+            pids = [root.pid, *(p.pid for p in root.children(recursive=True))]
+        except psutil.Error:
+            return 0.0
+        total = 0
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    total += int((task / "schedstat").read_text().split()[1])
+        return total / 1e9
+
     def answer_counts(self) -> tuple[float, float] | None:
         """Model requests answered OK and otherwise so far, by the server's count.
 
@@ -271,6 +294,25 @@ class Target:
                 else:
                     other += float(value)
         return ok, other
+
+    def slow_counts(self, bound: float) -> tuple[float, float] | None:
+        """Model requests answered within ``bound`` seconds, and all, by the server's clock.
+
+        From the ``jaxtx_serving_request_latency_seconds`` histogram (``bound``
+        must be one of its bucket bounds); ``None`` for a server without it.
+        """
+        if self.metrics_path is None:
+            return None
+        with urllib.request.urlopen(self.url(self.metrics_path), timeout=5) as r:
+            text = r.read().decode()
+        within = total = 0.0
+        le = f'le="{bound}"'
+        for line in text.splitlines():
+            if line.startswith("jaxtx_serving_request_latency_seconds_bucket{") and le in line:
+                within += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("jaxtx_serving_request_latency_seconds_count{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return within, total
 
     def batch_counters(self) -> tuple[float, float] | None:
         """Rows and model calls so far, from the server's metrics (None if unknown)."""
@@ -548,15 +590,32 @@ class PacedResult:
         from_schedule: Seconds from the due time to the full answer, per
             successful request (includes any wait for a free connection and the
             client's own timer lateness).
+        late: Seconds from the due time to the send, per request sent (the
+            client's timer and scheduling lateness, plus any wait for a free
+            connection).
+        server_over_5ms: Share of the run's requests that the server itself
+            took more than 5 ms to answer, from arrival to response (from its
+            latency histogram; ``None``: unknown).
+        run_queue_wait: Seconds the server's threads waited for a CPU
+            (runnable, not running) during the run.
+        load: The machine's 1-minute load average at the end of the run.
     """
 
     offered_rps: float
     result: Result
     from_schedule: list[float]
+    late: list[float] = field(default_factory=list)
+    server_over_5ms: float | None = None
+    run_queue_wait: float = 0.0
+    load: float = float("nan")
 
     def pct(self, q: float) -> float:
         """Latency percentile from the due time, in milliseconds."""
         return _pct(self.from_schedule, q)
+
+    def late_pct(self, q: float) -> float:
+        """Percentile of how late the client sent requests, in milliseconds."""
+        return _pct(self.late, q)
 
 
 def _pct(latencies: list[float], q: float) -> float:
@@ -984,6 +1043,7 @@ async def _paced_client(
     end: float,
     latencies: list[float],
     from_schedule: list[float],
+    late: list[float],
     errors: list[str],
 ) -> None:
     try:
@@ -998,6 +1058,7 @@ async def _paced_client(
             if delay > 0:
                 await asyncio.sleep(delay)
             start = time.perf_counter()
+            late.append(start - due)
             status, data = await conn.exchange(requests[i])
             done = time.perf_counter()
             if _answered(status, data):
@@ -1013,7 +1074,7 @@ async def _paced_client(
 
 async def _run_paced_async(
     target: Target, rate: float, requests: int, time_cap: float, connections: int
-) -> tuple[list[float], list[float], list[str], float]:
+) -> tuple[list[float], list[float], list[float], list[str], float]:
     payloads = [_request_bytes(target.port, target.path, target.body(i)) for i in range(requests)]
     conns = [await _Connection.open(target.port) for _ in range(connections)]
     counter = iter(range(requests))
@@ -1023,6 +1084,7 @@ async def _run_paced_async(
 
     latencies: list[float] = []
     from_schedule: list[float] = []
+    late: list[float] = []
     errors: list[str] = []
     t0 = time.perf_counter() + 0.02
     await asyncio.gather(
@@ -1036,12 +1098,13 @@ async def _run_paced_async(
                 t0 + time_cap,
                 latencies,
                 from_schedule,
+                late,
                 errors,
             )
             for conn in conns
         )
     )
-    return latencies, from_schedule, errors, time.perf_counter() - t0
+    return latencies, from_schedule, late, errors, time.perf_counter() - t0
 
 
 def run_paced(
@@ -1059,8 +1122,10 @@ def run_paced(
     Returns:
         The run's figures.
     """
+    slow = target.slow_counts(0.005)
+    wait = target.run_queue_wait()
     cpu, start = target.cpu_seconds(), time.process_time()
-    latencies, from_schedule, errors, seconds = _run_async(
+    latencies, from_schedule, late, errors, seconds = _run_async(
         _run_paced_async(target, rate, requests, time_cap, connections)
     )
     result = Result(
@@ -1068,7 +1133,12 @@ def run_paced(
     )
     result.client_cpu = time.process_time() - start
     result.server_cpu = target.cpu_seconds() - cpu
-    return PacedResult(rate, result, from_schedule)
+    wait = target.run_queue_wait() - wait
+    over = None
+    slow_after = target.slow_counts(0.005)
+    if slow is not None and slow_after is not None and slow_after[1] > slow[1]:
+        over = 1.0 - (slow_after[0] - slow[0]) / (slow_after[1] - slow[1])
+    return PacedResult(rate, result, from_schedule, late, over, wait, os.getloadavg()[0])
 
 
 def _probe(target: Target) -> dict[str, float] | str:
@@ -1343,6 +1413,19 @@ def _print_report(
             f"{one.spread([p.result.rps for p in paced], '.0f')} req/s, {one.errors} errors, "
             f"{args.paced_connections} connections; from due time p50 {due50} ms, p99 {due99} ms"
         )
+        sent99 = one.spread([p.result.pct(99) for p in paced], ".2f")
+        late99 = one.spread([p.late_pct(99) for p in paced], ".2f")
+        overs = [100.0 * p.server_over_5ms for p in paced if p.server_over_5ms is not None]
+        over = one.spread(overs, ".2f") if overs else "-"
+        print(
+            f"  from send p99 {sent99} ms; client sent p99 {late99} ms after due; "
+            f"server (its own clock) over 5 ms: {over} % of requests; server CPU "
+            f"{one.spread([p.result.server_us for p in paced], '.0f')} us/req; server threads "
+            "waited for a CPU "
+            f"{one.spread([p.run_queue_wait / max(p.result.ok, 1) * 1e6 for p in paced], '.0f')}"
+            f" us/req; load average {one.spread([p.load for p in paced], '.1f')} "
+            f"on {os.cpu_count()} CPUs"
+        )
 
 
 def _report_json(
@@ -1363,6 +1446,10 @@ def _report_json(
                 "offered_rps": p.offered_rps,
                 "p50_from_due_ms": p.pct(50),
                 "p99_from_due_ms": p.pct(99),
+                "p99_sent_late_ms": p.late_pct(99),
+                "server_over_5ms": p.server_over_5ms,
+                "server_run_queue_wait_s": p.run_queue_wait,
+                "load_average": p.load,
             }
             for p in paced
         ],
