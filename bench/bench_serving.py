@@ -4,18 +4,31 @@ One run measures the same exported model behind three servers, each started in
 its own process on 127.0.0.1: ``jaxtx`` serving with batching on, with batching
 off, and ``mlflow models serve --env-manager local`` (the model logged as an
 MLflow pyfunc in a temporary SQLite tracking store). For each target and each
-concurrency level, a bounded number of single-row requests (and at most
-``--time-cap`` seconds) is sent over keep-alive HTTP/1.1 connections, one per
-concurrent client; every server gets the same row for request ``i``. The client
-shares the machine with the server, so it is kept cheap, the same for every
-server: requests are built before the clock starts, connections are bare
-asyncio protocols on uvloop, and the garbage collector skips the objects the
-bench itself imported. Printed:
-requests/s, p50 and p99 latency, errors, and the batching ratio (rows per
-model call, from the server's /metrics).
+concurrency level, single-row requests are sent over keep-alive connections,
+one request at a time per connection. The client shares the machine with the
+server, so it is kept cheap and, between protocols, equally cheap:
+
+* ``--client c`` (the default where installed): C load generators with one
+  thread, ``wrk`` for HTTP/1.1 and ``h2load`` for gRPC (each call an HTTP/2
+  POST to ``/inference.GRPCInferenceService/ModelInfer``), each run lasting
+  ``--seconds``; Debian: ``apt-get install wrk nghttp2-client``;
+* ``--client python``: the bench's own asyncio clients, ``--requests``
+  requests per run (at most ``--time-cap`` seconds): bare protocols on uvloop
+  for HTTP, ``grpc.aio`` channels for gRPC (several times the CPU per request
+  of the HTTP one, which skews a comparison of the two).
+
+Printed per run: requests/s, p50 and p99 latency, errors (statuses other than
+200, connection errors and, for gRPC, calls the server itself counted as not
+OK), the batching ratio (rows per model call, from the server's /metrics), and
+the CPU time per answered request of the server's processes and of the load
+generator.
 
 Then a paced (open-loop) phase offers ``jaxtx`` with batching on half of the
-requests/s it reached at concurrency 8, and reports p99 latency. Every level
+requests/s it reached at concurrency 8, from the Python client (none of the C
+tools paces requests), and reports p99 latency from each request's due time,
+with what goes into it: how late the client sent, the share of requests the
+server's own clock put over 5 ms, and how long the server's threads waited for
+a CPU per request (the rest of the machine's load). Every level
 (and the paced phase) runs ``--repeats`` times (default 3), the repeats
 interleaved so that a burst of load from elsewhere on the machine spreads over
 levels; the table shows the median with the min-max range, and the targets
@@ -33,7 +46,8 @@ are checked on medians:
 
 Usage::
 
-    .venv/bin/python bench/bench_serving.py [--requests 2000] [--concurrency 1 8 32] [--repeats 3]
+    .venv/bin/python bench/bench_serving.py [--client auto|c|python] [--seconds 3]
+        [--concurrency 1 8 32] [--repeats 3]
 
 Other servers plug in as targets: a `Target` starts a server for a model
 directory, says which request to send and stops it; factories are in `TARGETS`.
@@ -279,7 +293,9 @@ class Target:
         """Model requests answered OK and otherwise so far, by the server's count.
 
         Read from ``jaxtx_serving_requests_total`` (HTTP code 200 or gRPC
-        status ``OK`` is OK); ``None`` for a server without that metric.
+        status ``OK`` is OK); calls the client gave up (gRPC ``CANCELLED``,
+        HTTP 499: h2load and wrk drop the calls in flight when a run's time
+        is up) are neither. ``None`` for a server without that metric.
         """
         if self.metrics_path is None:
             return None
@@ -291,7 +307,7 @@ class Target:
                 labels, value = line.rsplit(" ", 1)
                 if 'code="200"' in labels or 'code="OK"' in labels:
                     ok += float(value)
-                else:
+                elif 'code="CANCELLED"' not in labels and 'code="499"' not in labels:
                     other += float(value)
         return ok, other
 
@@ -1507,6 +1523,16 @@ def _checks(
     out.append(
         ratio("jaxtx gRPC / HTTP req/s (batching on), concurrency 8", (_GRPC, 8), (_ON, 8), 1.0)
     )
+    if missing((_GRPC, 8), (_ON, 8)) is None:
+        cpu = [statistics.median(r.server_us for r in results[key, 8].runs) for key in (_GRPC, _ON)]
+        out.append(
+            (
+                "  server CPU us/request at c=8, gRPC vs HTTP",
+                f"{cpu[0]:.0f} vs {cpu[1]:.0f}",
+                "-",
+                "",
+            )
+        )
     for c in (8, 32):
         out.append(
             ratio(

@@ -15,12 +15,11 @@ its code (``OK``, ``INVALID_ARGUMENT``...), and timed in
 ``jaxtx_serving_request_latency_seconds``, as HTTP requests are.
 
 Cost per call: ModelInfer takes and returns bytes (parsed and written in the
-handler, no generic (de)serializer step) and the server's channel arguments
-(`SERVER_OPTIONS`) turn off what a loopback unary call does not need. The
-rest is grpcio's own: a call crosses its I/O threads, its completion-queue
-poller thread and the event loop, several thread wake-ups per call where an
-HTTP request has about one, so a gRPC call costs the server more CPU than an
-HTTP request even with an empty handler (see ``bench/bench_serving.py``).
+handler). The rest is grpcio's own: a call crosses its I/O threads, its
+completion-queue poller thread and the event loop, several thread wake-ups per
+call where an HTTP request has about one, so a gRPC call costs the server more
+CPU than a whole HTTP request even with an empty handler (measured with
+``bench/bench_serving.py``, which reports server CPU per request).
 """
 
 from __future__ import annotations
@@ -56,14 +55,11 @@ pb: Any = _pb2
 __all__ = ["SERVER_OPTIONS", "SERVICE", "GRPCServer"]
 
 SERVICE = "inference.GRPCInferenceService"
-# Channel arguments of the server. BDP probing (a PING after received data, to
-# grow flow-control windows for bulk transfers) costs CPU on every small unary
-# call and gains nothing on loopback-sized messages; a connection has at most
-# 1,000 calls open at once; the port is never shared with another process.
+# Channel arguments of the server: messages up to 64 MiB, at most 1,000 calls
+# open at once on a connection, the port never shared with another process.
 SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.http2.bdp_probe", 0),
     ("grpc.max_concurrent_streams", 1000),
     ("grpc.so_reuseport", 0),
 )
