@@ -29,10 +29,11 @@ tools paces requests), and reports p99 latency from each request's due time,
 with what goes into it: how late the client sent, the share of requests the
 server's own clock put over 5 ms, and how long the server's threads waited for
 a CPU per request (the rest of the machine's load). Every level
-(and the paced phase) runs ``--repeats`` times (default 3), the repeats
-interleaved so that a burst of load from elsewhere on the machine spreads over
-levels; the table shows the median with the min-max range, and the targets
-are checked on medians:
+(and the paced phase) runs ``--repeats`` times (default 3). All servers are up
+together and, within a repeat, each level runs every target in turn, the order
+rotated from one repeat to the next, so that a burst of load from elsewhere on
+the machine falls on all targets alike; the table shows the median with the
+min-max range, and the targets are checked on medians:
 
 * jaxtx (batching on) / MLflow requests/s at concurrency 8: >= 30x;
 * jaxtx (batching on) p99 at 50% of its concurrency-8 throughput: <= 5 ms;
@@ -40,9 +41,8 @@ are checked on medians:
 * jaxtx over gRPC / over HTTP requests/s at concurrency 8: >= 1x;
 * jaxtx Open Inference v2 JSON / TF Serving REST requests/s at concurrency 8
   and 32: >= 0.9x. The v2 runs (``jaxtx-v2`` rows) go to the same
-  batching-on server, the same row per request, each run right after or
-  before its v1 run at that level (alternating), so that both protocols see
-  the same machine load; ``--no-v2`` skips them.
+  batching-on server, the same row per request, in turn with the other
+  targets; ``--no-v2`` skips them.
 
 Usage::
 
@@ -480,7 +480,13 @@ def _mlflow_target(base: Path, name: str = "bench", version: int = 1) -> Target:
         raise
 
     port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)
+    # MLflow runs `uvicorn` from PATH: this interpreter's, wherever its
+    # console scripts were installed (a venv chained to another has none).
+    shim = work / "bin" / "uvicorn"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
+    shim.chmod(0o755)
+    bin_dir = os.pathsep.join([str(shim.parent), str(Path(sys.executable).parent)])
     return Target(
         name="mlflow models serve",
         command=[
@@ -1124,7 +1130,7 @@ async def _run_paced_async(
 
 
 def run_paced(
-    target: Target, rate: float, requests: int, time_cap: float, connections: int = 32
+    target: Target, rate: float, requests: int, time_cap: float, connections: int = 128
 ) -> PacedResult:
     """Offer ``rate`` single-row requests per second (open loop).
 
@@ -1271,7 +1277,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=5.0,
         help="length of the paced phase at 50%% of the concurrency-8 throughput",
     )
-    p.add_argument("--paced-connections", type=int, default=32)
+    p.add_argument(
+        "--paced-connections",
+        type=int,
+        default=128,
+        help="connection pool of the paced phase (a request waits when all are busy)",
+    )
     p.add_argument(
         "--no-v2",
         dest="v2",
@@ -1313,47 +1324,71 @@ def _clients_line(choice: str) -> str:
     return f"load generators: HTTP {http}; gRPC {grpc}; paced phase: python (asyncio, uvloop)"
 
 
-def _bench_target(
-    key: str, base: Path, args: argparse.Namespace
-) -> tuple[dict[tuple[str, int], Summary], list[PacedResult], dict[str, dict[str, float] | str]]:
-    """Start one target; run every level ``--repeats`` times (interleaved); stop it."""
+def _start(key: str, base: Path, args: argparse.Namespace) -> tuple[Target, dict[str, Any]]:
+    """Start one target, take its first predictions and warm it up."""
     target = TARGETS[key](base)
     target.start()
     try:
-        probes = {key: _probe(target)}
+        probes: dict[str, Any] = {key: _probe(target)}
         if target.grpc_port is not None:
             probes[f"{key} (gRPC)"] = _grpc_probe(target)
-        client = _client_for(target, args.client)
-        run_load(target, 8, args.warmup, args.time_cap, client, 1.0)
-        levels = list(args.concurrency)
-        if key in (_ON, _GRPC) and 8 not in levels:
-            levels.append(8)
-        runs: dict[int, list[Result]] = {c: [] for c in levels}
-        v2 = _v2_variant(target) if key == _ON and args.v2 else None
-        v2_runs: dict[int, list[Result]] = {c: [] for c in levels}
-        paced: list[PacedResult] = []
-        for repeat in range(args.repeats):
-            for c in levels:
-                pairs = [(target, runs[c])] + ([(v2, v2_runs[c])] if v2 is not None else [])
-                if repeat % 2:
-                    pairs.reverse()  # alternate which protocol goes first
-                for tgt, out in pairs:
-                    res = run_load(tgt, c, args.requests, args.time_cap, client, args.seconds)
-                    out.append(res)
-                    print(f"[{repeat + 1}/{args.repeats}] {_table_row(res)}", flush=True)
-            if key == _ON and runs[8][-1].rps > 0:
-                rate = 0.5 * runs[8][-1].rps
-                count = max(2, round(rate * args.paced_seconds))
-                paced.append(
-                    run_paced(target, rate, count, args.paced_seconds, args.paced_connections)
-                )
-                print(f"[{repeat + 1}/{args.repeats}] {_table_row(paced[-1].result)}", flush=True)
-        summaries = {(key, c): Summary(rs) for c, rs in runs.items()}
-        if v2 is not None:
-            summaries.update({(_V2, c): Summary(rs) for c, rs in v2_runs.items()})
-        return summaries, paced, probes
-    finally:
+        run_load(target, 8, args.warmup, args.time_cap, _client_for(target, args.client), 1.0)
+    except BaseException:
         target.stop()
+        raise
+    return target, probes
+
+
+def _levels(key: str, args: argparse.Namespace) -> list[int]:
+    levels = list(args.concurrency)
+    if key in (_ON, _V2, _GRPC, _MLFLOW) and 8 not in levels:
+        levels.append(8)  # the targets compare these at concurrency 8
+    return levels
+
+
+def _bench_targets(
+    started: dict[str, Target], args: argparse.Namespace, failures: dict[str, str]
+) -> tuple[dict[tuple[str, int], Summary], list[PacedResult]]:
+    """Run every level of every started target ``--repeats`` times, interleaved.
+
+    Within a repeat, each level runs every target in turn, the order rotated
+    from one repeat to the next, so that a burst of load from elsewhere on
+    the machine falls on all targets alike; the paced phase ends each repeat.
+    A target that fails is reported in ``failures`` and dropped.
+    """
+    lanes: list[tuple[str, Target]] = []
+    for key, target in started.items():
+        lanes.append((key, target))
+        if key == _ON and args.v2:
+            lanes.append((_V2, _v2_variant(target)))
+    levels = list(dict.fromkeys(c for key, _ in lanes for c in _levels(key, args)))
+    runs: dict[tuple[str, int], list[Result]] = {}
+    paced: list[PacedResult] = []
+    for repeat in range(args.repeats):
+        for c in levels:
+            turn = [(k, t) for k, t in lanes if c in _levels(k, args) and k not in failures]
+            shift = repeat % len(turn) if turn else 0
+            for key, tgt in turn[shift:] + turn[:shift]:
+                client = _client_for(tgt, args.client)
+                try:
+                    res = run_load(tgt, c, args.requests, args.time_cap, client, args.seconds)
+                except Exception as exc:  # reported; the other targets go on
+                    failures[key] = f"{type(exc).__name__}: {exc}".strip()
+                    print(f"{key}: FAILED: {failures[key]}", flush=True)
+                    continue
+                runs.setdefault((key, c), []).append(res)
+                print(f"[{repeat + 1}/{args.repeats}] {_table_row(res)}", flush=True)
+        last = runs.get((_ON, 8))
+        if last and last[-1].rps > 0 and _ON not in failures:
+            rate = 0.5 * last[-1].rps
+            count = max(2, round(rate * args.paced_seconds))
+            paced.append(
+                run_paced(started[_ON], rate, count, args.paced_seconds, args.paced_connections)
+            )
+            print(f"[{repeat + 1}/{args.repeats}] {_table_row(paced[-1].result)}", flush=True)
+    order = {key: i for i, (key, _) in enumerate(lanes)}
+    table = sorted(runs, key=lambda kc: (order[kc[0]], levels.index(kc[1])))
+    return {kc: Summary(runs[kc]) for kc in table}, paced
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1375,16 +1410,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="jaxtx-bench-") as tmp:
         base = Path(tmp) / "models"
         write_model(base)
-        for key in args.targets:
-            try:
-                summaries, key_paced, key_probes = _bench_target(key, base, args)
-            except Exception as exc:  # reported; the other targets still run
-                failures[key] = f"{type(exc).__name__}: {exc}".strip()
-                print(f"{key}: FAILED: {failures[key]}", flush=True)
-                continue
-            results.update(summaries)
-            paced.extend(key_paced)
-            probes.update(key_probes)
+        started: dict[str, Target] = {}
+        try:
+            for key in args.targets:
+                try:
+                    started[key], key_probes = _start(key, base, args)
+                except Exception as exc:  # reported; the other targets still run
+                    failures[key] = f"{type(exc).__name__}: {exc}".strip()
+                    print(f"{key}: FAILED: {failures[key]}", flush=True)
+                    continue
+                probes.update(key_probes)
+            results, paced = _bench_targets(started, args, failures)
+        finally:
+            for target in started.values():
+                target.stop()
     _print_report(results, failures, paced, args)
     print("\nsame row, first prediction per target:")
     for key, pred in probes.items():
