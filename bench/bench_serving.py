@@ -282,12 +282,7 @@ class Target:
             pids = [root.pid, *(p.pid for p in root.children(recursive=True))]
         except psutil.Error:
             return 0.0
-        total = 0
-        for pid in pids:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    total += int((task / "schedstat").read_text().split()[1])
-        return total / 1e9
+        return sum(_run_queue_wait(pid) for pid in pids)
 
     def answer_counts(self) -> tuple[float, float] | None:
         """Model requests answered OK and otherwise so far, by the server's count.
@@ -343,6 +338,16 @@ class Target:
             elif line.startswith("jaxtx_serving_batch_size_count"):
                 calls += float(line.rsplit(" ", 1)[1])
         return rows, calls
+
+
+def _run_queue_wait(pid: int) -> float:
+    """Seconds the threads of process ``pid`` have waited for a CPU (Linux; else 0)."""
+    total = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -620,6 +625,7 @@ class PacedResult:
             latency histogram; ``None``: unknown).
         run_queue_wait: Seconds the server's threads waited for a CPU
             (runnable, not running) during the run.
+        client_run_queue_wait: The same for the client's own threads.
         load: The machine's 1-minute load average at the end of the run.
     """
 
@@ -629,6 +635,7 @@ class PacedResult:
     late: list[float] = field(default_factory=list)
     server_over_5ms: float | None = None
     run_queue_wait: float = 0.0
+    client_run_queue_wait: float = 0.0
     load: float = float("nan")
 
     def pct(self, q: float) -> float:
@@ -1145,7 +1152,7 @@ def run_paced(
         The run's figures.
     """
     slow = target.slow_counts(0.005)
-    wait = target.run_queue_wait()
+    wait, own_wait = target.run_queue_wait(), _run_queue_wait(os.getpid())
     cpu, start = target.cpu_seconds(), time.process_time()
     latencies, from_schedule, late, errors, seconds = _run_async(
         _run_paced_async(target, rate, requests, time_cap, connections)
@@ -1156,11 +1163,12 @@ def run_paced(
     result.client_cpu = time.process_time() - start
     result.server_cpu = target.cpu_seconds() - cpu
     wait = target.run_queue_wait() - wait
+    own_wait = _run_queue_wait(os.getpid()) - own_wait
     over = None
     slow_after = target.slow_counts(0.005)
     if slow is not None and slow_after is not None and slow_after[1] > slow[1]:
         over = 1.0 - (slow_after[0] - slow[0]) / (slow_after[1] - slow[1])
-    return PacedResult(rate, result, from_schedule, late, over, wait, os.getloadavg()[0])
+    return PacedResult(rate, result, from_schedule, late, over, wait, own_wait, os.getloadavg()[0])
 
 
 def _probe(target: Target) -> dict[str, float] | str:
@@ -1478,6 +1486,8 @@ def _print_report(
             f"{one.spread([p.result.server_us for p in paced], '.0f')} us/req; server threads "
             "waited for a CPU "
             f"{one.spread([p.run_queue_wait / max(p.result.ok, 1) * 1e6 for p in paced], '.0f')}"
+            f" us/req, the client's "
+            f"{one.spread([p.client_run_queue_wait / max(p.result.ok, 1) * 1e6 for p in paced], '.0f')}"
             f" us/req; load average {one.spread([p.load for p in paced], '.1f')} "
             f"on {os.cpu_count()} CPUs"
         )
@@ -1504,6 +1514,7 @@ def _report_json(
                 "p99_sent_late_ms": p.late_pct(99),
                 "server_over_5ms": p.server_over_5ms,
                 "server_run_queue_wait_s": p.run_queue_wait,
+                "client_run_queue_wait_s": p.client_run_queue_wait,
                 "load_average": p.load,
             }
             for p in paced
