@@ -249,24 +249,24 @@ class Batcher:
         left: list[tuple[tuple[object, ...], _Item]] = []
         max_rows = self.config.max_batch_size
         for key, items in groups.items():
-            batch: list[_Item] = []
+            batches: list[list[_Item]] = [[]]
             rows = 0
-            for item in [*items, None]:
-                if item is not None and (not batch or rows + item.rows <= max_rows):
-                    batch.append(item)
-                    rows += item.rows
-                    continue
-                if self._fast(batch[0].model, rows):
-                    try:
-                        self._run(batch, inline=True)
-                    except Exception as exc:  # never leave a request waiting
-                        _log.exception("batch of %d request(s) failed unexpectedly", len(batch))
-                        error = BatchFailedError(f"internal error: {type(exc).__name__}: {exc}")
-                        self._deliver(batch, None, error)
-                else:
+            for item in items:
+                if batches[-1] and rows + item.rows > max_rows:
+                    batches.append([])
+                    rows = 0
+                batches[-1].append(item)
+                rows += item.rows
+            for batch in batches:
+                if not self._fast(batch[0].model, sum(it.rows for it in batch)):
                     left.extend((key, it) for it in batch)
-                if item is not None:
-                    batch, rows = [item], item.rows
+                    continue
+                try:
+                    self._run(batch, inline=True)
+                except Exception as exc:  # never leave a request waiting
+                    _log.exception("batch of %d request(s) failed unexpectedly", len(batch))
+                    error = BatchFailedError(f"internal error: {type(exc).__name__}: {exc}")
+                    self._deliver(batch, None, error)
         return left
 
     def _fast(self, model: LoadedModel, rows: int) -> bool:
