@@ -4,22 +4,36 @@ One run measures the same exported model behind three servers, each started in
 its own process on 127.0.0.1: ``jaxtx`` serving with batching on, with batching
 off, and ``mlflow models serve --env-manager local`` (the model logged as an
 MLflow pyfunc in a temporary SQLite tracking store). For each target and each
-concurrency level, a bounded number of single-row requests (and at most
-``--time-cap`` seconds) is sent over keep-alive HTTP/1.1 connections, one per
-concurrent client; every server gets the same row for request ``i``. The client
-shares the machine with the server, so it is kept cheap, the same for every
-server: requests are built before the clock starts, connections are bare
-asyncio protocols on uvloop, and the garbage collector skips the objects the
-bench itself imported. Printed:
-requests/s, p50 and p99 latency, errors, and the batching ratio (rows per
-model call, from the server's /metrics).
+concurrency level, single-row requests are sent over keep-alive connections,
+one request at a time per connection. The client shares the machine with the
+server, so it is kept cheap and, between protocols, equally cheap:
+
+* ``--client c`` (the default where installed): C load generators with one
+  thread, ``wrk`` for HTTP/1.1 and ``h2load`` for gRPC (each call an HTTP/2
+  POST to ``/inference.GRPCInferenceService/ModelInfer``), each run lasting
+  ``--seconds``; Debian: ``apt-get install wrk nghttp2-client``;
+* ``--client python``: the bench's own asyncio clients, ``--requests``
+  requests per run (at most ``--time-cap`` seconds): bare protocols on uvloop
+  for HTTP, ``grpc.aio`` channels for gRPC (several times the CPU per request
+  of the HTTP one, which skews a comparison of the two).
+
+Printed per run: requests/s, p50 and p99 latency, errors (statuses other than
+200, connection errors and, for gRPC, calls the server itself counted as not
+OK), the batching ratio (rows per model call, from the server's /metrics), and
+the CPU time per answered request of the server's processes and of the load
+generator.
 
 Then a paced (open-loop) phase offers ``jaxtx`` with batching on half of the
-requests/s it reached at concurrency 8, and reports p99 latency. Every level
-(and the paced phase) runs ``--repeats`` times (default 3), the repeats
-interleaved so that a burst of load from elsewhere on the machine spreads over
-levels; the table shows the median with the min-max range, and the targets
-are checked on medians:
+requests/s it reached at concurrency 8, from the Python client (none of the C
+tools paces requests), and reports p99 latency from each request's due time,
+with what goes into it: how late the client sent, the share of requests the
+server's own clock put over 5 ms, and how long the server's threads waited for
+a CPU per request (the rest of the machine's load). Every level
+(and the paced phase) runs ``--repeats`` times (default 3). All servers are up
+together and, within a repeat, each level runs every target in turn, the order
+rotated from one repeat to the next, so that a burst of load from elsewhere on
+the machine falls on all targets alike; the table shows the median with the
+min-max range, and the targets are checked on medians:
 
 * jaxtx (batching on) / MLflow requests/s at concurrency 8: >= 30x;
 * jaxtx (batching on) p99 at 50% of its concurrency-8 throughput: <= 5 ms;
@@ -27,13 +41,13 @@ are checked on medians:
 * jaxtx over gRPC / over HTTP requests/s at concurrency 8: >= 1x;
 * jaxtx Open Inference v2 JSON / TF Serving REST requests/s at concurrency 8
   and 32: >= 0.9x. The v2 runs (``jaxtx-v2`` rows) go to the same
-  batching-on server, the same row per request, each run right after or
-  before its v1 run at that level (alternating), so that both protocols see
-  the same machine load; ``--no-v2`` skips them.
+  batching-on server, the same row per request, in turn with the other
+  targets; ``--no-v2`` skips them.
 
 Usage::
 
-    .venv/bin/python bench/bench_serving.py [--requests 2000] [--concurrency 1 8 32] [--repeats 3]
+    .venv/bin/python bench/bench_serving.py [--client auto|c|python] [--seconds 3]
+        [--concurrency 1 8 32] [--repeats 3]
 
 Other servers plug in as targets: a `Target` starts a server for a model
 directory, says which request to send and stops it; factories are in `TARGETS`.
@@ -234,6 +248,83 @@ class Target:
         """Absolute URL of ``path`` on this target."""
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the server's processes have used so far."""
+        import psutil
+
+        if self._proc is None:
+            return 0.0
+        total = 0.0
+        try:
+            root = psutil.Process(self._proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        for proc in procs:  # the MLflow CLI serves from a uvicorn child
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def run_queue_wait(self) -> float:
+        """Seconds the server's threads have waited for a CPU so far (Linux; 0 elsewhere).
+
+        The sum over every thread of the server's processes of the time it was
+        runnable but not running (``/proc/<pid>/task/<tid>/schedstat``): what
+        the rest of the machine's load costs the server in latency.
+        """
+        import psutil
+
+        if self._proc is None:
+            return 0.0
+        try:
+            root = psutil.Process(self._proc.pid)
+            pids = [root.pid, *(p.pid for p in root.children(recursive=True))]
+        except psutil.Error:
+            return 0.0
+        return sum(_run_queue_wait(pid) for pid in pids)
+
+    def answer_counts(self) -> tuple[float, float] | None:
+        """Model requests answered OK and otherwise so far, by the server's count.
+
+        Read from ``jaxtx_serving_requests_total`` (HTTP code 200 or gRPC
+        status ``OK`` is OK); calls the client gave up (gRPC ``CANCELLED``,
+        HTTP 499: h2load and wrk drop the calls in flight when a run's time
+        is up) are neither. ``None`` for a server without that metric.
+        """
+        if self.metrics_path is None:
+            return None
+        with urllib.request.urlopen(self.url(self.metrics_path), timeout=5) as r:
+            text = r.read().decode()
+        ok = other = 0.0
+        for line in text.splitlines():
+            if line.startswith("jaxtx_serving_requests_total{"):
+                labels, value = line.rsplit(" ", 1)
+                if 'code="200"' in labels or 'code="OK"' in labels:
+                    ok += float(value)
+                elif 'code="CANCELLED"' not in labels and 'code="499"' not in labels:
+                    other += float(value)
+        return ok, other
+
+    def slow_counts(self, bound: float) -> tuple[float, float] | None:
+        """Model requests answered within ``bound`` seconds, and all, by the server's clock.
+
+        From the ``jaxtx_serving_request_latency_seconds`` histogram (``bound``
+        must be one of its bucket bounds); ``None`` for a server without it.
+        """
+        if self.metrics_path is None:
+            return None
+        with urllib.request.urlopen(self.url(self.metrics_path), timeout=5) as r:
+            text = r.read().decode()
+        within = total = 0.0
+        le = f'le="{bound}"'
+        for line in text.splitlines():
+            if line.startswith("jaxtx_serving_request_latency_seconds_bucket{") and le in line:
+                within += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("jaxtx_serving_request_latency_seconds_count{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return within, total
+
     def batch_counters(self) -> tuple[float, float] | None:
         """Rows and model calls so far, from the server's metrics (None if unknown)."""
         if self.metrics_path is None:
@@ -247,6 +338,16 @@ class Target:
             elif line.startswith("jaxtx_serving_batch_size_count"):
                 calls += float(line.rsplit(" ", 1)[1])
         return rows, calls
+
+
+def _run_queue_wait(pid: int) -> float:
+    """Seconds the threads of process ``pid`` have waited for a CPU (Linux; else 0)."""
+    total = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -384,7 +485,13 @@ def _mlflow_target(base: Path, name: str = "bench", version: int = 1) -> Target:
         raise
 
     port = _free_port()
-    bin_dir = str(Path(sys.executable).parent)
+    # MLflow runs `uvicorn` from PATH: this interpreter's, wherever its
+    # console scripts were installed (a venv chained to another has none).
+    shim = work / "bin" / "uvicorn"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m uvicorn "$@"\n')
+    shim.chmod(0o755)
+    bin_dir = os.pathsep.join([str(shim.parent), str(Path(sys.executable).parent)])
     return Target(
         name="mlflow models serve",
         command=[
@@ -439,8 +546,15 @@ class Result:
         ok: Requests answered 200.
         errors: Requests that failed (status or connection).
         seconds: Wall time of the run.
-        latencies: Seconds per successful request.
+        latencies: Seconds per successful request (may be empty when the
+            client reports percentiles only, see ``percentiles``).
         batch_ratio: Rows per model call during the run (``None``: unknown).
+        client: The load generator (``wrk``, ``h2load`` or ``python``).
+        server_cpu: CPU seconds the server's processes used during the run.
+        client_cpu: CPU seconds the load generator used during the run.
+        percentiles: Latency percentiles in ms from the client itself, for
+            clients that give no per-request latencies (wrk).
+        server_errors: Requests the server itself counted as not OK.
     """
 
     target: str
@@ -450,6 +564,11 @@ class Result:
     seconds: float
     latencies: list[float]
     batch_ratio: float | None = None
+    client: str = "python"
+    server_cpu: float | None = None
+    client_cpu: float | None = None
+    percentiles: dict[int, float] = field(default_factory=dict)
+    server_errors: int = 0
 
     @property
     def rps(self) -> float:
@@ -465,7 +584,23 @@ class Result:
         Returns:
             Milliseconds (NaN without data).
         """
+        if not self.latencies and q in self.percentiles:
+            return self.percentiles[int(q)]
         return _pct(self.latencies, q)
+
+    @property
+    def server_us(self) -> float:
+        """Server CPU microseconds per answered request (NaN if unknown)."""
+        if self.server_cpu is None or self.ok == 0:
+            return float("nan")
+        return self.server_cpu / self.ok * 1e6
+
+    @property
+    def client_us(self) -> float:
+        """Load-generator CPU microseconds per answered request (NaN if unknown)."""
+        if self.client_cpu is None or self.ok == 0:
+            return float("nan")
+        return self.client_cpu / self.ok * 1e6
 
 
 @dataclass
@@ -482,15 +617,34 @@ class PacedResult:
         from_schedule: Seconds from the due time to the full answer, per
             successful request (includes any wait for a free connection and the
             client's own timer lateness).
+        late: Seconds from the due time to the send, per request sent (the
+            client's timer and scheduling lateness, plus any wait for a free
+            connection).
+        server_over_5ms: Share of the run's requests that the server itself
+            took more than 5 ms to answer, from arrival to response (from its
+            latency histogram; ``None``: unknown).
+        run_queue_wait: Seconds the server's threads waited for a CPU
+            (runnable, not running) during the run.
+        client_run_queue_wait: The same for the client's own threads.
+        load: The machine's 1-minute load average at the end of the run.
     """
 
     offered_rps: float
     result: Result
     from_schedule: list[float]
+    late: list[float] = field(default_factory=list)
+    server_over_5ms: float | None = None
+    run_queue_wait: float = 0.0
+    client_run_queue_wait: float = 0.0
+    load: float = float("nan")
 
     def pct(self, q: float) -> float:
         """Latency percentile from the due time, in milliseconds."""
         return _pct(self.from_schedule, q)
+
+    def late_pct(self, q: float) -> float:
+        """Percentile of how late the client sent requests, in milliseconds."""
+        return _pct(self.late, q)
 
 
 def _pct(latencies: list[float], q: float) -> float:
@@ -745,26 +899,168 @@ async def _run_grpc_load_async(
     return latencies, errors, seconds
 
 
-def run_load(target: Target, concurrency: int, requests: int, time_cap: float) -> Result:
-    """Send ``requests`` single-row requests from ``concurrency`` clients.
+# --------------------------------------------------------- C load generators
+# wrk (HTTP/1.1) and h2load (HTTP/2, here gRPC) spend a few microseconds of CPU
+# per request where the Python clients spend tens to hundreds (grpc.aio's
+# client more than the bare HTTP one): on a 2-core machine shared by client and
+# server, a heavy client takes CPU from the server and skews the comparison
+# between protocols. Both tools send one fixed row (the server caches nothing).
+_WRK_DONE = """
+done = function(s, latency, requests)
+  io.write(string.format("JAXTX %d %d %d %d %d %d %d %.1f %.1f\\n", s.requests, s.duration,
+    s.errors.connect, s.errors.read, s.errors.write, s.errors.status, s.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def c_clients() -> dict[str, str]:
+    """The C load generators found on ``PATH``: ``{"http": wrk, "grpc": h2load}``."""
+    found = {"http": shutil.which("wrk"), "grpc": shutil.which("h2load")}
+    return {k: v for k, v in found.items() if v}
+
+
+def _lua_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string of ASCII text is a valid Lua string
+
+
+def _run_wrk(target: Target, concurrency: int, seconds: int, work: Path) -> Result:
+    """One wrk run (one thread, ``concurrency`` keep-alive connections)."""
+    body = work / "body.json"
+    body.write_bytes(target.body(1))
+    script = work / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = assert(io.open({_lua_string(str(body))}, "rb"))\n'
+        'wrk.body = f:read("*a")\nf:close()\n' + _WRK_DONE
+    )
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s"]
+    out = _run_client(cmd + ["-s", str(script), target.url(target.path)], seconds)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("JAXTX ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    n, duration, connect, read, write, status, timeout, p50, p99 = line.split()[1:]
+    errors = int(status) + int(connect) + int(read) + int(write) + int(timeout)
+    return Result(
+        target.name,
+        concurrency,
+        int(n) - int(status),
+        errors,
+        int(duration) / 1e6,
+        [],
+        client="wrk",
+        client_cpu=out.cpu,
+        percentiles={50: float(p50) / 1000.0, 99: float(p99) / 1000.0},
+    )
+
+
+def _run_h2load(target: Target, concurrency: int, seconds: int, work: Path) -> Result:
+    """One h2load run of gRPC ModelInfer calls (one stream per connection).
+
+    A unary gRPC call is an HTTP/2 POST with ``content-type:
+    application/grpc`` and ``te: trailers``, its body the serialized request
+    behind a 5-byte prefix (0, then the length, big-endian). The per-request
+    log gives each call's latency; a call the server failed is still HTTP 200
+    (its status is in the trailers), so the server's own count of non-OK
+    calls is added to the errors by `run_load`.
+    """
+    message = _grpc_request(1)
+    body = work / "infer.grpc"
+    body.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
+    log = work / "h2load.log"
+    cmd = ["h2load", "-t1", f"-c{concurrency}", "-m1", "-D", str(seconds), "-d", str(body)]
+    cmd += ["-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", str(log)]
+    url = f"http://127.0.0.1:{target.grpc_port}/inference.GRPCInferenceService/ModelInfer"
+    out = _run_client(cmd + [url], seconds)
+    summary = next((x for x in out.stdout.splitlines() if x.startswith("requests: ")), None)
+    finished = next((x for x in out.stdout.splitlines() if x.startswith("finished in ")), None)
+    if summary is None or finished is None:
+        raise RuntimeError(f"h2load printed no summary:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    counts = {k: int(v) for v, k in (part.split()[:2] for part in summary[10:].split(", "))}
+    latencies = []
+    for row in log.read_text().splitlines():
+        fields = row.split("\t")
+        if len(fields) >= 3 and fields[1] == "200":
+            latencies.append(int(fields[2]) / 1e6)
+    return Result(
+        target.name,
+        concurrency,
+        counts["succeeded"],
+        counts["failed"],
+        float(finished.split()[2].rstrip("s,")),
+        latencies,
+        client="h2load",
+        client_cpu=out.cpu,
+    )
+
+
+@dataclass
+class _ClientRun:
+    stdout: str
+    stderr: str
+    cpu: float
+
+
+def _run_client(cmd: list[str], seconds: int) -> _ClientRun:
+    """Run a load generator to its end; its output and its CPU seconds."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return _ClientRun(proc.stdout, proc.stderr, cpu)
+
+
+def run_load(
+    target: Target,
+    concurrency: int,
+    requests: int,
+    time_cap: float,
+    client: str = "python",
+    seconds: float = 3.0,
+) -> Result:
+    """Send single-row requests from ``concurrency`` clients.
 
     Args:
         target: A started target.
-        concurrency: Concurrent keep-alive connections.
-        requests: Requests in total (the run stops early at ``time_cap``).
-        time_cap: Seconds at most.
+        concurrency: Concurrent keep-alive connections (gRPC: HTTP/2
+            connections with one call at a time each).
+        requests: Requests in total for the Python client (it stops early at
+            ``time_cap``).
+        time_cap: Seconds at most (Python client).
+        client: ``"python"``, or ``"c"`` for wrk (HTTP) or h2load (gRPC).
+        seconds: Length of a run of a C client.
 
     Returns:
-        The run's figures.
+        The run's figures, with the server's CPU time and its own count of
+        failed requests.
     """
     before = target.batch_counters()
-    run = _run_grpc_load_async if target.grpc_port is not None else _run_load_async
-    latencies, errors, seconds = _run_async(run(target, concurrency, requests, time_cap))
+    answers = target.answer_counts()
+    cpu = target.cpu_seconds()
+    if client == "python":
+        start = time.process_time()
+        run = _run_grpc_load_async if target.grpc_port is not None else _run_load_async
+        latencies, errors, elapsed = _run_async(run(target, concurrency, requests, time_cap))
+        result = Result(target.name, concurrency, len(latencies), len(errors), elapsed, latencies)
+        result.client_cpu = time.process_time() - start
+    else:
+        with tempfile.TemporaryDirectory(prefix="jaxtx-bench-client-") as tmp:
+            c_run = _run_h2load if target.grpc_port is not None else _run_wrk
+            result = c_run(target, concurrency, max(1, round(seconds)), Path(tmp))
+    result.server_cpu = target.cpu_seconds() - cpu
     after = target.batch_counters()
-    ratio = None
     if before is not None and after is not None and after[1] > before[1]:
-        ratio = (after[0] - before[0]) / (after[1] - before[1])
-    return Result(target.name, concurrency, len(latencies), len(errors), seconds, latencies, ratio)
+        result.batch_ratio = (after[0] - before[0]) / (after[1] - before[1])
+    answers_after = target.answer_counts()
+    if answers is not None and answers_after is not None:
+        # A client sees most failures itself; h2load does not see gRPC ones.
+        result.server_errors = round(answers_after[1] - answers[1])
+        result.errors = max(result.errors, result.server_errors)
+    return result
 
 
 async def _paced_client(
@@ -776,6 +1072,7 @@ async def _paced_client(
     end: float,
     latencies: list[float],
     from_schedule: list[float],
+    late: list[float],
     errors: list[str],
 ) -> None:
     try:
@@ -790,6 +1087,7 @@ async def _paced_client(
             if delay > 0:
                 await asyncio.sleep(delay)
             start = time.perf_counter()
+            late.append(start - due)
             status, data = await conn.exchange(requests[i])
             done = time.perf_counter()
             if _answered(status, data):
@@ -805,7 +1103,7 @@ async def _paced_client(
 
 async def _run_paced_async(
     target: Target, rate: float, requests: int, time_cap: float, connections: int
-) -> tuple[list[float], list[float], list[str], float]:
+) -> tuple[list[float], list[float], list[float], list[str], float]:
     payloads = [_request_bytes(target.port, target.path, target.body(i)) for i in range(requests)]
     conns = [await _Connection.open(target.port) for _ in range(connections)]
     counter = iter(range(requests))
@@ -815,6 +1113,7 @@ async def _run_paced_async(
 
     latencies: list[float] = []
     from_schedule: list[float] = []
+    late: list[float] = []
     errors: list[str] = []
     t0 = time.perf_counter() + 0.02
     await asyncio.gather(
@@ -828,16 +1127,17 @@ async def _run_paced_async(
                 t0 + time_cap,
                 latencies,
                 from_schedule,
+                late,
                 errors,
             )
             for conn in conns
         )
     )
-    return latencies, from_schedule, errors, time.perf_counter() - t0
+    return latencies, from_schedule, late, errors, time.perf_counter() - t0
 
 
 def run_paced(
-    target: Target, rate: float, requests: int, time_cap: float, connections: int = 32
+    target: Target, rate: float, requests: int, time_cap: float, connections: int = 128
 ) -> PacedResult:
     """Offer ``rate`` single-row requests per second (open loop).
 
@@ -851,13 +1151,24 @@ def run_paced(
     Returns:
         The run's figures.
     """
-    latencies, from_schedule, errors, seconds = _run_async(
+    slow = target.slow_counts(0.005)
+    wait, own_wait = target.run_queue_wait(), _run_queue_wait(os.getpid())
+    cpu, start = target.cpu_seconds(), time.process_time()
+    latencies, from_schedule, late, errors, seconds = _run_async(
         _run_paced_async(target, rate, requests, time_cap, connections)
     )
     result = Result(
         f"{target.name} paced", connections, len(latencies), len(errors), seconds, latencies
     )
-    return PacedResult(rate, result, from_schedule)
+    result.client_cpu = time.process_time() - start
+    result.server_cpu = target.cpu_seconds() - cpu
+    wait = target.run_queue_wait() - wait
+    own_wait = _run_queue_wait(os.getpid()) - own_wait
+    over = None
+    slow_after = target.slow_counts(0.005)
+    if slow is not None and slow_after is not None and slow_after[1] > slow[1]:
+        over = 1.0 - (slow_after[0] - slow[0]) / (slow_after[1] - slow[1])
+    return PacedResult(rate, result, from_schedule, late, over, wait, own_wait, os.getloadavg()[0])
 
 
 def _probe(target: Target) -> dict[str, float] | str:
@@ -878,6 +1189,28 @@ def _probe(target: Target) -> dict[str, float] | str:
         return {k: float(v) for k, v in pred.items()}
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return text[:200]
+
+
+def _grpc_probe(target: Target) -> dict[str, float] | str:
+    """First prediction for request 1 over gRPC (the error's text when it fails)."""
+    import struct
+
+    import grpc
+
+    from jaxtx.serving._proto import predict_v2_pb2 as pb
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{target.grpc_port}") as channel:
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            reply = pb.ModelInferResponse.FromString(infer(_grpc_request(1), timeout=30))
+    except grpc.RpcError as exc:
+        return repr(exc)[:200]
+    out: dict[str, float] = {}
+    for tensor, raw in zip(reply.outputs, reply.raw_output_contents, strict=False):
+        if tensor.datatype != "FP32" or len(raw) != 4:
+            return f"unexpected output {tensor.name}: {tensor.datatype} {list(tensor.shape)}"
+        out[tensor.name] = struct.unpack("<f", raw)[0]
+    return out
 
 
 # ----------------------------------------------------------------------- main
@@ -928,7 +1261,9 @@ class Summary:
             f"{self.spread([r.rps for r in self.runs], '.0f'):>20} "
             f"{self.spread([r.pct(50) for r in self.runs], '.2f'):>20} "
             f"{self.spread([r.pct(99) for r in self.runs], '.2f'):>20} "
-            f"{self.errors:>6} {ratio:>9}"
+            f"{self.errors:>6} {ratio:>9} "
+            f"{self.spread([r.server_us for r in self.runs], '.0f'):>16} "
+            f"{self.spread([r.client_us for r in self.runs], '.0f'):>16} {self.runs[0].client}"
         )
 
 
@@ -950,58 +1285,118 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=5.0,
         help="length of the paced phase at 50%% of the concurrency-8 throughput",
     )
-    p.add_argument("--paced-connections", type=int, default=32)
+    p.add_argument(
+        "--paced-connections",
+        type=int,
+        default=128,
+        help="connection pool of the paced phase (a request waits when all are busy)",
+    )
     p.add_argument(
         "--no-v2",
         dest="v2",
         action="store_false",
         help=f"skip the v2 JSON runs interleaved with {_ON}'s v1 runs",
     )
+    p.add_argument(
+        "--client",
+        choices=["auto", "c", "python"],
+        default="auto",
+        help="load generator: c = wrk (HTTP) and h2load (gRPC); python = the bench's own "
+        "asyncio clients; auto (default) = c where the tool is on PATH",
+    )
+    p.add_argument(
+        "--seconds", type=float, default=3.0, help="length of each run of a C load generator"
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    missing = {"http": "wrk", "grpc": "h2load"}.keys() - c_clients().keys()
+    if args.client == "c" and missing:
+        p.error(
+            "--client c needs wrk and h2load on PATH (Debian: apt-get install wrk nghttp2-client)"
+        )
     return args
 
 
-def _bench_target(
-    key: str, base: Path, args: argparse.Namespace
-) -> tuple[dict[tuple[str, int], Summary], list[PacedResult], dict[str, float] | str]:
-    """Start one target; run every level ``--repeats`` times (interleaved); stop it."""
+def _client_for(target: Target, choice: str) -> str:
+    """``"c"`` or ``"python"``: the load generator a target gets."""
+    protocol = "grpc" if target.grpc_port is not None else "http"
+    return "c" if choice != "python" and protocol in c_clients() else "python"
+
+
+def _clients_line(choice: str) -> str:
+    found = c_clients() if choice != "python" else {}
+    http = f"wrk ({found['http']}, 1 thread)" if "http" in found else "python (asyncio, uvloop)"
+    grpc = f"h2load ({found['grpc']}, 1 thread)" if "grpc" in found else "python (grpc.aio)"
+    return f"load generators: HTTP {http}; gRPC {grpc}; paced phase: python (asyncio, uvloop)"
+
+
+def _start(key: str, base: Path, args: argparse.Namespace) -> tuple[Target, dict[str, Any]]:
+    """Start one target, take its first predictions and warm it up."""
     target = TARGETS[key](base)
     target.start()
     try:
-        probe = _probe(target)
-        run_load(target, 8, args.warmup, args.time_cap)
-        levels = list(args.concurrency)
-        if key in (_ON, _GRPC) and 8 not in levels:
-            levels.append(8)
-        runs: dict[int, list[Result]] = {c: [] for c in levels}
-        v2 = _v2_variant(target) if key == _ON and args.v2 else None
-        v2_runs: dict[int, list[Result]] = {c: [] for c in levels}
-        paced: list[PacedResult] = []
-        for repeat in range(args.repeats):
-            for c in levels:
-                pairs = [(target, runs[c])] + ([(v2, v2_runs[c])] if v2 is not None else [])
-                if repeat % 2:
-                    pairs.reverse()  # alternate which protocol goes first
-                for tgt, out in pairs:
-                    res = run_load(tgt, c, args.requests, args.time_cap)
-                    out.append(res)
-                    print(f"[{repeat + 1}/{args.repeats}] {_table_row(res)}", flush=True)
-            if key == _ON and runs[8][-1].rps > 0:
-                rate = 0.5 * runs[8][-1].rps
-                count = max(2, round(rate * args.paced_seconds))
-                paced.append(
-                    run_paced(target, rate, count, args.paced_seconds, args.paced_connections)
-                )
-                print(f"[{repeat + 1}/{args.repeats}] {_table_row(paced[-1].result)}", flush=True)
-        summaries = {(key, c): Summary(rs) for c, rs in runs.items()}
-        if v2 is not None:
-            summaries.update({(_V2, c): Summary(rs) for c, rs in v2_runs.items()})
-        return summaries, paced, probe
-    finally:
+        probes: dict[str, Any] = {key: _probe(target)}
+        if target.grpc_port is not None:
+            probes[f"{key} (gRPC)"] = _grpc_probe(target)
+        run_load(target, 8, args.warmup, args.time_cap, _client_for(target, args.client), 1.0)
+    except BaseException:
         target.stop()
+        raise
+    return target, probes
+
+
+def _levels(key: str, args: argparse.Namespace) -> list[int]:
+    levels = list(args.concurrency)
+    if key in (_ON, _V2, _GRPC, _MLFLOW) and 8 not in levels:
+        levels.append(8)  # the targets compare these at concurrency 8
+    return levels
+
+
+def _bench_targets(
+    started: dict[str, Target], args: argparse.Namespace, failures: dict[str, str]
+) -> tuple[dict[tuple[str, int], Summary], list[PacedResult]]:
+    """Run every level of every started target ``--repeats`` times, interleaved.
+
+    Within a repeat, each level runs every target in turn, the order rotated
+    from one repeat to the next, so that a burst of load from elsewhere on
+    the machine falls on all targets alike; the paced phase ends each repeat.
+    A target that fails is reported in ``failures`` and dropped.
+    """
+    lanes: list[tuple[str, Target]] = []
+    for key, target in started.items():
+        lanes.append((key, target))
+        if key == _ON and args.v2:
+            lanes.append((_V2, _v2_variant(target)))
+    levels = list(dict.fromkeys(c for key, _ in lanes for c in _levels(key, args)))
+    runs: dict[tuple[str, int], list[Result]] = {}
+    paced: list[PacedResult] = []
+    for repeat in range(args.repeats):
+        for c in levels:
+            turn = [(k, t) for k, t in lanes if c in _levels(k, args) and k not in failures]
+            shift = repeat % len(turn) if turn else 0
+            for key, tgt in turn[shift:] + turn[:shift]:
+                client = _client_for(tgt, args.client)
+                try:
+                    res = run_load(tgt, c, args.requests, args.time_cap, client, args.seconds)
+                except Exception as exc:  # reported; the other targets go on
+                    failures[key] = f"{type(exc).__name__}: {exc}".strip()
+                    print(f"{key}: FAILED: {failures[key]}", flush=True)
+                    continue
+                runs.setdefault((key, c), []).append(res)
+                print(f"[{repeat + 1}/{args.repeats}] {_table_row(res)}", flush=True)
+        last = runs.get((_ON, 8))
+        if last and last[-1].rps > 0 and _ON not in failures:
+            rate = 0.5 * last[-1].rps
+            count = max(2, round(rate * args.paced_seconds))
+            paced.append(
+                run_paced(started[_ON], rate, count, args.paced_seconds, args.paced_connections)
+            )
+            print(f"[{repeat + 1}/{args.repeats}] {_table_row(paced[-1].result)}", flush=True)
+    order = {key: i for i, (key, _) in enumerate(lanes)}
+    table = sorted(runs, key=lambda kc: (order[kc[0]], levels.index(kc[1])))
+    return {kc: Summary(runs[kc]) for kc in table}, paced
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1014,6 +1409,7 @@ def main(argv: list[str] | None = None) -> int:
         Exit status (1 when a target failed to run or any request failed).
     """
     args = _parse_args(argv)
+    print(_clients_line(args.client), flush=True)
     wall = time.perf_counter()
     results: dict[tuple[str, int], Summary] = {}
     failures: dict[str, str] = {}
@@ -1022,15 +1418,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="jaxtx-bench-") as tmp:
         base = Path(tmp) / "models"
         write_model(base)
-        for key in args.targets:
-            try:
-                summaries, key_paced, probes[key] = _bench_target(key, base, args)
-            except Exception as exc:  # reported; the other targets still run
-                failures[key] = f"{type(exc).__name__}: {exc}".strip()
-                print(f"{key}: FAILED: {failures[key]}", flush=True)
-                continue
-            results.update(summaries)
-            paced.extend(key_paced)
+        started: dict[str, Target] = {}
+        try:
+            for key in args.targets:
+                try:
+                    started[key], key_probes = _start(key, base, args)
+                except Exception as exc:  # reported; the other targets still run
+                    failures[key] = f"{type(exc).__name__}: {exc}".strip()
+                    print(f"{key}: FAILED: {failures[key]}", flush=True)
+                    continue
+                probes.update(key_probes)
+            results, paced = _bench_targets(started, args, failures)
+        finally:
+            for target in started.values():
+                target.stop()
     _print_report(results, failures, paced, args)
     print("\nsame row, first prediction per target:")
     for key, pred in probes.items():
@@ -1058,7 +1459,8 @@ def _print_report(
     print(f"\nmedian [min-max] over {args.repeats} runs each")
     print(
         f"{'target':<26} {'conc':>4} {'req/s':>20} {'p50 ms':>20} {'p99 ms':>20} "
-        f"{'errors':>6} {'rows/call':>9}"
+        f"{'errors':>6} {'rows/call':>9} {'server CPU us/req':>16} {'client CPU us/req':>16} "
+        "client"
     )
     for s in results.values():
         print(s.row())
@@ -1073,6 +1475,21 @@ def _print_report(
             f"{one.spread([p.offered_rps for p in paced], '.0f')} req/s, achieved "
             f"{one.spread([p.result.rps for p in paced], '.0f')} req/s, {one.errors} errors, "
             f"{args.paced_connections} connections; from due time p50 {due50} ms, p99 {due99} ms"
+        )
+        sent99 = one.spread([p.result.pct(99) for p in paced], ".2f")
+        late99 = one.spread([p.late_pct(99) for p in paced], ".2f")
+        overs = [100.0 * p.server_over_5ms for p in paced if p.server_over_5ms is not None]
+        over = one.spread(overs, ".2f") if overs else "-"
+        print(
+            f"  from send p99 {sent99} ms; client sent p99 {late99} ms after due; "
+            f"server (its own clock) over 5 ms: {over} % of requests; server CPU "
+            f"{one.spread([p.result.server_us for p in paced], '.0f')} us/req; server threads "
+            "waited for a CPU "
+            f"{one.spread([p.run_queue_wait / max(p.result.ok, 1) * 1e6 for p in paced], '.0f')}"
+            f" us/req, the client's "
+            f"{one.spread([p.client_run_queue_wait / max(p.result.ok, 1) * 1e6 for p in paced], '.0f')}"
+            f" us/req; load average {one.spread([p.load for p in paced], '.1f')} "
+            f"on {os.cpu_count()} CPUs"
         )
 
 
@@ -1094,6 +1511,11 @@ def _report_json(
                 "offered_rps": p.offered_rps,
                 "p50_from_due_ms": p.pct(50),
                 "p99_from_due_ms": p.pct(99),
+                "p99_sent_late_ms": p.late_pct(99),
+                "server_over_5ms": p.server_over_5ms,
+                "server_run_queue_wait_s": p.run_queue_wait,
+                "client_run_queue_wait_s": p.client_run_queue_wait,
+                "load_average": p.load,
             }
             for p in paced
         ],
@@ -1151,6 +1573,16 @@ def _checks(
     out.append(
         ratio("jaxtx gRPC / HTTP req/s (batching on), concurrency 8", (_GRPC, 8), (_ON, 8), 1.0)
     )
+    if missing((_GRPC, 8), (_ON, 8)) is None:
+        cpu = [statistics.median(r.server_us for r in results[key, 8].runs) for key in (_GRPC, _ON)]
+        out.append(
+            (
+                "  server CPU us/request at c=8, gRPC vs HTTP",
+                f"{cpu[0]:.0f} vs {cpu[1]:.0f}",
+                "-",
+                "",
+            )
+        )
     for c in (8, 32):
         out.append(
             ratio(
@@ -1171,6 +1603,10 @@ def _result_json(r: Result) -> dict[str, object]:
         "p50_ms": r.pct(50),
         "p99_ms": r.pct(99),
         "batch_ratio": r.batch_ratio,
+        "client": r.client,
+        "server_cpu_us_per_request": r.server_us,
+        "client_cpu_us_per_request": r.client_us,
+        "server_errors": r.server_errors,
     }
 
 
@@ -1178,7 +1614,8 @@ def _table_row(r: Result) -> str:
     ratio = "-" if r.batch_ratio is None else f"{r.batch_ratio:.2f}"
     return (
         f"{r.target:<26} {r.concurrency:>4} {r.rps:>8.0f} {r.pct(50):>8.2f} {r.pct(99):>8.2f} "
-        f"{r.errors:>6} {ratio:>9}"
+        f"{r.errors:>6} {ratio:>9} srv {r.server_us:>5.0f} us/req  cli {r.client_us:>5.0f} us/req"
+        f"  {r.client}"
     )
 
 

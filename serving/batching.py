@@ -10,6 +10,16 @@ never blocks on JAX. While every worker is busy, requests keep queueing in
 their lanes, so batches grow with the load; a worker that finishes a batch
 takes the next one at once, without waiting for the event loop.
 
+A fast model skips the workers when they are all idle: with ``max_wait_ms``
+0, a batch whose model call last took at most ``inline_max_ms`` at that batch
+size (padded to its power-of-two bucket) runs on the event loop itself. Handing
+a batch to a worker and its results back costs two thread wake-ups, and on a
+machine busy with other work each wake-up waits for a CPU, often longer than a
+small model's call; the loop then blocks for at most about ``inline_max_ms``.
+The first call at each batch size, and any call whose last run was slower, goes
+to a worker (which also measures it), so a compilation or a large model never
+runs on the loop.
+
 The event loop hands requests over in bulk: the requests that arrive during
 one iteration of the loop are handed to the workers together at its end, and
 the results of one batch come back to the loop in one callback.
@@ -25,6 +35,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,6 +65,9 @@ class BatchingConfig:
             latency when the server is idle.
         num_threads: Worker threads running model calls.
         max_queued_rows: Rows waiting at most; beyond, requests are refused (503).
+        inline_max_ms: Run a batch on the event loop instead of a worker when
+            every worker is idle, ``max_wait_ms`` is 0 and the model's last
+            call at that batch size took at most this long (0: never).
     """
 
     enabled: bool = True
@@ -61,6 +75,7 @@ class BatchingConfig:
     max_wait_ms: float = 0.0
     num_threads: int = 1
     max_queued_rows: int = 100_000
+    inline_max_ms: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -69,6 +84,8 @@ class BatchingConfig:
             raise ValueError("max_wait_ms must be >= 0")
         if self.num_threads < 1:
             raise ValueError("num_threads must be >= 1")
+        if self.inline_max_ms < 0:
+            raise ValueError("inline_max_ms must be >= 0")
 
 
 class BatchFailedError(RuntimeError):
@@ -138,6 +155,12 @@ class Batcher:
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        # Seconds of each model's last call, by batch bucket (rows rounded up to a
+        # power of two); written by whoever ran the call.
+        self._inline_s = config.inline_max_ms / 1000.0 if config.max_wait_ms <= 0 else 0.0
+        self._call_s: weakref.WeakKeyDictionary[LoadedModel, dict[int, float]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def predict(
         self, model: LoadedModel, arrays: Mapping[str, np.ndarray]
@@ -197,6 +220,10 @@ class Batcher:
         incoming = self._incoming.pop(loop, None)
         if not incoming:
             return
+        if self._inline_s > 0 and not self._lanes and self._idle_workers == len(self._threads):
+            incoming = self._run_inline(incoming)
+            if not incoming:
+                return
         with self._lock:
             lanes = self._lanes
             for key, item in incoming:
@@ -207,6 +234,45 @@ class Batcher:
                 lane.rows += item.rows
             if self._idle_workers:
                 self._wakeup.notify()
+
+    def _run_inline(
+        self, incoming: list[tuple[tuple[object, ...], _Item]]
+    ) -> list[tuple[tuple[object, ...], _Item]]:
+        """Run on the loop the batches of ``incoming`` whose model is known fast.
+
+        Returns:
+            The requests left for the workers, in their order.
+        """
+        groups: dict[tuple[object, ...], list[_Item]] = {}
+        for key, item in incoming:
+            groups.setdefault(key, []).append(item)
+        left: list[tuple[tuple[object, ...], _Item]] = []
+        max_rows = self.config.max_batch_size
+        for key, items in groups.items():
+            batches: list[list[_Item]] = [[]]
+            rows = 0
+            for item in items:
+                if batches[-1] and rows + item.rows > max_rows:
+                    batches.append([])
+                    rows = 0
+                batches[-1].append(item)
+                rows += item.rows
+            for batch in batches:
+                if not self._fast(batch[0].model, sum(it.rows for it in batch)):
+                    left.extend((key, it) for it in batch)
+                    continue
+                try:
+                    self._run(batch, inline=True)
+                except Exception as exc:  # never leave a request waiting
+                    _log.exception("batch of %d request(s) failed unexpectedly", len(batch))
+                    error = BatchFailedError(f"internal error: {type(exc).__name__}: {exc}")
+                    self._deliver(batch, None, error)
+        return left
+
+    def _fast(self, model: LoadedModel, rows: int) -> bool:
+        """Whether the model's last call at this batch size took at most ``inline_max_ms``."""
+        last = self._call_s.get(model, {}).get(_bucket(rows))
+        return last is not None and last <= self._inline_s
 
     @staticmethod
     def _deliver(
@@ -276,7 +342,7 @@ class Batcher:
                 for it in batch:
                     self._post(it.loop, [it], None, error)
 
-    def _run(self, batch: list[_Item]) -> None:
+    def _run(self, batch: list[_Item], inline: bool = False) -> None:
         items = [it for it in batch if not it.future.done()]
         if not items:
             return
@@ -295,6 +361,8 @@ class Batcher:
             start = time.perf_counter()
             outputs = model.predict_arrays(arrays)
             elapsed = time.perf_counter() - start
+            with contextlib.suppress(TypeError):  # a model that takes no weak reference
+                self._call_s.setdefault(model, {})[_bucket(rows)] = elapsed
             if len(items) == 1:
                 results = [dict(outputs)]
             else:
@@ -317,6 +385,9 @@ class Batcher:
                     requests.observe(len(items))
                     latency.observe(elapsed)
         loop = items[0].loop
+        if inline:  # on the loop of every item (they came in through it)
+            self._deliver(items, results, error)
+            return
         if all(it.loop is loop for it in items):
             self._post(loop, items, results, error)
             return
@@ -373,3 +444,8 @@ class Batcher:
             await asyncio.sleep(0.005)
         self._threads.clear()
         await asyncio.sleep(0)  # run the deliveries of the last batches
+
+
+def _bucket(rows: int) -> int:
+    """Rows rounded up to a power of two (the sizes the exported function is called with)."""
+    return 1 << max(0, rows - 1).bit_length()

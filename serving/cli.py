@@ -69,6 +69,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--batch-threads", type=int, default=1, help="threads running model calls"
     )
     p.add_argument(
+        "--batch-inline-ms",
+        type=float,
+        default=1.0,
+        help="run a batch on the event loop when the workers are idle and the model's last "
+        "call at that size took at most this long (default 1; 0: always on a worker)",
+    )
+    p.add_argument(
         "--max-body-bytes", type=int, help="largest request body accepted (default 8 MiB)"
     )
     p.add_argument("--log-level", default="info", help="debug | info | warning | error")
@@ -115,6 +122,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_batch_size=args.max_batch_size,
             max_wait_ms=args.batch_timeout_ms,
             num_threads=args.batch_threads,
+            inline_max_ms=args.batch_inline_ms,
         ),
         grpc_port=args.grpc_port,
         grpc_host=args.grpc_host,

@@ -9,16 +9,29 @@ same model call. Inputs come as typed ``contents`` or as
 ``raw_output_contents``. Tensors are checked exactly as over HTTP
 (`jaxtx.serving.v2`); errors are gRPC status codes: INVALID_ARGUMENT (bad
 input; the message names the field), NOT_FOUND, UNAVAILABLE (not ready,
-overloaded), INTERNAL.
+overloaded), INTERNAL. Each ModelInfer call is counted in
+``jaxtx_serving_requests_total`` with ``api="grpc"`` and the status name as
+its code (``OK``, ``INVALID_ARGUMENT``...), and timed in
+``jaxtx_serving_request_latency_seconds``, as HTTP requests are.
+
+Cost per call: ModelInfer takes and returns bytes (parsed and written in the
+handler). The rest is grpcio's own: a call crosses its I/O threads, its
+completion-queue poller thread and the event loop, several thread wake-ups per
+call where an HTTP request has about one, so a gRPC call costs the server more
+CPU than a whole HTTP request even with an empty handler (measured with
+``bench/bench_serving.py``, which reports server CPU per request).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from ._http import LogOnce, check_prepared
 from ._proto import predict_v2_pb2 as _pb2
@@ -39,9 +52,20 @@ from .v2 import (
 # Generated messages are created at import time: typed as Any for checkers.
 pb: Any = _pb2
 
-__all__ = ["SERVICE", "GRPCServer"]
+__all__ = ["SERVER_OPTIONS", "SERVICE", "GRPCServer"]
 
 SERVICE = "inference.GRPCInferenceService"
+# Channel arguments of the server: messages up to 64 MiB, at most 1,000 calls
+# open at once on a connection, the port never shared with another process.
+SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_concurrent_streams", 1000),
+    ("grpc.so_reuseport", 0),
+)
+_INFER_REQUEST = pb.ModelInferRequest.FromString
+_INFER_RESPONSE = pb.ModelInferResponse
+_OUTPUT_TENSOR = pb.ModelInferResponse.InferOutputTensor
 _log = logging.getLogger(__name__)
 _CONTENTS = {
     "BOOL": "bool_contents",
@@ -59,6 +83,10 @@ _CONTENTS = {
 }
 
 
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()
+
+
 class _Servicer:
     """The RPC handlers (async, in the server's event loop)."""
 
@@ -70,6 +98,8 @@ class _Servicer:
         self.metrics = metrics
         self.version = version
         self.log_once = LogOnce(_log)
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._latencies: dict[tuple[str, str], Any] = {}
 
     async def server_live(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
@@ -98,23 +128,47 @@ class _Servicer:
             outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in doc["outputs"]],
         )
 
-    async def model_infer(self, request: Any, context: Any) -> Any:
-        loaded = self._resolve(request.model_name, request.model_version)
-        parsed = parse_infer_request(request, loaded, self.metrics)
-        outputs = await self.batcher.predict(loaded, parsed.arrays)
-        payload, blobs = format_v2_outputs(outputs, loaded, parsed)
-        return pb.ModelInferResponse(
-            model_name=payload["model_name"],
-            model_version=payload["model_version"],
-            id=request.id,
-            outputs=[
-                pb.ModelInferResponse.InferOutputTensor(
-                    name=t["name"], datatype=t["datatype"], shape=t["shape"]
-                )
-                for t in payload["outputs"]
-            ],
-            raw_output_contents=blobs,
-        )
+    async def model_infer(self, data: bytes, context: Any) -> bytes:
+        start = time.perf_counter()
+        model, version, code = "", "", "OK"
+        try:
+            request = _INFER_REQUEST(data)
+            loaded = self._resolve(request.model_name, request.model_version)
+            model, version = loaded.name, str(loaded.version)
+            parsed = parse_infer_request(request, loaded, self.metrics)
+            outputs = await self.batcher.predict(loaded, parsed.arrays)
+            payload, blobs = format_v2_outputs(outputs, loaded, parsed)
+            reply = _INFER_RESPONSE(
+                model_name=payload["model_name"],
+                model_version=payload["model_version"],
+                id=request.id,
+                outputs=[
+                    _OUTPUT_TENSOR(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                    for t in payload["outputs"]
+                ],
+                raw_output_contents=blobs,
+            )
+            return reply.SerializeToString()
+        except BaseException as exc:
+            code = _status(exc)[0].name
+            raise
+        finally:
+            self._count(model, version, code, start)
+
+    def _count(self, model: str, version: str, code: str, start: float) -> None:
+        """Count a ModelInfer call and time it (label children cached)."""
+        key = (model, version, code)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self.metrics.requests.labels(model, version, "grpc", code)
+            self._counters[key] = counter
+        counter.inc()
+        if model:
+            latency = self._latencies.get((model, version))
+            if latency is None:
+                latency = self.metrics.request_latency.labels(model, version, "grpc")
+                self._latencies[model, version] = latency
+            latency.observe(time.perf_counter() - start)
 
     def _resolve(self, name: str, version: str) -> LoadedModel:
         if version and (not version.isdigit() or version.startswith("0") or len(version) > 18):
@@ -166,6 +220,23 @@ def parse_infer_request(
     return V2Request(arrays=prepared, request_id=request.id or None, outputs=outputs)
 
 
+def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and message for an error of a handler."""
+    if isinstance(exc, InputError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, DecodeError):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a ModelInferRequest: {exc}"
+    if isinstance(exc, ModelNotFoundError):
+        return grpc.StatusCode.NOT_FOUND, str(exc)
+    if isinstance(exc, (ModelNotReadyError, OverloadedError)):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, BatchFailedError):
+        return grpc.StatusCode.INTERNAL, str(exc)
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED, "cancelled"
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+
+
 def _guarded(
     servicer: _Servicer, fn: Callable[[Any, Any], Awaitable[Any]], name: str
 ) -> Callable[[Any, Any], Awaitable[Any]]:
@@ -174,23 +245,16 @@ def _guarded(
     async def handler(request: Any, context: Any) -> Any:
         try:
             return await fn(request, context)
-        except InputError as exc:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        except ModelNotFoundError as exc:
-            code, message = grpc.StatusCode.NOT_FOUND, str(exc)
-        except (ModelNotReadyError, OverloadedError) as exc:
-            code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
-        except BatchFailedError as exc:
-            code, message = grpc.StatusCode.INTERNAL, str(exc)
         except Exception as exc:
-            servicer.log_once(
-                f"grpc:{name}:{type(exc).__name__}",
-                logging.ERROR,
-                "unexpected error in gRPC %s",
-                name,
-                exc_info=exc,
-            )
-            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+            code, message = _status(exc)
+            if code is grpc.StatusCode.INTERNAL and not isinstance(exc, BatchFailedError):
+                servicer.log_once(
+                    f"grpc:{name}:{type(exc).__name__}",
+                    logging.ERROR,
+                    "unexpected error in gRPC %s",
+                    name,
+                    exc_info=exc,
+                )
         await context.abort(code, message)
 
     return handler
@@ -230,22 +294,20 @@ class GRPCServer:
             "ServerMetadata": (s.server_metadata, pb.ServerMetadataRequest),
             "ModelReady": (s.model_ready, pb.ModelReadyRequest),
             "ModelMetadata": (s.model_metadata, pb.ModelMetadataRequest),
-            "ModelInfer": (s.model_infer, pb.ModelInferRequest),
         }
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
                 _guarded(s, fn, name),
                 request_deserializer=message.FromString,
-                response_serializer=lambda m: m.SerializeToString(),
+                response_serializer=_serialize,
             )
             for name, (fn, message) in rpcs.items()
         }
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ]
+        # ModelInfer: bytes in and out, parsed and written by the handler.
+        handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
+            _guarded(s, s.model_infer, "ModelInfer")
         )
+        server = grpc.aio.server(options=list(SERVER_OPTIONS))
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.port = server.add_insecure_port(address)

@@ -49,7 +49,7 @@ class ServingMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Counter(
             "jaxtx_serving_requests_total",
-            "Model requests by model, version, API and HTTP status code.",
+            "Model requests by model, version, API and status (HTTP code; gRPC status name).",
             ["model", "version", "api", "code"],
             registry=self.registry,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +243,51 @@ def test_several_worker_threads_and_models(model: LoadedModel, model_cache: Path
     text = metrics.render().decode()
     assert metric_value(text, "jaxtx_serving_batch_size_sum", model="vector") == 50
     assert metric_value(text, "jaxtx_serving_batch_size_count", model="logistic") < 50
+
+
+class _Recording:
+    """A model that records which thread ran each call."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self._model = model
+        self.threads: list[str] = []
+
+    def predict_arrays(self, arrays: Any) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return self._model.predict_arrays(arrays)
+
+
+def _sequential_calls(config: BatchingConfig, model: LoadedModel, sizes: list[int]) -> _Recording:
+    recording = _Recording(model)
+
+    async def main() -> None:
+        batcher = Batcher(config)
+        try:
+            for n in sizes:
+                arrays = model.prepare({"x1": [1.0] * n, "x2": [2.0] * n, "color": ["red"] * n})
+                got = await batcher.predict(recording, arrays)  # type: ignore[arg-type]
+                np.testing.assert_allclose(
+                    got["logits"], model.predict_arrays(arrays)["logits"], rtol=1e-6
+                )
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+    return recording
+
+
+def test_a_fast_model_runs_on_the_loop_once_measured_at_that_size(model: LoadedModel) -> None:
+    loop_thread = threading.current_thread().name  # asyncio.run runs the loop here
+    calls = _sequential_calls(BatchingConfig(inline_max_ms=1000.0), model, [1] * 20 + [2])
+    one_row, two_rows = calls.threads[:20], calls.threads[20]
+    assert one_row[0] == "jaxtx-predict-0"  # first call at a size: a worker measures it
+    assert one_row[-1] == loop_thread  # then, with the worker idle, on the loop
+    assert two_rows == "jaxtx-predict-0"  # a size not measured yet goes to a worker
+
+
+@pytest.mark.parametrize("inline_max_ms", [0.0, 1e-9])
+def test_inline_off_or_a_slow_model_keeps_calls_on_the_workers(
+    model: LoadedModel, inline_max_ms: float
+) -> None:
+    calls = _sequential_calls(BatchingConfig(inline_max_ms=inline_max_ms), model, [1] * 10)
+    assert calls.threads == ["jaxtx-predict-0"] * 10

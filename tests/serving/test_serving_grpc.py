@@ -101,3 +101,26 @@ def test_grpc_and_http_share_the_model_and_metrics(served: RunningServer, client
     )
     assert http.status_code == 200
     assert served.metric("jaxtx_serving_batch_size_count", model="logistic") >= before + 1
+
+
+def test_model_infer_calls_are_counted_by_status(served: RunningServer, client) -> None:  # type: ignore[no-untyped-def]
+    def count(code: str, **labels: str) -> float:
+        return served.metric("jaxtx_serving_requests_total", api="grpc", code=code, **labels)
+
+    ok, bad = count("OK", model="logistic", version="1"), count("NOT_FOUND")
+    client.infer("logistic", _inputs([1.0], [1.0], ["red"]))
+    with pytest.raises(InferenceServerException):
+        client.infer("nope", _inputs([1.0], [1.0], ["red"]))
+    assert count("OK", model="logistic", version="1") == ok + 1
+    assert count("NOT_FOUND") == bad + 1
+
+
+def test_a_body_that_is_not_a_request_is_invalid_argument(served: RunningServer) -> None:
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{served.app.state.grpc_port}") as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as info:
+            infer(b"\xff\xff\xff", timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ModelInferRequest" in (info.value.details() or "")
