@@ -1,7 +1,26 @@
-"""Output handling: clearing previous outputs, counting what was written, Beam counters."""
+"""Output handling: the files workers write, clearing previous outputs, counting
+what was written, Beam counters.
+
+Workers write their files themselves, each under a name fixed by what it
+holds (no temporary folders, no finalize step):
+
+* ``data/<split>/part-IIIII-of-NNNNN.parquet``: the rows of input file ``I``
+  (of ``N``) in that split, or with ``num_shards`` shard ``I`` of ``N``;
+* ``quarantine/rejected-IIIII.jsonl``: the rejected rows of input file ``I``
+  (only when it has some);
+* ``_counts/file-IIIII.json``: what reading input file ``I`` counted (rows
+  read, the type observation), written last; the driver sums and removes them.
+
+A local file is written under a hidden temporary name and renamed into place
+when complete; on an object store a written object appears whole when closed.
+A re-run bundle writes the same names again, so retries leave no duplicates.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,14 +39,204 @@ from ._common import (
 from ._config import (
     IngestResult,
 )
+from ._widen import Observation, merge
+
+COUNTS_DIR = "_counts"
+
+
+def part_path(output_dir: str, split: str, index: int, count: int) -> str:
+    """The Parquet file of shard ``index`` (of ``count``) of a split."""
+    return fs.join(output_dir, "data", split, f"part-{index:05d}-of-{count:05d}.parquet")
+
+
+def quarantine_path(output_dir: str, index: int) -> str:
+    """The quarantine file of input file ``index``."""
+    return fs.join(output_dir, "quarantine", f"rejected-{index:05d}.jsonl")
+
+
+def counts_path(output_dir: str, index: int) -> str:
+    """The count file of input file ``index``."""
+    return fs.join(output_dir, COUNTS_DIR, f"file-{index:05d}.json")
+
+
+class AtomicOutput:
+    """A new file that appears under its name only once complete.
+
+    Local: written to a hidden temporary name in the same folder and renamed.
+    Elsewhere (object stores): a Beam filesystem stream, whose object appears
+    when the stream is closed.
+    """
+
+    def __init__(self, path: str) -> None:
+        """Open the output.
+
+        Args:
+          path: the final path (local or URI).
+        """
+        self.path = path
+        self._local: str | None = None
+        if fs.is_local(path):
+            self._local = path.removeprefix("file://")
+            folder, name = os.path.split(self._local)
+            os.makedirs(folder, exist_ok=True)
+            self._temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+            self.sink: Any = self._temp
+        else:
+            self.sink = FileSystems.create(path)
+
+    def stream(self) -> Any:
+        """A writable binary stream (opens the local temporary file)."""
+        if self._local is not None and isinstance(self.sink, str):
+            self.sink = open(self._temp, "wb")  # noqa: SIM115 - closed by commit/abort
+        return self.sink
+
+    def commit(self) -> None:
+        """Close and put the file in place."""
+        if not isinstance(self.sink, str):
+            self.sink.close()
+        if self._local is not None:
+            os.replace(self._temp, self._local)
+
+    def abort(self) -> None:
+        """Drop what was written (local); close the stream (elsewhere)."""
+        if not isinstance(self.sink, str):
+            self.sink.close()
+        if self._local is not None and os.path.exists(self._temp):
+            os.remove(self._temp)
+
+
+class ParquetPart:
+    """One Parquet file written batch by batch (snappy; one row group per batch)."""
+
+    def __init__(self, path: str, schema: pa.Schema) -> None:
+        """Open the file.
+
+        Args:
+          path: its final path.
+          schema: the Arrow schema of its rows.
+        """
+        self._out = AtomicOutput(path)
+        self._writer = pq.ParquetWriter(self._out.sink, schema, compression="snappy")
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append a batch (as one row group)."""
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def commit(self) -> None:
+        """Finish the file and put it in place."""
+        self._writer.close()
+        self._out.commit()
+
+    def abort(self) -> None:
+        """Drop the file."""
+        self._writer.close()
+        self._out.abort()
+
+
+class QuarantineFile:
+    """The JSON Lines quarantine file of one input file, created at its first record."""
+
+    def __init__(self, path: str) -> None:
+        """Remember the path; nothing is created until a record comes.
+
+        Args:
+          path: its final path.
+        """
+        self._path = path
+        self._out: AtomicOutput | None = None
+        self.rows = 0
+
+    def write(self, record: str) -> None:
+        """Append one record (a JSON text without a newline)."""
+        if self._out is None:
+            self._out = AtomicOutput(self._path)
+        self._out.stream().write(record.encode("utf-8") + b"\n")
+        self.rows += 1
+
+    def commit(self) -> None:
+        """Put the file in place (when it has records)."""
+        if self._out is not None:
+            self._out.commit()
+
+    def abort(self) -> None:
+        """Drop the file."""
+        if self._out is not None:
+            self._out.abort()
+
+
+def write_counts(path: str, rows_read: int, observation: Observation) -> None:
+    """Write one input file's count file (see the module doc)."""
+    out = AtomicOutput(path)
+    doc = {"rows_read": rows_read, "types": observation}
+    out.stream().write(json.dumps(doc, sort_keys=True).encode("utf-8"))
+    out.commit()
+
+
+def read_counts(output_dir: str, files: Sequence[str]) -> tuple[int, Observation]:
+    """Sum the count files of every input file, then remove them.
+
+    Args:
+      output_dir: the artifact directory.
+      files: the input files, in their index order.
+
+    Returns:
+      Rows read over all files and the merged type observation.
+
+    Raises:
+      IngestError: a count file is missing: the runner lost part of the work.
+    """
+    rows_read, observation = 0, {}
+    found = {os.path.basename(p) for p in _match(fs.join(output_dir, COUNTS_DIR, "file-*.json"))}
+    missing = [f for i, f in enumerate(files) if f"file-{i:05d}.json" not in found]
+    if missing:
+        raise IngestError(
+            f"The pipeline finished without the counts of {len(missing)} of {len(files)} "
+            f"input file(s) (first: {missing[0]}) under {output_dir}: the runner dropped part "
+            "of the pipeline; outputs are incomplete. Use another runner (--runner=direct "
+            "or dask)."
+        )
+    for i in range(len(files)):
+        with FileSystems.open(counts_path(output_dir, i)) as f:
+            doc = json.loads(f.read().decode("utf-8"))
+        rows_read += int(doc["rows_read"])
+        observation = merge(observation, doc["types"])
+    _delete(fs.join(output_dir, COUNTS_DIR))
+    return rows_read, observation
+
+
+def fill_empty_shards(output_dir: str, names: Sequence[str], count: int, schema: pa.Schema) -> None:
+    """Write an empty Parquet file for every shard of ``count`` that no worker wrote.
+
+    Args:
+      output_dir: the artifact directory.
+      names: the split names.
+      count: shards per split.
+      schema: the rows' schema.
+    """
+    for name in names:
+        present = set(_match(fs.join(output_dir, "data", name, "part-*.parquet")))
+        for index in range(count):
+            path = part_path(output_dir, name, index, count)
+            if _normal(path) not in present:
+                part = ParquetPart(path, schema)
+                part.commit()
+
+
+def _normal(path: str) -> str:
+    return path.removeprefix("file://")
+
+
+def _delete(path: str) -> None:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
 
 
 def _clear_outputs(output_dir: str) -> None:
-    """Remove the ``data`` and ``quarantine`` subdirectories of a previous run."""
-    for sub in ("data", "quarantine"):
-        path = fs.join(output_dir, sub)
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
+    """Remove the ``data``, ``quarantine`` and count folders of a previous run."""
+    for sub in ("data", "quarantine", COUNTS_DIR):
+        _delete(fs.join(output_dir, sub))
 
 
 def _collect_result(
@@ -41,7 +250,7 @@ def _collect_result(
 ) -> IngestResult:
     """Count what was written and check it against the rows the pipeline read.
 
-    ``rows_read`` is the count the pipeline wrote to a file (any runner); the
+    ``rows_read`` is the count the pipeline wrote to files (any runner); the
     ``rows_read`` counter is checked too where the runner reports metrics.
     Neither present means the run lost work: an error, never "empty input".
     """
