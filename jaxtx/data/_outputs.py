@@ -206,22 +206,29 @@ def read_counts(output_dir: str, files: Sequence[str]) -> tuple[int, Observation
     return rows_read, observation
 
 
-def fill_empty_shards(output_dir: str, names: Sequence[str], count: int, schema: pa.Schema) -> None:
-    """Write an empty Parquet file for every shard of ``count`` that no worker wrote.
+def fill_empty_shards(
+    output_dir: str, names: Sequence[str], num_shards: int | None, schema: pa.Schema
+) -> None:
+    """Write empty Parquet files where a split needs one and no worker wrote it.
+
+    With ``num_shards`` every shard of every split exists; without, a split
+    without rows gets one empty ``part-00000-of-00001.parquet``.
 
     Args:
       output_dir: the artifact directory.
       names: the split names.
-      count: shards per split.
+      num_shards: shards per split, or None (one part per input file with rows).
       schema: the rows' schema.
     """
     for name in names:
-        present = set(_match(fs.join(output_dir, "data", name, "part-*.parquet")))
-        for index in range(count):
-            path = part_path(output_dir, name, index, count)
+        present = {_normal(p) for p in _match(fs.join(output_dir, "data", name, "part-*.parquet"))}
+        if num_shards:
+            wanted = [part_path(output_dir, name, i, num_shards) for i in range(num_shards)]
+        else:
+            wanted = [] if present else [part_path(output_dir, name, 0, 1)]
+        for path in wanted:
             if _normal(path) not in present:
-                part = ParquetPart(path, schema)
-                part.commit()
+                ParquetPart(path, schema).commit()
 
 
 def _normal(path: str) -> str:

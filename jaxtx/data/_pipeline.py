@@ -1,18 +1,23 @@
 """Ingestion behind ExampleGen: CSV / Parquet / JSONL files to split Parquet shards.
 
-One Apache Beam pipeline whose elements are ``pyarrow.RecordBatch``:
-
-``ListFiles`` -> ``ReadFiles`` (record batches of each file) -> ``ConvertToSchema``
-(cast every column to the target Arrow schema) -> ``AssignSplits`` (deterministic
-hash split, or the split of the row's file) -> ``WriteSplit[<name>]`` (Parquet
-shards) and ``WriteQuarantine``.
+One Apache Beam pipeline, ``ListFiles`` -> ``IngestFiles``: one ``DoFn`` call
+per input file reads it in record batches, casts every column to the target
+Arrow schema, assigns each row its split (deterministic hash split, or the
+split of the row's file) and writes the file's part of each split, its
+quarantine and its counts itself (``jaxtx.data._outputs``), with no per-row
+Python and no Beam file sink. With ``num_shards`` the split rows go through a
+``GroupByKey`` to one writer per shard instead.
 
 Output layout (docs/formats.md)::
 
-    <output_dir>/data/<split>/part-NNNNN-of-MMMMM.parquet   one Arrow schema everywhere
-    <output_dir>/quarantine/rejected-NNNNN-of-MMMMM.jsonl   {"source", "line", "reason", "raw"}
+    <output_dir>/data/<split>/part-IIIII-of-NNNNN.parquet   one Arrow schema everywhere
+    <output_dir>/quarantine/rejected-IIIII.jsonl           {"source", "line", "reason", "raw"}
 
-Every split directory holds at least one (possibly empty) Parquet file.
+``IIIII`` is the input file's position among the ``NNNNN`` sorted input files
+(a part exists when that file has rows in the split), or with ``num_shards``
+the shard number. Every split directory holds at least one (possibly empty)
+Parquet file. The names and contents depend only on the input, so a re-run
+writes byte-identical files.
 
 Conventions:
 
@@ -229,8 +234,7 @@ def _run(
     result = pipeline.run()
     result.wait_until_finish()
     rows_read, observed = read_counts(plan.output_dir, plan.files)
-    if plan.num_shards:
-        fill_empty_shards(plan.output_dir, plan.splits.names, plan.num_shards, schema)
+    fill_empty_shards(plan.output_dir, plan.splits.names, plan.num_shards, schema)
     out = _collect_result(
         result, plan.output_dir, plan.splits.names, schema, plan.files, rows_read=rows_read
     )
@@ -389,7 +393,8 @@ class _IngestFileFn(beam.DoFn):
     """Ingest one input file: read, convert, split, write (see :class:`IngestExamples`).
 
     Rows that cannot be parsed or converted go to the file's quarantine file.
-    Without shards, each split's rows go straight to the file's Parquet part;
+    Without shards, each split's rows go straight to the file's Parquet part
+    (created at the split's first row);
     with shards, ``(split, shard), (file, sequence, batch)`` pairs go to the
     ``shards`` output. The count file is written last and its path yielded.
     """
@@ -406,7 +411,7 @@ class _IngestFileFn(beam.DoFn):
         index, path = element
         job = self._job
         quarantine = QuarantineFile(quarantine_path(job.output_dir, index))
-        parts = None if job.num_shards else self._open_parts(index)
+        parts: dict[int, ParquetPart] = {}
         sequence = [0] * len(job.splits.names)
         rows_read, observation = 0, {}
         try:
@@ -417,8 +422,8 @@ class _IngestFileFn(beam.DoFn):
                 rows_read += batch.num_rows
                 for split, part in self._split(path, batch):
                     self._written[job.splits.names[split]].inc(part.num_rows)
-                    if parts is not None:
-                        parts[split].write(part)
+                    if not job.num_shards:
+                        self._part(parts, index, split).write(part)
                         continue
                     shard = (index + sequence[split]) % job.num_shards
                     yield beam.pvalue.TaggedOutput(
@@ -427,22 +432,23 @@ class _IngestFileFn(beam.DoFn):
                     sequence[split] += 1
         except BaseException:
             quarantine.abort()
-            for part in parts or ():
+            for part in parts.values():
                 part.abort()
             raise
         quarantine.commit()
-        for part in parts or ():
+        for part in parts.values():
             part.commit()
         counts = counts_path(job.output_dir, index)
         write_counts(counts, rows_read + quarantine.rows, observation)
         yield counts
 
-    def _open_parts(self, index: int) -> list[ParquetPart]:
-        job = self._job
-        return [
-            ParquetPart(part_path(job.output_dir, name, index, job.num_files), job.schema)
-            for name in job.splits.names
-        ]
+    def _part(self, parts: dict[int, ParquetPart], index: int, split: int) -> ParquetPart:
+        """The Parquet part of ``split`` for input file ``index``, opened at its first rows."""
+        if split not in parts:
+            job = self._job
+            path = part_path(job.output_dir, job.splits.names[split], index, job.num_files)
+            parts[split] = ParquetPart(path, job.schema)
+        return parts[split]
 
     def _converted(
         self, path: str, quarantine: QuarantineFile
