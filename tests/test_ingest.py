@@ -391,6 +391,32 @@ def test_csv_quarantine_line_numbers_and_reasons(tmp_path: Path) -> None:
     ]
 
 
+def test_malformed_rows_late_in_a_many_block_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks are parsed on several threads, which cannot number malformed rows:
+    # the file is read again on one thread, every row produced once, lines exact.
+    from jaxtx.data import _csv
+
+    monkeypatch.setattr(_csv, "_CSV_BLOCK_BYTES", 4096)
+    rows = [f"{i},name{i},{i / 4}" for i in range(3000)]
+    rows[2400] = "2400,short"  # line 2402
+    rows[2900] = "2900,x,1.0,extra"  # line 2902
+    src = _write_csv(tmp_path / "in.csv", "id,name,score", rows)
+
+    runs = [ingest([str(src)], str(tmp_path / f"out{i}")) for i in range(2)]
+
+    for result in runs:
+        _assert_consistent(result)
+        assert (result.num_read, result.num_rejected) == (3000, 2)
+        assert [r["line"] for r in _quarantine(result)] == [2402, 2902]
+        ids = sorted(r["id"] for r in _all_rows(result))
+        assert ids == [i for i in range(3000) if i not in (2400, 2900)]
+    for split in ("train", "eval"):
+        first, second = (r.split_files[split] for r in runs)
+        assert [Path(p).read_bytes() for p in first] == [Path(p).read_bytes() for p in second]
+
+
 def test_malformed_row_with_invalid_utf8_is_quarantined(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     src.write_bytes(b"a,b\n1,x\n2,\xe9t\xe9,extra\n3,caf\xc3\xa9\n")

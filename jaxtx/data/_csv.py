@@ -40,6 +40,10 @@ class _RecordTooLarge(Exception):
     """pyarrow met a record longer than its block size."""
 
 
+class _MalformedRow(Exception):
+    """A multi-threaded read met a row with a wrong field count (whose line it cannot tell)."""
+
+
 @dataclass(frozen=True)
 class _Layout:
     """What reading one CSV file needs besides the options: names and encoding."""
@@ -59,9 +63,13 @@ def _read_csv(
 ) -> Iterator[pa.RecordBatch | dict[str, Any]]:
     """Raw batches (binary columns + line numbers) and rejected-row records of a CSV file.
 
-    A file with records longer than pyarrow's usual block size is read again
-    with blocks of :data:`MAX_RECORD_BYTES` (rows already produced are not
-    produced twice), and its physical lines longer than that are quarantined.
+    A whole file (``block`` None) is parsed by pyarrow's threads, ahead of
+    the caller's work on the batches before; pyarrow cannot number the rows
+    with a wrong field count that way, so a file holding one is read again on
+    one thread (rows already produced are not produced twice: both reads cut
+    the same batches). A file with records longer than pyarrow's usual block
+    size is read again with blocks of :data:`MAX_RECORD_BYTES`, and its
+    physical lines longer than that are quarantined.
 
     Args:
       path: the file.
@@ -71,7 +79,7 @@ def _read_csv(
         None decides by scanning the file. Ignored with a declared encoding.
       block: pyarrow's first block size (default :data:`_CSV_BLOCK_BYTES`);
         a smaller one makes reading only the first rows (a sample, whether
-        there are rows) cheaper. Any size
+        there are rows) cheaper, on one thread. Any size
         yields the same rows: a record longer than it is read again with
         blocks of :data:`MAX_RECORD_BYTES`.
 
@@ -86,11 +94,11 @@ def _read_csv(
     if layout is None:
         return
     produced = 0
-    attempts = ((block or _CSV_BLOCK_BYTES, False), (MAX_RECORD_BYTES, True))
-    for block, cut_long in attempts:
+    size, cut_long, threads = block or _CSV_BLOCK_BYTES, False, block is None
+    while True:
         seen = 0
         try:
-            for item in _read_csv_once(path, options, layout, block, cut_long=cut_long):
+            for item in _read_csv_once(path, options, layout, size, cut_long, threads):
                 if isinstance(item, dict):
                     yield item
                     continue
@@ -99,8 +107,12 @@ def _read_csv(
                     produced = seen + item.num_rows
                 seen += item.num_rows
             return
+        except _MalformedRow:
+            threads = False
         except _RecordTooLarge:
-            continue
+            if cut_long:
+                break
+            size, cut_long, threads = MAX_RECORD_BYTES, True, False
     raise IngestError(
         f"{path}: a record holds more than {MAX_RECORD_BYTES} bytes (jaxtx.data."
         "MAX_RECORD_BYTES) over several lines (a quoted value with newlines), or a quote "
@@ -109,9 +121,15 @@ def _read_csv(
 
 
 def _read_csv_once(
-    path: str, options: CsvOptions, layout: _Layout, block: int, *, cut_long: bool
+    path: str, options: CsvOptions, layout: _Layout, block: int, cut_long: bool, threads: bool
 ) -> Iterator[pa.RecordBatch | dict[str, Any]]:
-    """One pass over a CSV file with a given block size (see :func:`_read_csv`)."""
+    """One pass over a CSV file with a given block size (see :func:`_read_csv`).
+
+    With ``threads``, raises :class:`_MalformedRow` before producing anything
+    that depends on a malformed row's line: pyarrow calls the handler while
+    parsing a block, so a batch produced before the first call follows only
+    good rows.
+    """
     invalid: list[tuple[int, str, int]] = []
 
     def on_invalid(row: Any) -> str:
@@ -120,13 +138,15 @@ def _read_csv_once(
 
     stream = _source(path, options, MAX_RECORD_BYTES if cut_long else None)
     try:
-        reader = _open_csv(stream, options, layout, on_invalid, block)
+        reader = _open_csv(stream, options, layout, on_invalid, block, threads)
     except BaseException:
         stream.close()
         raise
     lines = _CsvLines(first_record=layout.first_record(options))
     try:
         for raw in reader:
+            if threads and invalid:
+                raise _MalformedRow
             batch = pa.RecordBatch.from_arrays(
                 [_clean(c, options, layout.latin1) for c in raw.columns], names=layout.names
             )
@@ -143,6 +163,8 @@ def _read_csv_once(
         ) from e
     finally:
         reader.close()
+    if threads and invalid:
+        raise _MalformedRow
     yield from _long_line_records(path, stream)
     where = "the header" if options.header and not options.column_names else "column_names"
     for (_, text, actual), line in zip(invalid, lines.rejected_lines(invalid), strict=True):
@@ -206,13 +228,14 @@ def _open_csv(
     layout: _Layout,
     on_invalid: Callable[[Any], str],
     block: int,
+    threads: bool,
 ) -> pa_csv.CSVStreamingReader:
-    """Streaming reader with every column as binary and exact row numbers."""
+    """Streaming reader with every column as binary (exact row numbers without ``threads``)."""
     try:
         return pa_csv.open_csv(
             stream,
             read_options=pa_csv.ReadOptions(
-                use_threads=False,  # row numbers of invalid rows are only known single-threaded
+                use_threads=threads,  # invalid rows are numbered only without threads
                 block_size=block,
                 encoding=_encoding(options, layout.latin1),
                 column_names=layout.arrow_names,
