@@ -294,7 +294,7 @@ def _csv_layout(path: str, options: CsvOptions, *, latin1: bool | None = None) -
         latin1 = False
     elif latin1 is None:
         latin1 = not _is_utf8(path, limit=2 * _HEADER_BLOCK_BYTES)
-    found = _first_record_names(path, options, latin1)
+    found = _first_record(path, options, latin1)
     if found is None:
         return None
     arrow_names, header_lines = found
@@ -319,13 +319,35 @@ def _csv_layout(path: str, options: CsvOptions, *, latin1: bool | None = None) -
     return _Layout(names, arrow_names, latin1, header_lines if options.header else 0)
 
 
+def _first_record(path: str, options: CsvOptions, latin1: bool) -> tuple[list[str], int] | None:
+    """:func:`_first_record_names`, remembered per local file (size, modification time):
+    inference, checks and the read ask the same file several times."""
+    if not fs.is_local(path):
+        return _first_record_names(path, options, latin1)
+    local = path.removeprefix("file://")
+    try:
+        st = os.stat(local)
+    except OSError:
+        return _first_record_names(path, options, latin1)
+    found = _first_record_cached(path, options, latin1, st.st_size, st.st_mtime_ns)
+    return None if found is None else (list(found[0]), found[1])
+
+
+@functools.lru_cache(maxsize=256)
+def _first_record_cached(
+    path: str, options: CsvOptions, latin1: bool, size: int, mtime_ns: int
+) -> tuple[tuple[str, ...], int] | None:
+    found = _first_record_names(path, options, latin1)
+    return None if found is None else (tuple(found[0]), found[1])
+
+
 def _first_record_names(
     path: str, options: CsvOptions, latin1: bool
 ) -> tuple[list[str], int] | None:
     """The fields of the first record (after ``skip_rows`` and blank or comment lines)
     and the physical lines up to its end, counted from ``skip_rows``."""
     blank = _leading_blank_lines(path, options)
-    block = _HEADER_BLOCK_BYTES
+    block = 1 << 16  # pyarrow parses (and types) the whole first block: keep it small
     while True:
         try:
             reader = pa_csv.open_csv(
@@ -344,7 +366,7 @@ def _first_record_names(
             if "Empty CSV file" in str(e):
                 return None
             if "straddling" in str(e) and block < MAX_RECORD_BYTES:
-                block = MAX_RECORD_BYTES
+                block = _HEADER_BLOCK_BYTES if block < _HEADER_BLOCK_BYTES else MAX_RECORD_BYTES
                 continue
             raise IngestError(f"{path}: cannot read the CSV header ({e}).") from e
     fields = list(reader.schema.names)
