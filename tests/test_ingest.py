@@ -173,12 +173,59 @@ def test_jsonl_inferred_schema(tmp_path: Path) -> None:
             ("b", pa.string()),
             ("tags", pa.list_(pa.string())),
             ("ok", pa.bool_()),
+            ("late", pa.string()),
         ]
     )
-    assert (result.num_written, result.num_rejected) == (10_002, 1)
+    assert (result.num_written, result.num_rejected) == (10_003, 0)
+    late = [r for r in _all_rows(result) if r["late"] is not None]
+    assert late == [{"a": 1, "x": None, "b": None, "tags": None, "ok": None, "late": "new key"}]
+
+
+def test_jsonl_keys_first_seen_after_the_sample_become_typed_columns(tmp_path: Path) -> None:
+    lines = [json.dumps({"id": i}) for i in range(10_050)]
+    for i in range(10_010, 10_050):
+        lines[i] = json.dumps(
+            {
+                "id": i,
+                "count": i,  # int64
+                "ratio": i if i % 2 else i + 0.5,  # ints and floats: float64
+                "name": f"n{i}",  # string
+                "day": "2024-01-02",  # a date-like JSON string stays a string
+                "tags": [i, i + 1],  # list<int64>
+                "point": {"x": i, "y": 1.5},  # struct
+                "empty": None,  # never a value: string
+            }
+        )
+    lines[10_049] = json.dumps({"id": 10_049, "count": "many"})  # not an int: quarantined
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    _assert_consistent(result)
+    assert result.schema == pa.schema(
+        [
+            ("id", pa.int64()),
+            ("count", pa.int64()),
+            ("day", pa.string()),
+            ("empty", pa.string()),
+            ("name", pa.string()),
+            ("point", pa.struct([("x", pa.int64()), ("y", pa.float64())])),
+            ("ratio", pa.float64()),
+            ("tags", pa.list_(pa.int64())),
+        ]
+    )
+    assert (result.num_written, result.num_rejected) == (10_049, 1)
     [bad] = _quarantine(result)
-    assert bad["line"] == 10_002
-    assert "'late'" in bad["reason"] and "schema=" in bad["reason"]
+    assert bad["line"] == 10_050 and "'count'" in bad["reason"]
+    rows = {r["id"]: r for r in _all_rows(result)}
+    assert rows[5]["count"] is None and rows[5]["tags"] is None  # null before the key appears
+    assert rows[10_020]["count"] == 10_020 and rows[10_020]["ratio"] == 10_020.5
+    assert rows[10_021]["tags"] == [10_021, 10_022] and rows[10_021]["point"] == {
+        "x": 10_021,
+        "y": 1.5,
+    }
+    assert rows[10_021]["day"] == "2024-01-02" and rows[10_021]["name"] == "n10021"
 
 
 def test_jsonl_mixed_types_in_sample_need_a_schema(tmp_path: Path) -> None:

@@ -43,16 +43,18 @@ Conventions:
 * Without ``schema`` the column types are inferred from the first
   ``SAMPLE_ROWS`` rows of the first non-empty file (int64, float64, bool or
   string for text formats; the file's own types for Parquet), then widened
-  over the whole input for CSV (``jaxtx.data._widen``: no row is quarantined
-  for a value a wider type holds; the input is read a second time when a type
-  changes). Files must then agree on their columns: a CSV/Parquet file with
-  other columns is an error, a JSONL key outside the sample's keys
-  quarantines its row. With ``schema``, types are used as given, other
-  columns/keys are ignored and absent ones are null.
+  over the whole input for CSV and JSONL (``jaxtx.data._widen``: no row is
+  quarantined for a value a wider type holds; the input is read a second
+  time when a type changes). Files must then agree on their columns: a
+  CSV/Parquet file with other columns is an error; a JSONL key first seen
+  after the sample becomes a column typed by its values (null in the rows
+  before; new columns follow the others, by name). With ``schema``, types are
+  used as given, other columns/keys are ignored and absent ones are null.
 * Splits: a hash of each row's content (or of ``partition_feature``) picks
   its split; with ``{split: files}`` every file's rows go to its split.
 * ``num_read == num_written + num_rejected`` always; the counts come from the
-  written files and are checked against the pipeline's metrics.
+  written files and are checked against the rows each input file's reader
+  counted (and the pipeline's metrics where the runner reports them).
 """
 
 from __future__ import annotations
@@ -298,7 +300,8 @@ class IngestExamples(beam.PTransform):
           dialects: CSV dialect of each CSV file.
           schema: the target schema.
           splits: split configuration.
-          strict_fields: quarantine JSONL rows with keys outside ``schema``.
+          strict_fields: quarantine JSONL rows with keys outside ``schema``
+            (with ``observe``: read those keys as new columns instead).
           num_shards: shards per split (None: one per input file).
           seed: split hash seed.
           file_splits: fixed splits: the split index of each file (None: hash split).
