@@ -18,6 +18,7 @@ A re-run bundle writes the same names again, so retries leave no duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -98,11 +99,15 @@ class AtomicOutput:
             os.replace(self._temp, self._local)
 
     def abort(self) -> None:
-        """Drop what was written (local); close the stream (elsewhere)."""
+        """Drop what was written (best effort: the run is failing already)."""
         if not isinstance(self.sink, str):
             self.sink.close()
-        if self._local is not None and os.path.exists(self._temp):
-            os.remove(self._temp)
+        if self._local is not None:
+            if os.path.exists(self._temp):
+                os.remove(self._temp)
+        else:
+            with contextlib.suppress(Exception):
+                FileSystems.delete([self.path])
 
 
 class ParquetPart:
