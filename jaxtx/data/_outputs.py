@@ -18,11 +18,13 @@ A re-run bundle writes the same names again, so retries leave no duplicates.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -138,6 +140,56 @@ class ParquetPart:
         """Drop the file."""
         self._writer.close()
         self._out.abort()
+
+
+class SplitParts:
+    """The Parquet parts of one input file, one per split with rows.
+
+    Batches are encoded and written on one background thread, in order, while
+    the caller prepares the next ones (at most :attr:`DEPTH` waiting).
+    """
+
+    DEPTH = 4
+
+    def __init__(
+        self, output_dir: str, names: Sequence[str], index: int, count: int, schema: pa.Schema
+    ) -> None:
+        """Configure; a part is created at its split's first batch.
+
+        Args:
+          output_dir: the artifact directory.
+          names: the split names.
+          index: the input file's index.
+          count: the number of input files.
+          schema: the rows' schema.
+        """
+        self._paths = [part_path(output_dir, n, index, count) for n in names]
+        self._schema = schema
+        self._parts: dict[int, ParquetPart] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="jaxtx-parquet")
+        self._pending: collections.deque[Future[None]] = collections.deque()
+
+    def write(self, split: int, batch: pa.RecordBatch) -> None:
+        """Queue a batch of split ``split`` (index into the names)."""
+        if split not in self._parts:
+            self._parts[split] = ParquetPart(self._paths[split], self._schema)
+        while len(self._pending) >= self.DEPTH:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._parts[split].write, batch))
+
+    def commit(self) -> None:
+        """Wait for every write, then finish the parts and put them in place."""
+        while self._pending:
+            self._pending.popleft().result()
+        self._pool.shutdown()
+        for split in sorted(self._parts):
+            self._parts[split].commit()
+
+    def abort(self) -> None:
+        """Stop writing and drop the parts."""
+        self._pool.shutdown(cancel_futures=True)
+        for part in self._parts.values():
+            part.abort()
 
 
 class QuarantineFile:

@@ -111,6 +111,7 @@ from ._jsonl import (
 from ._outputs import (
     ParquetPart,
     QuarantineFile,
+    SplitParts,
     _clear_outputs,
     _collect_result,
     counts_path,
@@ -397,7 +398,7 @@ class _IngestFileFn(beam.DoFn):
 
     Rows that cannot be parsed or converted go to the file's quarantine file.
     Without shards, each split's rows go straight to the file's Parquet part
-    (created at the split's first row);
+    (created at the split's first row, written on a background thread);
     with shards, ``(split, shard), (file, sequence, batch)`` pairs go to the
     ``shards`` output. The count file is written last and its path yielded.
     """
@@ -414,7 +415,7 @@ class _IngestFileFn(beam.DoFn):
         index, path = element
         job = self._job
         quarantine = QuarantineFile(quarantine_path(job.output_dir, index))
-        parts: dict[int, ParquetPart] = {}
+        parts = SplitParts(job.output_dir, job.splits.names, index, job.num_files, job.schema)
         sequence = [0] * len(job.splits.names)
         rows_read, observation = 0, {}
         try:
@@ -426,7 +427,7 @@ class _IngestFileFn(beam.DoFn):
                 for split, part in self._split(path, batch):
                     self._written[job.splits.names[split]].inc(part.num_rows)
                     if not job.num_shards:
-                        self._part(parts, index, split).write(part)
+                        parts.write(split, part)
                         continue
                     shard = (index + sequence[split]) % job.num_shards
                     yield beam.pvalue.TaggedOutput(
@@ -435,23 +436,13 @@ class _IngestFileFn(beam.DoFn):
                     sequence[split] += 1
         except BaseException:
             quarantine.abort()
-            for part in parts.values():
-                part.abort()
+            parts.abort()
             raise
         quarantine.commit()
-        for part in parts.values():
-            part.commit()
+        parts.commit()
         counts = counts_path(job.output_dir, index)
         write_counts(counts, rows_read + quarantine.rows, observation)
         yield counts
-
-    def _part(self, parts: dict[int, ParquetPart], index: int, split: int) -> ParquetPart:
-        """The Parquet part of ``split`` for input file ``index``, opened at its first rows."""
-        if split not in parts:
-            job = self._job
-            path = part_path(job.output_dir, job.splits.names[split], index, job.num_files)
-            parts[split] = ParquetPart(path, job.schema)
-        return parts[split]
 
     def _converted(
         self, path: str, quarantine: QuarantineFile
