@@ -464,6 +464,37 @@ def test_malformed_rows_late_in_a_many_block_file(
         assert [Path(p).read_bytes() for p in first] == [Path(p).read_bytes() for p in second]
 
 
+def test_numbers_parsed_straight_to_their_type_equal_the_text_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # int64/float64 columns are parsed to their type; a value that does not
+    # parse (text, padded numbers, a quoted empty value) sends the rest of the
+    # file through the text path. Both give the same files, byte for byte.
+    from jaxtx.data import _csv
+
+    monkeypatch.setattr(_csv, "_CSV_BLOCK_BYTES", 4096)
+    rows = [f"{i},{i / 8},c{i % 5}" for i in range(3000)]
+    rows[1500] = "1500, 187.5 ,c0"  # padded: a number all the same
+    rows[2000] = 'x2000,250.0,"c0"'  # not an int: quarantined
+    rows[2500] = '2500,"",c0'  # a quoted empty value: missing
+    src = _write_csv(tmp_path / "in.csv", "id,v,cat", rows)
+    schema = pa.schema([("id", pa.int64()), ("v", pa.float64()), ("cat", pa.string())])
+
+    typed = ingest([str(src)], str(tmp_path / "typed"), schema=schema)
+    monkeypatch.setattr(_csv, "_typed_columns", lambda *args: ())
+    text = ingest([str(src)], str(tmp_path / "text"), schema=schema)
+
+    for result in (typed, text):
+        _assert_consistent(result)
+        [bad] = _quarantine(result)
+        assert (bad["line"], bad["raw"]) == (2002, "x2000,250.0,c0")
+    rows_by_id = {r["id"]: r for r in _all_rows(typed)}
+    assert rows_by_id[1500]["v"] == 187.5 and rows_by_id[2500]["v"] is None
+    for split in ("train", "eval"):
+        pairs = zip(typed.split_files[split], text.split_files[split], strict=True)
+        assert all(Path(a).read_bytes() == Path(b).read_bytes() for a, b in pairs)
+
+
 def test_malformed_row_with_invalid_utf8_is_quarantined(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     src.write_bytes(b"a,b\n1,x\n2,\xe9t\xe9,extra\n3,caf\xc3\xa9\n")

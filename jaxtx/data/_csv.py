@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import functools
 import os
 import re
@@ -23,6 +24,7 @@ from ._common import (
     _LINE,
     MAX_RECORD_BYTES,
     IngestError,
+    _is_binary,
     _sample_batches,
     _with_meta,
 )
@@ -44,6 +46,20 @@ class _MalformedRow(Exception):
     """A multi-threaded read met a row with a wrong field count (whose line it cannot tell)."""
 
 
+class _TypedValueError(Exception):
+    """A value of a column parsed straight to its type does not parse."""
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """How one pass reads a file: block size, long-line cutting, threads, typed columns."""
+
+    block: int
+    cut_long: bool = False
+    threads: bool = False
+    types: tuple[tuple[str, pa.DataType], ...] = ()
+
+
 @dataclass(frozen=True)
 class _Layout:
     """What reading one CSV file needs besides the options: names and encoding."""
@@ -59,17 +75,26 @@ class _Layout:
 
 
 def _read_csv(
-    path: str, options: CsvOptions, *, latin1: bool | None = None, block: int | None = None
+    path: str,
+    options: CsvOptions,
+    *,
+    latin1: bool | None = None,
+    block: int | None = None,
+    schema: pa.Schema | None = None,
 ) -> Iterator[pa.RecordBatch | dict[str, Any]]:
     """Raw batches (binary columns + line numbers) and rejected-row records of a CSV file.
 
     A whole file (``block`` None) is parsed by pyarrow's threads, ahead of
     the caller's work on the batches before; pyarrow cannot number the rows
     with a wrong field count that way, so a file holding one is read again on
-    one thread (rows already produced are not produced twice: both reads cut
-    the same batches). A file with records longer than pyarrow's usual block
-    size is read again with blocks of :data:`MAX_RECORD_BYTES`, and its
-    physical lines longer than that are quarantined.
+    one thread (rows already produced are not produced twice: every pass cuts
+    the same batches). With ``schema``, its int64 and float64 columns are
+    parsed straight to their type when no row can be rejected after parsing
+    (:func:`_typed_columns`); a value that does not parse makes the rest of
+    the file be read as text (binary), whose conversion finds and names the
+    rows. A file with records longer than pyarrow's usual block size is read
+    again with blocks of :data:`MAX_RECORD_BYTES`, and its physical lines
+    longer than that are quarantined.
 
     Args:
       path: the file.
@@ -82,6 +107,7 @@ def _read_csv(
         there are rows) cheaper, on one thread. Any size
         yields the same rows: a record longer than it is read again with
         blocks of :data:`MAX_RECORD_BYTES`.
+      schema: the target schema (None: every column binary).
 
     Yields:
       Record batches, then one dict per rejected row.
@@ -94,11 +120,15 @@ def _read_csv(
     if layout is None:
         return
     produced = 0
-    size, cut_long, threads = block or _CSV_BLOCK_BYTES, False, block is None
+    attempt = _Pass(
+        block or _CSV_BLOCK_BYTES,
+        threads=block is None,
+        types=_typed_columns(schema, options, layout) if schema is not None else (),
+    )
     while True:
         seen = 0
         try:
-            for item in _read_csv_once(path, options, layout, size, cut_long, threads):
+            for item in _read_csv_once(path, options, layout, attempt):
                 if isinstance(item, dict):
                     yield item
                     continue
@@ -108,11 +138,13 @@ def _read_csv(
                 seen += item.num_rows
             return
         except _MalformedRow:
-            threads = False
+            attempt = dataclasses.replace(attempt, threads=False)
+        except _TypedValueError:
+            attempt = dataclasses.replace(attempt, types=())
         except _RecordTooLarge:
-            if cut_long:
+            if attempt.cut_long:
                 break
-            size, cut_long, threads = MAX_RECORD_BYTES, True, False
+            attempt = _Pass(MAX_RECORD_BYTES, cut_long=True)
     raise IngestError(
         f"{path}: a record holds more than {MAX_RECORD_BYTES} bytes (jaxtx.data."
         "MAX_RECORD_BYTES) over several lines (a quoted value with newlines), or a quote "
@@ -120,25 +152,51 @@ def _read_csv(
     )
 
 
-def _read_csv_once(
-    path: str, options: CsvOptions, layout: _Layout, block: int, cut_long: bool, threads: bool
-) -> Iterator[pa.RecordBatch | dict[str, Any]]:
-    """One pass over a CSV file with a given block size (see :func:`_read_csv`).
+def _typed_columns(
+    schema: pa.Schema, options: CsvOptions, layout: _Layout
+) -> tuple[tuple[str, pa.DataType], ...]:
+    """The columns pyarrow may parse straight to their type: ``(pyarrow name, type)``.
 
-    With ``threads``, raises :class:`_MalformedRow` before producing anything
+    Only int64 and float64 columns, and only when no row of the file can be
+    rejected after parsing (every column int64, float64 or string, nullable;
+    neither trimming nor latin-1 restoring): a rejected row's ``raw`` is then
+    always rebuilt from its original text. pyarrow's CSV parsing of these
+    types is the cast's parsing of the same text, so the values are the same.
+    """
+    if layout.latin1 or options.trim_whitespace:
+        return ()
+    fields = {f.name: f for f in schema}
+    plain = (pa.int64(), pa.float64(), pa.string())
+    if any(f.type not in plain or not f.nullable for f in schema):
+        return ()
+    return tuple(
+        (arrow, fields[name].type)
+        for name, arrow in zip(layout.names, layout.arrow_names, strict=True)
+        if name in fields and fields[name].type != pa.string()
+    )
+
+
+def _read_csv_once(
+    path: str, options: CsvOptions, layout: _Layout, attempt: _Pass
+) -> Iterator[pa.RecordBatch | dict[str, Any]]:
+    """One pass over a CSV file (see :func:`_read_csv`).
+
+    With threads, raises :class:`_MalformedRow` before producing anything
     that depends on a malformed row's line: pyarrow calls the handler while
     parsing a block, so a batch produced before the first call follows only
-    good rows.
+    good rows. With typed columns, raises :class:`_TypedValueError` at the
+    first batch holding a value that does not parse.
     """
+    threads = attempt.threads
     invalid: list[tuple[int, str, int]] = []
 
     def on_invalid(row: Any) -> str:
         invalid.append((row.number, row.text, row.actual_columns))
         return "skip"
 
-    stream = _source(path, options, MAX_RECORD_BYTES if cut_long else None)
+    stream = _source(path, options, MAX_RECORD_BYTES if attempt.cut_long else None)
     try:
-        reader = _open_csv(stream, options, layout, on_invalid, block, threads)
+        reader = _open_csv(stream, options, layout, on_invalid, attempt)
     except BaseException:
         stream.close()
         raise
@@ -157,6 +215,8 @@ def _read_csv_once(
     except pa.ArrowInvalid as e:
         if "straddling" in str(e):
             raise _RecordTooLarge from None
+        if attempt.types and "conversion error" in str(e):
+            raise _TypedValueError from None
         raise IngestError(
             f"{path}: the CSV cannot be parsed ({e}). Check quoting (an unclosed quote "
             "swallows the rest of the file) and the delimiter."
@@ -227,23 +287,25 @@ def _open_csv(
     options: CsvOptions,
     layout: _Layout,
     on_invalid: Callable[[Any], str],
-    block: int,
-    threads: bool,
+    attempt: _Pass,
 ) -> pa_csv.CSVStreamingReader:
-    """Streaming reader with every column as binary (exact row numbers without ``threads``)."""
+    """Streaming reader with every column binary but the typed ones (exact row numbers
+    without threads)."""
+    column_types: dict[str, pa.DataType] = dict.fromkeys(layout.arrow_names, pa.binary())
+    column_types.update(attempt.types)
     try:
         return pa_csv.open_csv(
             stream,
             read_options=pa_csv.ReadOptions(
-                use_threads=threads,  # invalid rows are numbered only without threads
-                block_size=block,
+                use_threads=attempt.threads,  # invalid rows are numbered only without threads
+                block_size=attempt.block,
                 encoding=_encoding(options, layout.latin1),
                 column_names=layout.arrow_names,
                 skip_rows=options.skip_rows + layout.header_lines,
             ),
             parse_options=_parse_options(options, on_invalid),
             convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(layout.arrow_names, pa.binary()),
+                column_types=column_types,
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=False,
                 null_values=["", *options.null_values],
@@ -253,11 +315,15 @@ def _open_csv(
     except pa.ArrowInvalid as e:
         if "straddling" in str(e):
             raise _RecordTooLarge from None
+        if attempt.types and "conversion error" in str(e):
+            raise _TypedValueError from None
         raise
 
 
 def _clean(column: pa.Array, options: CsvOptions, latin1: bool) -> pa.Array:
     """Original bytes (latin-1 trick undone), trimmed and null markers applied when asked."""
+    if not _is_binary(column.type):  # parsed to its type
+        return column
     if latin1:
         column = _restore_latin1(column)
     if not options.trim_whitespace:
@@ -562,6 +628,8 @@ def _newlines_per_row(batch: pa.RecordBatch) -> np.ndarray | None:
     """Newlines inside each row's values, or None when there are none."""
     total = None
     for col in batch.columns:
+        if not _is_binary(col.type):
+            continue
         data = col.buffers()[2] if col.null_count < len(col) else None
         if data is None or data.size == 0 or b"\n" not in data.to_pybytes():
             continue

@@ -475,7 +475,7 @@ class _IngestFileFn(beam.DoFn):
         job = self._job
         fmt = job.formats[path]
         if fmt == "csv":
-            return _read_csv(path, job.dialects[path])
+            return _read_csv(path, job.dialects[path], schema=job.schema)
         if fmt == "jsonl":
             return _read_jsonl(path, job.schema, job.strict, observe=job.observe)
         return _read_parquet(path, job.schema)
