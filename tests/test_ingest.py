@@ -334,6 +334,31 @@ def test_split_independent_of_file_layout_and_seeded(tmp_path: Path) -> None:
     assert eval_ids(whole) != eval_ids(seeded)
 
 
+def test_small_files_share_a_part_and_large_ones_have_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jaxtx.data import _inputs
+
+    (tmp_path / "in").mkdir()
+    for i in range(6):
+        rows = _numbered_rows(100, start=100 * i)
+        _write_csv(tmp_path / "in" / f"p{i}.csv", "id,score,color,flag", rows)
+    size = (tmp_path / "in" / "p0.csv").stat().st_size
+
+    together = ingest([str(tmp_path / "in")], str(tmp_path / "one"))
+    monkeypatch.setattr(_inputs, "GROUP_BYTES", 2 * size)  # two files a group
+    apart = ingest([str(tmp_path / "in")], str(tmp_path / "three"))
+
+    for result in (together, apart):
+        _assert_consistent(result)
+        assert sorted(r["id"] for r in _all_rows(result)) == list(range(600))
+    assert [Path(p).name for p in together.split_files["train"]] == ["part-00000-of-00001.parquet"]
+    assert [Path(p).name for p in apart.split_files["train"]] == [
+        f"part-{i:05d}-of-00003.parquet" for i in range(3)
+    ]
+    assert apart.split_counts == together.split_counts
+
+
 def test_partition_feature_keeps_each_key_in_one_split(tmp_path: Path) -> None:
     rows = [f"user{i % 60},{i}" for i in range(1200)]
     src = _write_csv(tmp_path / "in.csv", "user,value", rows)

@@ -4,12 +4,13 @@ what was written, Beam counters.
 Workers write their files themselves, each under a name fixed by what it
 holds (no temporary folders, no finalize step):
 
-* ``data/<split>/part-IIIII-of-NNNNN.parquet``: the rows of input file ``I``
-  (of ``N``) in that split, or with ``num_shards`` shard ``I`` of ``N``;
-* ``quarantine/rejected-IIIII.jsonl``: the rejected rows of input file ``I``
+* ``data/<split>/part-IIIII-of-NNNNN.parquet``: the rows in that split of
+  group ``I`` (of ``N``) of input files (``jaxtx.data._inputs.file_groups``),
+  or with ``num_shards`` shard ``I`` of ``N``;
+* ``quarantine/rejected-IIIII.jsonl``: the rejected rows of group ``I``
   (only when it has some);
-* ``_counts/file-IIIII.json``: what reading input file ``I`` counted (rows
-  read, the type observation), written last; the driver sums and removes them.
+* ``_counts/file-IIIII.json``: what reading group ``I`` counted (rows read,
+  the type observation), written last; the driver sums and removes them.
 
 A local file is written under a hidden temporary name and renamed into place
 when complete; on an object store a written object appears whole when closed.
@@ -48,17 +49,17 @@ COUNTS_DIR = "_counts"
 
 
 def part_path(output_dir: str, split: str, index: int, count: int) -> str:
-    """The Parquet file of shard ``index`` (of ``count``) of a split."""
+    """The Parquet file of group or shard ``index`` (of ``count``) of a split."""
     return fs.join(output_dir, "data", split, f"part-{index:05d}-of-{count:05d}.parquet")
 
 
 def quarantine_path(output_dir: str, index: int) -> str:
-    """The quarantine file of input file ``index``."""
+    """The quarantine file of group ``index`` of input files."""
     return fs.join(output_dir, "quarantine", f"rejected-{index:05d}.jsonl")
 
 
 def counts_path(output_dir: str, index: int) -> str:
-    """The count file of input file ``index``."""
+    """The count file of group ``index`` of input files."""
     return fs.join(output_dir, COUNTS_DIR, f"file-{index:05d}.json")
 
 
@@ -143,7 +144,7 @@ class ParquetPart:
 
 
 class SplitParts:
-    """The Parquet parts of one input file, one per split with rows.
+    """The Parquet parts of one group of input files, one per split with rows.
 
     Batches are encoded and written on one background thread, in order, while
     the caller prepares the next ones (at most :attr:`DEPTH` waiting).
@@ -159,8 +160,8 @@ class SplitParts:
         Args:
           output_dir: the artifact directory.
           names: the split names.
-          index: the input file's index.
-          count: the number of input files.
+          index: the group's index.
+          count: the number of groups.
           schema: the rows' schema.
         """
         self._paths = [part_path(output_dir, n, index, count) for n in names]
@@ -193,7 +194,7 @@ class SplitParts:
 
 
 class QuarantineFile:
-    """The JSON Lines quarantine file of one input file, created at its first record."""
+    """The JSON Lines quarantine file of one group of input files, created at its first record."""
 
     def __init__(self, path: str) -> None:
         """Remember the path; nothing is created until a record comes.
@@ -224,19 +225,19 @@ class QuarantineFile:
 
 
 def write_counts(path: str, rows_read: int, observation: Observation) -> None:
-    """Write one input file's count file (see the module doc)."""
+    """Write one group's count file (see the module doc)."""
     out = AtomicOutput(path)
     doc = {"rows_read": rows_read, "types": observation}
     out.stream().write(json.dumps(doc, sort_keys=True).encode("utf-8"))
     out.commit()
 
 
-def read_counts(output_dir: str, files: Sequence[str]) -> tuple[int, Observation]:
-    """Sum the count files of every input file, then remove them.
+def read_counts(output_dir: str, groups: Sequence[Sequence[str]]) -> tuple[int, Observation]:
+    """Sum the count files of every group of input files, then remove them.
 
     Args:
       output_dir: the artifact directory.
-      files: the input files, in their index order.
+      groups: the groups of input files, in their index order.
 
     Returns:
       Rows read over all files and the merged type observation.
@@ -246,15 +247,15 @@ def read_counts(output_dir: str, files: Sequence[str]) -> tuple[int, Observation
     """
     rows_read, observation = 0, {}
     found = {os.path.basename(p) for p in _match(fs.join(output_dir, COUNTS_DIR, "file-*.json"))}
-    missing = [f for i, f in enumerate(files) if f"file-{i:05d}.json" not in found]
+    missing = [g for i, g in enumerate(groups) if f"file-{i:05d}.json" not in found]
     if missing:
         raise IngestError(
-            f"The pipeline finished without the counts of {len(missing)} of {len(files)} "
-            f"input file(s) (first: {missing[0]}) under {output_dir}: the runner dropped part "
-            "of the pipeline; outputs are incomplete. Use another runner (--runner=direct "
-            "or dask)."
+            f"The pipeline finished without the counts of {len(missing)} of {len(groups)} "
+            f"group(s) of input files (first: {', '.join(missing[0][:3])}) under "
+            f"{output_dir}: the runner dropped part of the pipeline; outputs are incomplete. "
+            "Use another runner (--runner=direct or dask)."
         )
-    for i in range(len(files)):
+    for i in range(len(groups)):
         with FileSystems.open(counts_path(output_dir, i)) as f:
             doc = json.loads(f.read().decode("utf-8"))
         rows_read += int(doc["rows_read"])
@@ -274,7 +275,7 @@ def fill_empty_shards(
     Args:
       output_dir: the artifact directory.
       names: the split names.
-      num_shards: shards per split, or None (one part per input file with rows).
+      num_shards: shards per split, or None (one part per group of files with rows).
       schema: the rows' schema.
     """
     for name in names:

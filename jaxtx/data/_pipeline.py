@@ -1,21 +1,23 @@
 """Ingestion behind ExampleGen: CSV / Parquet / JSONL files to split Parquet shards.
 
 One Apache Beam pipeline, ``ListFiles`` -> ``IngestFiles``: one ``DoFn`` call
-per input file reads it in record batches, casts every column to the target
-Arrow schema, assigns each row its split (deterministic hash split, or the
-split of the row's file) and writes the file's part of each split, its
-quarantine and its counts itself (``jaxtx.data._outputs``), with no per-row
-Python and no Beam file sink. With ``num_shards`` the split rows go through a
-``GroupByKey`` to one writer per shard instead.
+per group of input files (consecutive files of at least
+``jaxtx.data._inputs.GROUP_BYTES``; a large file is a group of its own) reads
+them in record batches, casts every column to the target Arrow schema,
+assigns each row its split (deterministic hash split, or the split of the
+row's file) and writes the group's part of each split, its quarantine and its
+counts itself (``jaxtx.data._outputs``), with no per-row Python and no Beam
+file sink. With ``num_shards`` the split rows go through a ``GroupByKey`` to
+one writer per shard instead.
 
 Output layout (docs/formats.md)::
 
     <output_dir>/data/<split>/part-IIIII-of-NNNNN.parquet   one Arrow schema everywhere
     <output_dir>/quarantine/rejected-IIIII.jsonl           {"source", "line", "reason", "raw"}
 
-``IIIII`` is the input file's position among the ``NNNNN`` sorted input files
-(a part exists when that file has rows in the split), or with ``num_shards``
-the shard number. Every split directory holds at least one (possibly empty)
+``IIIII`` is the group's position among the ``NNNNN`` groups of the sorted
+input files (a part exists when the group has rows in the split), or with
+``num_shards`` the shard number. Every split directory holds at least one (possibly empty)
 Parquet file. The names and contents depend only on the input, so a re-run
 writes byte-identical files.
 
@@ -53,7 +55,7 @@ Conventions:
 * Splits: a hash of each row's content (or of ``partition_feature``) picks
   its split; with ``{split: files}`` every file's rows go to its split.
 * ``num_read == num_written + num_rejected`` always; the counts come from the
-  written files and are checked against the rows each input file's reader
+  written files and are checked against the rows each group's reader
   counted (and the pipeline's metrics where the runner reports them).
 """
 
@@ -104,6 +106,7 @@ from ._inputs import (
     _first_file_with_rows,
     _sample_schema,
     detect_format,
+    file_groups,
 )
 from ._jsonl import (
     _read_jsonl,
@@ -236,7 +239,7 @@ def _run(
     _ = pipeline | "IngestExamples" >> transform
     result = pipeline.run()
     result.wait_until_finish()
-    rows_read, observed = read_counts(plan.output_dir, plan.files)
+    rows_read, observed = read_counts(plan.output_dir, transform.groups)
     fill_empty_shards(plan.output_dir, plan.splits.names, plan.num_shards, schema)
     out = _collect_result(
         result, plan.output_dir, plan.splits.names, schema, plan.files, rows_read=rows_read
@@ -270,11 +273,13 @@ def _inputs_and_splits(
 class IngestExamples(beam.PTransform):
     """Read, convert, split and write examples (applied to a pipeline root).
 
-    One ``DoFn`` call per input file reads it, converts its rows, splits them
-    and writes its part of every split, its quarantine file and its count file
-    (see ``jaxtx.data._outputs``); with ``num_shards`` the split rows go
-    through a ``GroupByKey`` to one writer per shard instead. Returns
-    ``{"counts": ...}``: the count file written for each input file.
+    One ``DoFn`` call per group of input files (:attr:`groups`, see
+    ``jaxtx.data._inputs.file_groups``) reads them, converts their rows,
+    splits them and writes the group's part of every split, its quarantine
+    file and its count file (see ``jaxtx.data._outputs``); with
+    ``num_shards`` the split rows go through a ``GroupByKey`` to one writer
+    per shard instead. Returns ``{"counts": ...}``: the count file written
+    for each group.
     """
 
     def __init__(
@@ -295,7 +300,7 @@ class IngestExamples(beam.PTransform):
         """Configure the transform.
 
         Args:
-          files: input files (their order numbers the output files).
+          files: input files, sorted (their groups number the output files).
           output_dir: artifact directory.
           formats: format of each file.
           dialects: CSV dialect of each CSV file.
@@ -303,19 +308,19 @@ class IngestExamples(beam.PTransform):
           splits: split configuration.
           strict_fields: quarantine JSONL rows with keys outside ``schema``
             (with ``observe``: read those keys as new columns instead).
-          num_shards: shards per split (None: one per input file).
+          num_shards: shards per split (None: one per group of input files).
           seed: split hash seed.
           file_splits: fixed splits: the split index of each file (None: hash split).
           observe: record in the count files what text columns held (see
             ``jaxtx.data._widen``).
         """
         super().__init__()
-        self._files = list(files)
+        self.groups = file_groups(files)
         self._num_shards = num_shards or 0
-        self._fn = _IngestFileFn(
+        self._fn = _IngestFilesFn(
             _FileJob(
                 output_dir=output_dir,
-                num_files=len(self._files),
+                num_groups=len(self.groups),
                 formats=dict(formats),
                 dialects=dict(dialects),
                 schema=schema,
@@ -341,7 +346,7 @@ class IngestExamples(beam.PTransform):
           ``{"counts": paths of the count files}``.
         """
         register_arrow_coders()  # shard edges: size estimates without pickling each batch
-        files = pbegin | "ListFiles" >> beam.Create(list(enumerate(self._files)))
+        files = pbegin | "ListFiles" >> beam.Create(list(enumerate(self.groups)))
         if not self._num_shards:
             counts = files | "IngestFiles" >> beam.ParDo(self._fn).with_output_types(str)
             return {"counts": counts}
@@ -378,10 +383,10 @@ def split_indices(batch: pa.RecordBatch, splits: SplitConfig, seed: str = "") ->
 
 @dataclass(frozen=True)
 class _FileJob:
-    """What ingesting one input file needs to know."""
+    """What ingesting one group of input files needs to know."""
 
     output_dir: str
-    num_files: int
+    num_groups: int
     formats: Mapping[str, str]
     dialects: Mapping[str, CsvOptions]
     schema: pa.Schema
@@ -393,13 +398,13 @@ class _FileJob:
     num_shards: int
 
 
-class _IngestFileFn(beam.DoFn):
-    """Ingest one input file: read, convert, split, write (see :class:`IngestExamples`).
+class _IngestFilesFn(beam.DoFn):
+    """Ingest a group of input files: read, convert, split, write (see :class:`IngestExamples`).
 
-    Rows that cannot be parsed or converted go to the file's quarantine file.
-    Without shards, each split's rows go straight to the file's Parquet part
+    Rows that cannot be parsed or converted go to the group's quarantine file.
+    Without shards, each split's rows go straight to the group's Parquet part
     (created at the split's first row, written on a background thread);
-    with shards, ``(split, shard), (file, sequence, batch)`` pairs go to the
+    with shards, ``(split, shard), (group, sequence, batch)`` pairs go to the
     ``shards`` output. The count file is written last and its path yielded.
     """
 
@@ -411,15 +416,15 @@ class _IngestFileFn(beam.DoFn):
             n: Metrics.counter(METRICS_NAMESPACE, f"rows_written[{n}]") for n in job.splits.names
         }
 
-    def process(self, element: tuple[int, str]) -> Iterator[Any]:
-        index, path = element
+    def process(self, element: tuple[int, Sequence[str]]) -> Iterator[Any]:
+        index, paths = element
         job = self._job
         quarantine = QuarantineFile(quarantine_path(job.output_dir, index))
-        parts = SplitParts(job.output_dir, job.splits.names, index, job.num_files, job.schema)
+        parts = SplitParts(job.output_dir, job.splits.names, index, job.num_groups, job.schema)
         sequence = [0] * len(job.splits.names)
         rows_read, observation = 0, {}
         try:
-            for batch, observed in self._converted(path, quarantine):
+            for path, batch, observed in self._all_converted(paths, quarantine):
                 observation = merge(observation, observed)
                 if batch is None:
                     continue
@@ -443,6 +448,14 @@ class _IngestFileFn(beam.DoFn):
         counts = counts_path(job.output_dir, index)
         write_counts(counts, rows_read + quarantine.rows, observation)
         yield counts
+
+    def _all_converted(
+        self, paths: Sequence[str], quarantine: QuarantineFile
+    ) -> Iterator[tuple[str, pa.RecordBatch | None, Observation]]:
+        """:meth:`_converted` of each file in turn, with its path."""
+        for path in paths:
+            for batch, observed in self._converted(path, quarantine):
+                yield path, batch, observed
 
     def _converted(
         self, path: str, quarantine: QuarantineFile
