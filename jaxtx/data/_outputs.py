@@ -245,7 +245,7 @@ def read_counts(output_dir: str, groups: Sequence[Sequence[str]]) -> tuple[int, 
     Raises:
       IngestError: a count file is missing: the runner lost part of the work.
     """
-    rows_read, observation = 0, {}
+    rows_read, observation = 0, Observation()
     found = {os.path.basename(p) for p in _match(fs.join(output_dir, COUNTS_DIR, "file-*.json"))}
     missing = [g for i, g in enumerate(groups) if f"file-{i:05d}.json" not in found]
     if missing:

@@ -422,7 +422,7 @@ class _IngestFilesFn(beam.DoFn):
         quarantine = QuarantineFile(quarantine_path(job.output_dir, index))
         parts = SplitParts(job.output_dir, job.splits.names, index, job.num_groups, job.schema)
         sequence = [0] * len(job.splits.names)
-        rows_read, observation = 0, {}
+        rows_read, observation = 0, Observation()
         try:
             for path, batch, observed in self._all_converted(paths, quarantine):
                 observation = merge(observation, observed)

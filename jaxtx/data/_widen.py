@@ -126,7 +126,7 @@ def observe(
 
 def merge(a: Observation, b: Observation) -> Observation:
     """Sum two observations."""
-    out = {
+    out: Observation = {
         k: ({n: dict(t) for n, t in v.items()} if k == NEW_FIELDS else list(v))
         for k, v in a.items()
     }
