@@ -359,6 +359,26 @@ def test_small_files_share_a_part_and_large_ones_have_their_own(
     assert apart.split_counts == together.split_counts
 
 
+def test_mostly_distinct_columns_are_not_dictionary_encoded(tmp_path: Path) -> None:
+    from jaxtx.data._outputs import dictionary_columns
+
+    n = 5000
+    rows = [f"{i},{i * 0.37},c{i % 4}" for i in range(n)]
+    src = _write_csv(tmp_path / "in.csv", "id,x,cat", rows)
+
+    result = ingest([str(src)], str(tmp_path / "out"), splits=SplitConfig(("all",), (1,)))
+
+    [path] = result.split_files["all"]
+    group = pq.read_metadata(path).row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(3)}
+    assert "RLE_DICTIONARY" not in encodings["id"] and "RLE_DICTIONARY" not in encodings["x"]
+    assert "RLE_DICTIONARY" in encodings["cat"]
+    small = pa.record_batch({"a": [1.5, 2.5], "b": ["x", "y"]})
+    assert dictionary_columns(small) == ["a", "b"]  # too few values to judge: the default
+    assert dictionary_columns(pa.record_batch({"l": [[1]] * 2000})) is True
+    assert dictionary_columns(None) is True
+
+
 def test_partition_feature_keeps_each_key_in_one_split(tmp_path: Path) -> None:
     rows = [f"user{i % 60},{i}" for i in range(1200)]
     src = _write_csv(tmp_path / "in.csv", "user,value", rows)

@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -114,33 +115,79 @@ class AtomicOutput:
 
 
 class ParquetPart:
-    """One Parquet file written batch by batch (snappy; one row group per batch)."""
+    """One Parquet file written batch by batch (snappy; one row group per batch).
+
+    Columns are dictionary-encoded as by default except those whose first
+    batch shows mostly distinct values (:func:`dictionary_columns`): encoding
+    those costs time and makes larger files.
+    """
 
     def __init__(self, path: str, schema: pa.Schema) -> None:
-        """Open the file.
+        """Prepare the file (opened at the first batch).
 
         Args:
           path: its final path.
           schema: the Arrow schema of its rows.
         """
         self._out = AtomicOutput(path)
-        self._writer = pq.ParquetWriter(self._out.sink, schema, compression="snappy")
+        self._schema = schema
+        self._writer: pq.ParquetWriter | None = None
         self.rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append a batch (as one row group)."""
-        self._writer.write_batch(batch)
+        if self._writer is None:
+            self._open(batch)
+        self._writer.write_batch(batch)  # type: ignore[union-attr]
         self.rows += batch.num_rows
 
     def commit(self) -> None:
         """Finish the file and put it in place."""
-        self._writer.close()
+        if self._writer is None:
+            self._open(None)
+        self._writer.close()  # type: ignore[union-attr]
         self._out.commit()
 
     def abort(self) -> None:
         """Drop the file."""
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
         self._out.abort()
+
+    def _open(self, first: pa.RecordBatch | None) -> None:
+        self._writer = pq.ParquetWriter(
+            self._out.sink,
+            self._schema,
+            compression="snappy",
+            use_dictionary=dictionary_columns(first),
+        )
+
+
+#: Below this many values in a column's first batch, its encoding is left
+#: to the Parquet default (dictionary) whatever their variety.
+_DICTIONARY_SAMPLE = 1024
+
+
+def dictionary_columns(first: pa.RecordBatch | None) -> bool | list[str]:
+    """Which columns to dictionary-encode, judged from a file's first batch.
+
+    Args:
+      first: the first batch (None: no rows).
+
+    Returns:
+      True (all, the Parquet default) when there is no batch or a nested
+      column; else the columns whose first batch holds fewer than
+      :data:`_DICTIONARY_SAMPLE` values or at most half as many distinct
+      values as values.
+    """
+    if first is None or any(pa.types.is_nested(f.type) for f in first.schema):
+        return True
+    chosen = []
+    for name, column in zip(first.schema.names, first.columns, strict=True):
+        present = len(column) - column.null_count
+        if present < _DICTIONARY_SAMPLE or 2 * pc.count_distinct(column).as_py() <= present:
+            chosen.append(name)
+    return chosen
 
 
 class SplitParts:
