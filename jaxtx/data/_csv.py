@@ -159,11 +159,12 @@ def _typed_columns(
 
     Only int64 and float64 columns, and only when no row of the file can be
     rejected after parsing (every column int64, float64 or string, nullable;
-    neither trimming nor latin-1 restoring): a rejected row's ``raw`` is then
-    always rebuilt from its original text. pyarrow's CSV parsing of these
+    text known to be UTF-8; neither trimming nor latin-1 restoring): a
+    rejected row's ``raw`` is then always rebuilt from its original text. pyarrow's CSV parsing of these
     types is the cast's parsing of the same text, so the values are the same.
     """
-    if layout.latin1 or options.trim_whitespace:
+    declared_utf8 = options.encoding is not None and codecs.lookup(options.encoding).name == "utf-8"
+    if layout.latin1 or options.trim_whitespace or declared_utf8:  # (UTF-8 is not checked then)
         return ()
     fields = {f.name: f for f in schema}
     plain = (pa.int64(), pa.float64(), pa.string())
