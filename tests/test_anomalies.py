@@ -801,13 +801,15 @@ def test_validate_cli_reads_a_dialect_as_example_gen_does(
         town = "Köln" if i == 9 else towns[i % 3]
         hours = "NA" if i % 50 == 7 else f"{rng.uniform(1, 80):.1f}"
         lines.append(f"{age};{town};{hours}")
-    lines.insert(120, "33;Zürich")  # malformed: 2 fields
+    lines.insert(200, "x;Zürich;3.0")  # age not a number: quarantined when converted
+    for at in (120, 60, 10):  # malformed: 2 fields (read after the conversion's rejects)
+        lines.insert(at, "33;Zürich")
     data = tmp_path / "people.txt"
     data.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     schema_file = tmp_path / "schema.yaml"
     schema_file.write_text(
         "default_severities: {ENUM_TYPE_UNEXPECTED_STRING_VALUES: warn, INT_TYPE_SMALL_INT: "
-        "warn, FEATURE_TYPE_LOW_FRACTION_PRESENT: warn}\n"
+        "warn, FEATURE_TYPE_LOW_FRACTION_PRESENT: warn, MALFORMED_ROWS: warn}\n"
         "features:\n"
         "  age: {type: INT, domain: {min: 0, max: 120}}\n"
         "  town: {type: STRING, domain: {values: [Zürich, Orléans, Málaga]}}\n"
@@ -856,8 +858,10 @@ def test_validate_cli_reads_a_dialect_as_example_gen_does(
         "MALFORMED_ROWS",
     ]
     assert "Köln" in _only(from_pipeline, "ENUM_TYPE_UNEXPECTED_STRING_VALUES").found
-    assert "people.txt:121" in _only(from_pipeline, "MALFORMED_ROWS").description
-    assert "Köln" in out and "people.txt:121" in out and "min found -1" in out
+    malformed = _only(from_pipeline, "MALFORMED_ROWS").description
+    assert "4 of 304 rows" in malformed and "people.txt:11:" in malformed
+    assert f"WARN  <rows>: MALFORMED_ROWS: {malformed}" in out  # the same first rows, by line
+    assert "Köln" in out and "min found -1" in out
     # A bad flag value is a usage error naming what is allowed.
     assert main(["validate", str(data), "--schema", str(schema_file), "--delimiter", ";;"]) == 2
     assert "delimiter must be one character" in capsys.readouterr().err
