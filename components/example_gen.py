@@ -157,7 +157,8 @@ def ExampleGen(
       skip_rows: lines to skip before the header (or the data).
       comment_prefix: skip lines starting with this text (e.g. ``"#"``).
       encoding: the files' text encoding (e.g. ``"latin-1"``); default UTF-8.
-      num_shards: Parquet files per split (default: by size).
+      num_shards: Parquet files per split (default: one per group of input files
+        of 64 MiB or more, written where the group is read).
       beam_options: standard Beam flags, e.g. ``["--runner=SparkRunner", ...]``.
     """
     inputs = _resolve(input_pattern, split_patterns, span)

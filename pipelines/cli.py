@@ -149,6 +149,7 @@ def _serve_demo(serving_dir: Path, model: str, port: int) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from jaxtx.data import csv_options_from_args
     from jaxtx.validation.validate_file import validate_file
 
     if not Path(args.schema).is_file():
@@ -159,6 +160,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         input_format=args.format,
         report_path=args.report,
         environment=args.environment,
+        csv=csv_options_from_args(args),
         beam_options=list(Settings.resolve().beam_options) or None,  # jaxtx.toml's [beam]
     )
     fails = [a for a in anomalies if a.severity == "fail"]
@@ -447,6 +449,9 @@ def _parser() -> argparse.ArgumentParser:
         "--environment",
         help="check only the schema's features in this environment (e.g. SERVING, no label)",
     )
+    from jaxtx.data import add_csv_arguments
+
+    add_csv_arguments(v)
     _common(v, top=False)
     v.set_defaults(fn=_cmd_validate)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -780,6 +781,90 @@ def test_validate_file_and_pipeline_give_the_same_anomalies(tmp_path: Path, stor
     small = _only(from_cli, "INT_TYPE_SMALL_INT")
     assert small.found == "min -3, 1 value below"  # exact, not "about"
     assert _only(from_cli, "MALFORMED_ROWS").severity == "warn"  # 1 of 335 rows < 1%
+
+
+def test_validate_cli_reads_a_dialect_as_example_gen_does(
+    tmp_path: Path, store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A headerless, ';'-delimited latin-1 file with NA for missing values, not .csv.
+    from jaxtx.components.example_gen import ExampleGen
+    from jaxtx.components.example_validator import ExampleValidator
+    from jaxtx.components.schema_gen import ImportSchema
+    from jaxtx.components.statistics_gen import StatisticsGen
+    from jaxtx.pipelines.cli import main
+
+    rng = np.random.default_rng(5)
+    towns = ("Zürich", "Orléans", "Málaga")
+    lines = []
+    for i in range(300):
+        age = -1 if i == 40 else int(rng.integers(17, 91))
+        town = "Köln" if i == 9 else towns[i % 3]
+        hours = "NA" if i % 50 == 7 else f"{rng.uniform(1, 80):.1f}"
+        lines.append(f"{age};{town};{hours}")
+    lines.insert(200, "x;Zürich;3.0")  # age not a number: quarantined when converted
+    for at in (120, 60, 10):  # malformed: 2 fields (read after the conversion's rejects)
+        lines.insert(at, "33;Zürich")
+    data = tmp_path / "people.txt"
+    data.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(
+        "default_severities: {ENUM_TYPE_UNEXPECTED_STRING_VALUES: warn, INT_TYPE_SMALL_INT: "
+        "warn, FEATURE_TYPE_LOW_FRACTION_PRESENT: warn, MALFORMED_ROWS: warn}\n"
+        "features:\n"
+        "  age: {type: INT, domain: {min: 0, max: 120}}\n"
+        "  town: {type: STRING, domain: {values: [Zürich, Orléans, Málaga]}}\n"
+        "  hours: {type: FLOAT, presence: {min_fraction: 1.0, min_count: 1}}\n",
+        encoding="utf-8",
+    )
+
+    code = main(
+        ["validate", str(data), "--schema", str(schema_file), "--format", "csv"]
+        + ["--no-header", "--column-names", "age,town,hours", "--delimiter", ";"]
+        + ["--null-values", "NA", "--encoding", "latin-1"]
+    )
+    out = capsys.readouterr().out
+    printed = sorted(
+        (severity.lower(), feature, type_)
+        for severity, feature, type_, _ in (
+            re.match(r"(\w+)\s+(\S+): (\w+): (.*)", line).groups()  # type: ignore[union-attr]
+            for line in out.splitlines()
+            if line.strip()
+        )
+    )
+
+    examples = ExampleGen(
+        input_pattern=str(data),
+        input_format="csv",
+        csv_header=False,
+        column_names=["age", "town", "hours"],
+        csv_delimiter=";",
+        null_values=["NA"],
+        encoding="latin-1",
+        split_names=["data"],
+        split_ratios=[1],
+        store=store,
+    )
+    stats = StatisticsGen(examples=examples, store=store)
+    schema = ImportSchema(schema_file=str(schema_file), store=store)
+    validated = ExampleValidator(statistics=stats, schema=schema, examples=examples, store=store)
+    from_pipeline = [Anomaly(**a) for a in validated.anomalies()]
+
+    assert code == 0  # warnings only
+    assert printed == sorted((a.severity, a.feature, a.type) for a in from_pipeline)
+    assert sorted(a.type for a in from_pipeline) == [
+        "ENUM_TYPE_UNEXPECTED_STRING_VALUES",
+        "FEATURE_TYPE_LOW_FRACTION_PRESENT",
+        "INT_TYPE_SMALL_INT",
+        "MALFORMED_ROWS",
+    ]
+    assert "Köln" in _only(from_pipeline, "ENUM_TYPE_UNEXPECTED_STRING_VALUES").found
+    malformed = _only(from_pipeline, "MALFORMED_ROWS").description
+    assert "4 of 304 rows" in malformed and "people.txt:11:" in malformed
+    assert f"WARN  <rows>: MALFORMED_ROWS: {malformed}" in out  # the same first rows, by line
+    assert "Köln" in out and "min found -1" in out
+    # A bad flag value is a usage error naming what is allowed.
+    assert main(["validate", str(data), "--schema", str(schema_file), "--delimiter", ";;"]) == 2
+    assert "delimiter must be one character" in capsys.readouterr().err
 
 
 def test_default_inference_raises_no_false_alarm_on_a_later_span() -> None:

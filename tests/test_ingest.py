@@ -173,12 +173,59 @@ def test_jsonl_inferred_schema(tmp_path: Path) -> None:
             ("b", pa.string()),
             ("tags", pa.list_(pa.string())),
             ("ok", pa.bool_()),
+            ("late", pa.string()),
         ]
     )
-    assert (result.num_written, result.num_rejected) == (10_002, 1)
+    assert (result.num_written, result.num_rejected) == (10_003, 0)
+    late = [r for r in _all_rows(result) if r["late"] is not None]
+    assert late == [{"a": 1, "x": None, "b": None, "tags": None, "ok": None, "late": "new key"}]
+
+
+def test_jsonl_keys_first_seen_after_the_sample_become_typed_columns(tmp_path: Path) -> None:
+    lines = [json.dumps({"id": i}) for i in range(10_050)]
+    for i in range(10_010, 10_050):
+        lines[i] = json.dumps(
+            {
+                "id": i,
+                "count": i,  # int64
+                "ratio": i if i % 2 else i + 0.5,  # ints and floats: float64
+                "name": f"n{i}",  # string
+                "day": "2024-01-02",  # a date-like JSON string stays a string
+                "tags": [i, i + 1],  # list<int64>
+                "point": {"x": i, "y": 1.5},  # struct
+                "empty": None,  # never a value: string
+            }
+        )
+    lines[10_049] = json.dumps({"id": 10_049, "count": "many"})  # not an int: quarantined
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+
+    result = ingest([str(src)], str(tmp_path / "out"))
+
+    _assert_consistent(result)
+    assert result.schema == pa.schema(
+        [
+            ("id", pa.int64()),
+            ("count", pa.int64()),
+            ("day", pa.string()),
+            ("empty", pa.string()),
+            ("name", pa.string()),
+            ("point", pa.struct([("x", pa.int64()), ("y", pa.float64())])),
+            ("ratio", pa.float64()),
+            ("tags", pa.list_(pa.int64())),
+        ]
+    )
+    assert (result.num_written, result.num_rejected) == (10_049, 1)
     [bad] = _quarantine(result)
-    assert bad["line"] == 10_002
-    assert "'late'" in bad["reason"] and "schema=" in bad["reason"]
+    assert bad["line"] == 10_050 and "'count'" in bad["reason"]
+    rows = {r["id"]: r for r in _all_rows(result)}
+    assert rows[5]["count"] is None and rows[5]["tags"] is None  # null before the key appears
+    assert rows[10_020]["count"] == 10_020 and rows[10_020]["ratio"] == 10_020.5
+    assert rows[10_021]["tags"] == [10_021, 10_022] and rows[10_021]["point"] == {
+        "x": 10_021,
+        "y": 1.5,
+    }
+    assert rows[10_021]["day"] == "2024-01-02" and rows[10_021]["name"] == "n10021"
 
 
 def test_jsonl_mixed_types_in_sample_need_a_schema(tmp_path: Path) -> None:
@@ -287,6 +334,51 @@ def test_split_independent_of_file_layout_and_seeded(tmp_path: Path) -> None:
     assert eval_ids(whole) != eval_ids(seeded)
 
 
+def test_small_files_share_a_part_and_large_ones_have_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jaxtx.data import _inputs
+
+    (tmp_path / "in").mkdir()
+    for i in range(6):
+        rows = _numbered_rows(100, start=100 * i)
+        _write_csv(tmp_path / "in" / f"p{i}.csv", "id,score,color,flag", rows)
+    size = (tmp_path / "in" / "p0.csv").stat().st_size
+
+    together = ingest([str(tmp_path / "in")], str(tmp_path / "one"))
+    monkeypatch.setattr(_inputs, "GROUP_BYTES", 2 * size)  # two files a group
+    apart = ingest([str(tmp_path / "in")], str(tmp_path / "three"))
+
+    for result in (together, apart):
+        _assert_consistent(result)
+        assert sorted(r["id"] for r in _all_rows(result)) == list(range(600))
+    assert [Path(p).name for p in together.split_files["train"]] == ["part-00000-of-00001.parquet"]
+    assert [Path(p).name for p in apart.split_files["train"]] == [
+        f"part-{i:05d}-of-00003.parquet" for i in range(3)
+    ]
+    assert apart.split_counts == together.split_counts
+
+
+def test_mostly_distinct_columns_are_not_dictionary_encoded(tmp_path: Path) -> None:
+    from jaxtx.data._outputs import dictionary_columns
+
+    n = 5000
+    rows = [f"{i},{i * 0.37},c{i % 4}" for i in range(n)]
+    src = _write_csv(tmp_path / "in.csv", "id,x,cat", rows)
+
+    result = ingest([str(src)], str(tmp_path / "out"), splits=SplitConfig(("all",), (1,)))
+
+    [path] = result.split_files["all"]
+    group = pq.read_metadata(path).row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings for i in range(3)}
+    assert "RLE_DICTIONARY" not in encodings["id"] and "RLE_DICTIONARY" not in encodings["x"]
+    assert "RLE_DICTIONARY" in encodings["cat"]
+    small = pa.record_batch({"a": [1.5, 2.5], "b": ["x", "y"]})
+    assert dictionary_columns(small) == ["a", "b"]  # too few values to judge: the default
+    assert dictionary_columns(pa.record_batch({"l": [[1]] * 2000})) is True
+    assert dictionary_columns(None) is True
+
+
 def test_partition_feature_keeps_each_key_in_one_split(tmp_path: Path) -> None:
     rows = [f"user{i % 60},{i}" for i in range(1200)]
     src = _write_csv(tmp_path / "in.csv", "user,value", rows)
@@ -389,6 +481,63 @@ def test_csv_quarantine_line_numbers_and_reasons(tmp_path: Path) -> None:
         {"id": 3, "name": "multi\nline", "score": 1.5},
         {"id": 7, "name": "fay", "score": None},
     ]
+
+
+def test_malformed_rows_late_in_a_many_block_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks are parsed on several threads, which cannot number malformed rows:
+    # the file is read again on one thread, every row produced once, lines exact.
+    from jaxtx.data import _csv
+
+    monkeypatch.setattr(_csv, "_CSV_BLOCK_BYTES", 4096)
+    rows = [f"{i},name{i},{i / 4}" for i in range(3000)]
+    rows[2400] = "2400,short"  # line 2402
+    rows[2900] = "2900,x,1.0,extra"  # line 2902
+    src = _write_csv(tmp_path / "in.csv", "id,name,score", rows)
+
+    runs = [ingest([str(src)], str(tmp_path / f"out{i}")) for i in range(2)]
+
+    for result in runs:
+        _assert_consistent(result)
+        assert (result.num_read, result.num_rejected) == (3000, 2)
+        assert [r["line"] for r in _quarantine(result)] == [2402, 2902]
+        ids = sorted(r["id"] for r in _all_rows(result))
+        assert ids == [i for i in range(3000) if i not in (2400, 2900)]
+    for split in ("train", "eval"):
+        first, second = (r.split_files[split] for r in runs)
+        assert [Path(p).read_bytes() for p in first] == [Path(p).read_bytes() for p in second]
+
+
+def test_numbers_parsed_straight_to_their_type_equal_the_text_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # int64/float64 columns are parsed to their type; a value that does not
+    # parse (text, padded numbers, a quoted empty value) sends the rest of the
+    # file through the text path. Both give the same files, byte for byte.
+    from jaxtx.data import _csv
+
+    monkeypatch.setattr(_csv, "_CSV_BLOCK_BYTES", 4096)
+    rows = [f"{i},{i / 8},c{i % 5}" for i in range(3000)]
+    rows[1500] = "1500, 187.5 ,c0"  # padded: a number all the same
+    rows[2000] = 'x2000,250.0,"c0"'  # not an int: quarantined
+    rows[2500] = '2500,"",c0'  # a quoted empty value: missing
+    src = _write_csv(tmp_path / "in.csv", "id,v,cat", rows)
+    schema = pa.schema([("id", pa.int64()), ("v", pa.float64()), ("cat", pa.string())])
+
+    typed = ingest([str(src)], str(tmp_path / "typed"), schema=schema)
+    monkeypatch.setattr(_csv, "_typed_columns", lambda *args: ())
+    text = ingest([str(src)], str(tmp_path / "text"), schema=schema)
+
+    for result in (typed, text):
+        _assert_consistent(result)
+        [bad] = _quarantine(result)
+        assert (bad["line"], bad["raw"]) == (2002, "x2000,250.0,c0")
+    rows_by_id = {r["id"]: r for r in _all_rows(typed)}
+    assert rows_by_id[1500]["v"] == 187.5 and rows_by_id[2500]["v"] is None
+    for split in ("train", "eval"):
+        pairs = zip(typed.split_files[split], text.split_files[split], strict=True)
+        assert all(Path(a).read_bytes() == Path(b).read_bytes() for a, b in pairs)
 
 
 def test_malformed_row_with_invalid_utf8_is_quarantined(tmp_path: Path) -> None:

@@ -104,14 +104,16 @@ def validate_file(
     return anomalies, report_path
 
 
-def _first_rejected(paths: list[Path]) -> list[dict[str, Any]]:
-    """The first quarantine records, in file order."""
+def _first_rejected(paths: list[Path], read: int = 10_000) -> list[dict[str, Any]]:
+    """The first quarantine records by (source, line), whatever order they were written
+    in, as ExampleValidator picks them (at most the first ``read`` lines are read)."""
     out: list[dict[str, Any]] = []
     for path in paths:
         with path.open(encoding="utf-8") as f:
             for line in f:
                 if line.strip():
                     out.append(json.loads(line))
-                if len(out) >= _SHOWN_REJECTED:
-                    return out
-    return out
+                if len(out) >= read:
+                    break
+    out.sort(key=lambda r: (str(r.get("source")), int(r.get("line") or 0)))
+    return out[:_SHOWN_REJECTED]

@@ -10,7 +10,13 @@ A library: it imports only ``jaxtx.core``.
 """
 
 from ._common import BATCH_ROWS, FORMATS, MAX_RECORD_BYTES, SAMPLE_ROWS, IngestError
-from ._config import CsvOptions, IngestResult, SplitConfig
+from ._config import (
+    CsvOptions,
+    IngestResult,
+    SplitConfig,
+    add_csv_arguments,
+    csv_options_from_args,
+)
 from ._hashing import row_hashes
 from ._inputs import detect_format, infer_schema
 from ._pipeline import IngestExamples, ingest, split_indices
@@ -37,7 +43,9 @@ __all__ = [
     "ResolvedInput",
     "SpanNotFoundError",
     "SplitConfig",
+    "add_csv_arguments",
     "available_spans",
+    "csv_options_from_args",
     "detect_format",
     "infer_schema",
     "ingest",

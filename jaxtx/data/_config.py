@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,91 @@ class CsvOptions:
                     f"Unknown encoding {self.encoding!r}; use a Python codec name such as "
                     "'utf-8', 'latin-1' or 'cp1252'."
                 ) from None
+
+
+def add_csv_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the CSV dialect flags (one per :class:`CsvOptions` field) to a command.
+
+    ``--no-header``, ``--column-names``, ``--delimiter``, ``--quote-char`` /
+    ``--no-quote``, ``--escape-char``, ``--null-values``, ``--trim-whitespace``,
+    ``--skip-rows``, ``--comment-prefix``, ``--encoding``; read them back with
+    :func:`csv_options_from_args`.
+
+    Args:
+      parser: the command's parser (or an argument group).
+    """
+    group = parser.add_argument_group(
+        "CSV dialect", "how CSV (or other delimited text) files are written; as ExampleGen's"
+    )
+    group.add_argument(
+        "--no-header",
+        dest="csv_header",
+        action="store_false",
+        help="the first line is data, not column names (name them with --column-names; "
+        "default f0, f1...)",
+    )
+    group.add_argument(
+        "--column-names",
+        metavar="A,B,...",
+        help="column names, comma-separated (for headerless files; with a header they "
+        "replace its names)",
+    )
+    group.add_argument(
+        "--delimiter", default=",", help="field separator, one character (\\t or 'tab': a tab)"
+    )
+    group.add_argument("--quote-char", default='"', help="quoting character")
+    group.add_argument(
+        "--no-quote", dest="quote_char", action="store_const", const=None, help="no quoting"
+    )
+    group.add_argument("--escape-char", help="escaping character inside values (e.g. \\)")
+    group.add_argument(
+        "--null-values",
+        metavar="V,W,...",
+        action="append",
+        help="texts meaning missing besides the empty field, comma-separated or repeated "
+        "(e.g. NA,?,NULL)",
+    )
+    group.add_argument("--trim-whitespace", action="store_true", help="remove spaces around values")
+    group.add_argument(
+        "--skip-rows", type=int, default=0, help="lines to skip before the header (or data)"
+    )
+    group.add_argument("--comment-prefix", help="skip lines starting with this text (e.g. #)")
+    group.add_argument(
+        "--encoding", help="the files' text encoding (e.g. latin-1, cp1252); default UTF-8"
+    )
+
+
+def csv_options_from_args(args: argparse.Namespace) -> CsvOptions:
+    """The :class:`CsvOptions` of flags added by :func:`add_csv_arguments`.
+
+    Args:
+      args: the parsed arguments.
+
+    Returns:
+      The dialect.
+
+    Raises:
+      IngestError: an invalid value (names the flag's field and what is allowed).
+    """
+    nulls = [v for given in args.null_values or () for v in given.split(",")]
+    names = tuple(n.strip() for n in args.column_names.split(",")) if args.column_names else None
+    return CsvOptions(
+        header=args.csv_header,
+        column_names=names,
+        delimiter=_flag_char(args.delimiter),
+        quote_char=args.quote_char,
+        escape_char=args.escape_char,
+        null_values=tuple(nulls),
+        trim_whitespace=args.trim_whitespace,
+        skip_rows=args.skip_rows,
+        comment_prefix=args.comment_prefix,
+        encoding=args.encoding,
+    )
+
+
+def _flag_char(text: str) -> str:
+    """A delimiter as typed on a command line: ``\\t`` and ``tab`` are a tab."""
+    return "\t" if text in ("\\t", "tab", "TAB") else text
 
 
 def _names(names: Sequence[str]) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import functools
 import os
 import re
@@ -23,6 +24,7 @@ from ._common import (
     _LINE,
     MAX_RECORD_BYTES,
     IngestError,
+    _is_binary,
     _sample_batches,
     _with_meta,
 )
@@ -40,6 +42,24 @@ class _RecordTooLarge(Exception):
     """pyarrow met a record longer than its block size."""
 
 
+class _MalformedRow(Exception):
+    """A multi-threaded read met a row with a wrong field count (whose line it cannot tell)."""
+
+
+class _TypedValueError(Exception):
+    """A value of a column parsed straight to its type does not parse."""
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """How one pass reads a file: block size, long-line cutting, threads, typed columns."""
+
+    block: int
+    cut_long: bool = False
+    threads: bool = False
+    types: tuple[tuple[str, pa.DataType], ...] = ()
+
+
 @dataclass(frozen=True)
 class _Layout:
     """What reading one CSV file needs besides the options: names and encoding."""
@@ -55,13 +75,26 @@ class _Layout:
 
 
 def _read_csv(
-    path: str, options: CsvOptions, *, latin1: bool | None = None, block: int | None = None
+    path: str,
+    options: CsvOptions,
+    *,
+    latin1: bool | None = None,
+    block: int | None = None,
+    schema: pa.Schema | None = None,
 ) -> Iterator[pa.RecordBatch | dict[str, Any]]:
     """Raw batches (binary columns + line numbers) and rejected-row records of a CSV file.
 
-    A file with records longer than pyarrow's usual block size is read again
-    with blocks of :data:`MAX_RECORD_BYTES` (rows already produced are not
-    produced twice), and its physical lines longer than that are quarantined.
+    A whole file (``block`` None) is parsed by pyarrow's threads, ahead of
+    the caller's work on the batches before; pyarrow cannot number the rows
+    with a wrong field count that way, so a file holding one is read again on
+    one thread (rows already produced are not produced twice: every pass cuts
+    the same batches). With ``schema``, its int64 and float64 columns are
+    parsed straight to their type when no row can be rejected after parsing
+    (:func:`_typed_columns`); a value that does not parse makes the rest of
+    the file be read as text (binary), whose conversion finds and names the
+    rows. A file with records longer than pyarrow's usual block size is read
+    again with blocks of :data:`MAX_RECORD_BYTES`, and its physical lines
+    longer than that are quarantined.
 
     Args:
       path: the file.
@@ -71,9 +104,10 @@ def _read_csv(
         None decides by scanning the file. Ignored with a declared encoding.
       block: pyarrow's first block size (default :data:`_CSV_BLOCK_BYTES`);
         a smaller one makes reading only the first rows (a sample, whether
-        there are rows) cheaper. Any size
+        there are rows) cheaper, on one thread. Any size
         yields the same rows: a record longer than it is read again with
         blocks of :data:`MAX_RECORD_BYTES`.
+      schema: the target schema (None: every column binary).
 
     Yields:
       Record batches, then one dict per rejected row.
@@ -86,11 +120,15 @@ def _read_csv(
     if layout is None:
         return
     produced = 0
-    attempts = ((block or _CSV_BLOCK_BYTES, False), (MAX_RECORD_BYTES, True))
-    for block, cut_long in attempts:
+    attempt = _Pass(
+        block or _CSV_BLOCK_BYTES,
+        threads=block is None,
+        types=_typed_columns(schema, options, layout) if schema is not None else (),
+    )
+    while True:
         seen = 0
         try:
-            for item in _read_csv_once(path, options, layout, block, cut_long=cut_long):
+            for item in _read_csv_once(path, options, layout, attempt):
                 if isinstance(item, dict):
                     yield item
                     continue
@@ -99,8 +137,14 @@ def _read_csv(
                     produced = seen + item.num_rows
                 seen += item.num_rows
             return
+        except _MalformedRow:
+            attempt = dataclasses.replace(attempt, threads=False)
+        except _TypedValueError:
+            attempt = dataclasses.replace(attempt, types=())
         except _RecordTooLarge:
-            continue
+            if attempt.cut_long:
+                break
+            attempt = _Pass(MAX_RECORD_BYTES, cut_long=True)
     raise IngestError(
         f"{path}: a record holds more than {MAX_RECORD_BYTES} bytes (jaxtx.data."
         "MAX_RECORD_BYTES) over several lines (a quoted value with newlines), or a quote "
@@ -108,25 +152,60 @@ def _read_csv(
     )
 
 
+def _typed_columns(
+    schema: pa.Schema, options: CsvOptions, layout: _Layout
+) -> tuple[tuple[str, pa.DataType], ...]:
+    """The columns pyarrow may parse straight to their type: ``(pyarrow name, type)``.
+
+    Only int64 and float64 columns, and only when no row of the file can be
+    rejected after parsing (every column int64, float64 or string, nullable;
+    text known to be UTF-8; neither trimming nor latin-1 restoring): a
+    rejected row's ``raw`` is then always rebuilt from its original text. pyarrow's CSV parsing of these
+    types is the cast's parsing of the same text, so the values are the same.
+    """
+    declared_utf8 = options.encoding is not None and codecs.lookup(options.encoding).name == "utf-8"
+    if layout.latin1 or options.trim_whitespace or declared_utf8:  # (UTF-8 is not checked then)
+        return ()
+    fields = {f.name: f for f in schema}
+    plain = (pa.int64(), pa.float64(), pa.string())
+    if any(f.type not in plain or not f.nullable for f in schema):
+        return ()
+    return tuple(
+        (arrow, fields[name].type)
+        for name, arrow in zip(layout.names, layout.arrow_names, strict=True)
+        if name in fields and fields[name].type != pa.string()
+    )
+
+
 def _read_csv_once(
-    path: str, options: CsvOptions, layout: _Layout, block: int, *, cut_long: bool
+    path: str, options: CsvOptions, layout: _Layout, attempt: _Pass
 ) -> Iterator[pa.RecordBatch | dict[str, Any]]:
-    """One pass over a CSV file with a given block size (see :func:`_read_csv`)."""
+    """One pass over a CSV file (see :func:`_read_csv`).
+
+    With threads, raises :class:`_MalformedRow` before producing anything
+    that depends on a malformed row's line: pyarrow calls the handler while
+    parsing a block, so a batch produced before the first call follows only
+    good rows. With typed columns, raises :class:`_TypedValueError` at the
+    first batch holding a value that does not parse.
+    """
+    threads = attempt.threads
     invalid: list[tuple[int, str, int]] = []
 
     def on_invalid(row: Any) -> str:
         invalid.append((row.number, row.text, row.actual_columns))
         return "skip"
 
-    stream = _source(path, options, MAX_RECORD_BYTES if cut_long else None)
+    stream = _source(path, options, MAX_RECORD_BYTES if attempt.cut_long else None)
     try:
-        reader = _open_csv(stream, options, layout, on_invalid, block)
+        reader = _open_csv(stream, options, layout, on_invalid, attempt)
     except BaseException:
         stream.close()
         raise
     lines = _CsvLines(first_record=layout.first_record(options))
     try:
         for raw in reader:
+            if threads and invalid:
+                raise _MalformedRow
             batch = pa.RecordBatch.from_arrays(
                 [_clean(c, options, layout.latin1) for c in raw.columns], names=layout.names
             )
@@ -137,12 +216,16 @@ def _read_csv_once(
     except pa.ArrowInvalid as e:
         if "straddling" in str(e):
             raise _RecordTooLarge from None
+        if attempt.types and "conversion error" in str(e):
+            raise _TypedValueError from None
         raise IngestError(
             f"{path}: the CSV cannot be parsed ({e}). Check quoting (an unclosed quote "
             "swallows the rest of the file) and the delimiter."
         ) from e
     finally:
         reader.close()
+    if threads and invalid:
+        raise _MalformedRow
     yield from _long_line_records(path, stream)
     where = "the header" if options.header and not options.column_names else "column_names"
     for (_, text, actual), line in zip(invalid, lines.rejected_lines(invalid), strict=True):
@@ -205,22 +288,25 @@ def _open_csv(
     options: CsvOptions,
     layout: _Layout,
     on_invalid: Callable[[Any], str],
-    block: int,
+    attempt: _Pass,
 ) -> pa_csv.CSVStreamingReader:
-    """Streaming reader with every column as binary and exact row numbers."""
+    """Streaming reader with every column binary but the typed ones (exact row numbers
+    without threads)."""
+    column_types: dict[str, pa.DataType] = dict.fromkeys(layout.arrow_names, pa.binary())
+    column_types.update(attempt.types)
     try:
         return pa_csv.open_csv(
             stream,
             read_options=pa_csv.ReadOptions(
-                use_threads=False,  # row numbers of invalid rows are only known single-threaded
-                block_size=block,
+                use_threads=attempt.threads,  # invalid rows are numbered only without threads
+                block_size=attempt.block,
                 encoding=_encoding(options, layout.latin1),
                 column_names=layout.arrow_names,
                 skip_rows=options.skip_rows + layout.header_lines,
             ),
             parse_options=_parse_options(options, on_invalid),
             convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(layout.arrow_names, pa.binary()),
+                column_types=column_types,
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=False,
                 null_values=["", *options.null_values],
@@ -230,11 +316,15 @@ def _open_csv(
     except pa.ArrowInvalid as e:
         if "straddling" in str(e):
             raise _RecordTooLarge from None
+        if attempt.types and "conversion error" in str(e):
+            raise _TypedValueError from None
         raise
 
 
 def _clean(column: pa.Array, options: CsvOptions, latin1: bool) -> pa.Array:
     """Original bytes (latin-1 trick undone), trimmed and null markers applied when asked."""
+    if not _is_binary(column.type):  # parsed to its type
+        return column
     if latin1:
         column = _restore_latin1(column)
     if not options.trim_whitespace:
@@ -271,7 +361,7 @@ def _csv_layout(path: str, options: CsvOptions, *, latin1: bool | None = None) -
         latin1 = False
     elif latin1 is None:
         latin1 = not _is_utf8(path, limit=2 * _HEADER_BLOCK_BYTES)
-    found = _first_record_names(path, options, latin1)
+    found = _first_record(path, options, latin1)
     if found is None:
         return None
     arrow_names, header_lines = found
@@ -296,13 +386,35 @@ def _csv_layout(path: str, options: CsvOptions, *, latin1: bool | None = None) -
     return _Layout(names, arrow_names, latin1, header_lines if options.header else 0)
 
 
+def _first_record(path: str, options: CsvOptions, latin1: bool) -> tuple[list[str], int] | None:
+    """:func:`_first_record_names`, remembered per local file (size, modification time):
+    inference, checks and the read ask the same file several times."""
+    if not fs.is_local(path):
+        return _first_record_names(path, options, latin1)
+    local = path.removeprefix("file://")
+    try:
+        st = os.stat(local)
+    except OSError:
+        return _first_record_names(path, options, latin1)
+    found = _first_record_cached(path, options, latin1, st.st_size, st.st_mtime_ns)
+    return None if found is None else (list(found[0]), found[1])
+
+
+@functools.lru_cache(maxsize=256)
+def _first_record_cached(
+    path: str, options: CsvOptions, latin1: bool, size: int, mtime_ns: int
+) -> tuple[tuple[str, ...], int] | None:
+    found = _first_record_names(path, options, latin1)
+    return None if found is None else (tuple(found[0]), found[1])
+
+
 def _first_record_names(
     path: str, options: CsvOptions, latin1: bool
 ) -> tuple[list[str], int] | None:
     """The fields of the first record (after ``skip_rows`` and blank or comment lines)
     and the physical lines up to its end, counted from ``skip_rows``."""
     blank = _leading_blank_lines(path, options)
-    block = _HEADER_BLOCK_BYTES
+    block = 1 << 16  # pyarrow parses (and types) the whole first block: keep it small
     while True:
         try:
             reader = pa_csv.open_csv(
@@ -321,7 +433,7 @@ def _first_record_names(
             if "Empty CSV file" in str(e):
                 return None
             if "straddling" in str(e) and block < MAX_RECORD_BYTES:
-                block = MAX_RECORD_BYTES
+                block = _HEADER_BLOCK_BYTES if block < _HEADER_BLOCK_BYTES else MAX_RECORD_BYTES
                 continue
             raise IngestError(f"{path}: cannot read the CSV header ({e}).") from e
     fields = list(reader.schema.names)
@@ -517,6 +629,8 @@ def _newlines_per_row(batch: pa.RecordBatch) -> np.ndarray | None:
     """Newlines inside each row's values, or None when there are none."""
     total = None
     for col in batch.columns:
+        if not _is_binary(col.type):
+            continue
         data = col.buffers()[2] if col.null_count < len(col) else None
         if data is None or data.size == 0 or b"\n" not in data.to_pybytes():
             continue

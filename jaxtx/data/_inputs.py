@@ -117,6 +117,48 @@ def _sample_schema(
     return _infer_jsonl(path, sample_rows)
 
 
+#: Input files are read in groups of consecutive files (in sorted order)
+#: holding at least this many bytes (but the last group): one task and one
+#: Parquet part per split for a group, however many small files it holds.
+GROUP_BYTES = 64 << 20
+
+
+def file_groups(files: Sequence[str]) -> list[tuple[str, ...]]:
+    """Consecutive input files grouped to at least :data:`GROUP_BYTES` each (see there).
+
+    Args:
+      files: the input files, sorted.
+
+    Returns:
+      The groups, in order; a file of that size or more ends its group.
+    """
+    sizes = _sizes(files)
+    groups: list[tuple[str, ...]] = []
+    current: list[str] = []
+    total = 0
+    for path in files:
+        current.append(path)
+        total += sizes[path]
+        if total >= GROUP_BYTES:
+            groups.append(tuple(current))
+            current, total = [], 0
+    if current:
+        groups.append(tuple(current))
+    return groups
+
+
+def _sizes(files: Sequence[str]) -> dict[str, int]:
+    """Stored size of each file (local: a stat; elsewhere: one listing call)."""
+    out = {f: os.stat(f.removeprefix("file://")).st_size for f in files if fs.is_local(f)}
+    remote = [f for f in files if f not in out]
+    if remote:
+        from apache_beam.io.filesystems import FileSystems
+
+        for path, match in zip(remote, FileSystems.match(remote), strict=True):
+            out[path] = sum(m.size_in_bytes for m in match.metadata_list)
+    return out
+
+
 def _expand_inputs(input_files: Sequence[str]) -> list[str]:
     """Expand globs and directories; every entry must exist."""
     if isinstance(input_files, str):

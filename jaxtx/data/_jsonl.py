@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import Iterator
@@ -38,12 +39,14 @@ def _read_jsonl(
       strict_fields: reject lines with keys outside ``schema``.
       observe: add to each rejected record, under ``TYPES_KEY``, what a wider
         type would hold (``jaxtx.data._widen``): a number with a fraction in
-        an int64 column, any value in a column still without a type.
+        an int64 column, any value in a column still without a type. Keys
+        outside ``schema`` are then read as extra columns of pyarrow's types
+        (observed by the caller), not rejected.
 
     Yields:
       Record batches and one dict per rejected line.
     """
-    parser = _JsonLines(schema, strict_fields)
+    parser = _JsonLines(schema, strict_fields, new_fields=observe)
     first_line = 1
     for chunk in _line_chunks(path):
         starts, ends = _line_bounds(chunk)
@@ -56,10 +59,12 @@ def _read_jsonl(
         lines = [chunk[starts[i] : ends[i]] for i in nonblank] if len(nonblank) else []
         numbers = first_line + nonblank
         data = chunk[starts[nonblank[0]] :] if lines else b""
-        table, good, bad = parser.parse(b"\n".join(lines) if long.any() else data, lines)
-        for offset in range(0, table.num_rows if table is not None else 0, BATCH_ROWS):
-            for batch in table.slice(offset, BATCH_ROWS).to_batches():  # type: ignore[union-attr]
+        tables, good, bad = parser.parse(b"\n".join(lines) if long.any() else data, lines)
+        offset = 0
+        for table in tables:
+            for batch in table.to_batches(max_chunksize=BATCH_ROWS):
                 rows = numbers[good[offset : offset + batch.num_rows]]
+                offset += batch.num_rows
                 yield _with_meta(batch, rows, path, "jsonl")
         for index, reason in bad:
             record = {
@@ -117,28 +122,37 @@ def _too_long(path: str, line: int, raw: bytes) -> dict[str, Any]:
 class _JsonLines:
     """Parse non-blank JSONL lines into the schema, isolating the lines that fail."""
 
-    def __init__(self, schema: pa.Schema, strict_fields: bool) -> None:
+    def __init__(self, schema: pa.Schema, strict_fields: bool, *, new_fields: bool = False) -> None:
+        """Configure the parser.
+
+        Args:
+          schema: the target schema.
+          strict_fields: reject lines with keys outside ``schema``.
+          new_fields: read keys outside ``schema`` as extra (inferred) columns instead.
+        """
         self._schema = schema
-        self._strict = strict_fields
+        self._strict = strict_fields and not new_fields
+        behaviour = "infer" if new_fields else ("error" if strict_fields else "ignore")
         self._options = pa_json.ParseOptions(
-            explicit_schema=schema,
-            unexpected_field_behavior="error" if strict_fields else "ignore",
+            explicit_schema=schema, unexpected_field_behavior=behaviour
         )
 
     def parse(
         self, data: bytes, lines: list[bytes]
-    ) -> tuple[pa.Table | None, np.ndarray, list[tuple[int, str]]]:
+    ) -> tuple[list[pa.Table], np.ndarray, list[tuple[int, str]]]:
         """Parse ``lines`` (``data`` holds them, joined, maybe with blank lines between).
 
         Returns:
-          The table of good rows (None if none), the index of each of its rows
-          in ``lines``, and ``(index, reason)`` for each rejected line.
+          The tables of good rows, in order (one, unless extra columns read
+          with different types in different lines cannot share a table), the
+          index of each of their rows in ``lines``, and ``(index, reason)``
+          for each rejected line.
         """
         if not lines:
-            return None, np.zeros(0, np.int64), []
+            return [], np.zeros(0, np.int64), []
         table, _ = self._read(data, len(lines))
         if table is not None:
-            return table, np.arange(len(lines)), []
+            return [table], np.arange(len(lines)), []
         # Slow path: diagnose each line in Python, then let pyarrow read the rest.
         bad: list[tuple[int, str]] = []
         candidates: list[int] = []
@@ -151,8 +165,10 @@ class _JsonLines:
         tables: list[pa.Table] = []
         good: list[int] = []
         self._bisect(lines, candidates, tables, good, bad)
-        table = pa.concat_tables(tables).combine_chunks() if tables else None
-        return table, np.array(good, dtype=np.int64), sorted(bad)
+        # Extra columns read with different types cannot share a table: kept apart.
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError):
+            tables = [pa.concat_tables(tables, promote_options="permissive").combine_chunks()]
+        return tables, np.array(good, dtype=np.int64), sorted(bad)
 
     def _bisect(
         self,

@@ -1,18 +1,25 @@
 """Ingestion behind ExampleGen: CSV / Parquet / JSONL files to split Parquet shards.
 
-One Apache Beam pipeline whose elements are ``pyarrow.RecordBatch``:
-
-``ListFiles`` -> ``ReadFiles`` (record batches of each file) -> ``ConvertToSchema``
-(cast every column to the target Arrow schema) -> ``AssignSplits`` (deterministic
-hash split, or the split of the row's file) -> ``WriteSplit[<name>]`` (Parquet
-shards) and ``WriteQuarantine``.
+One Apache Beam pipeline, ``ListFiles`` -> ``IngestFiles``: one ``DoFn`` call
+per group of input files (consecutive files of at least
+``jaxtx.data._inputs.GROUP_BYTES``; a large file is a group of its own) reads
+them in record batches, casts every column to the target Arrow schema,
+assigns each row its split (deterministic hash split, or the split of the
+row's file) and writes the group's part of each split, its quarantine and its
+counts itself (``jaxtx.data._outputs``), with no per-row Python and no Beam
+file sink. With ``num_shards`` the split rows go through a ``GroupByKey`` to
+one writer per shard instead.
 
 Output layout (docs/formats.md)::
 
-    <output_dir>/data/<split>/part-NNNNN-of-MMMMM.parquet   one Arrow schema everywhere
-    <output_dir>/quarantine/rejected-NNNNN-of-MMMMM.jsonl   {"source", "line", "reason", "raw"}
+    <output_dir>/data/<split>/part-IIIII-of-NNNNN.parquet   one Arrow schema everywhere
+    <output_dir>/quarantine/rejected-IIIII.jsonl           {"source", "line", "reason", "raw"}
 
-Every split directory holds at least one (possibly empty) Parquet file.
+``IIIII`` is the group's position among the ``NNNNN`` groups of the sorted
+input files (a part exists when the group has rows in the split), or with
+``num_shards`` the shard number. Every split directory holds at least one (possibly empty)
+Parquet file. The names and contents depend only on the input, so a re-run
+writes byte-identical files.
 
 Conventions:
 
@@ -38,23 +45,23 @@ Conventions:
 * Without ``schema`` the column types are inferred from the first
   ``SAMPLE_ROWS`` rows of the first non-empty file (int64, float64, bool or
   string for text formats; the file's own types for Parquet), then widened
-  over the whole input for CSV (``jaxtx.data._widen``: no row is quarantined
-  for a value a wider type holds; the input is read a second time when a type
-  changes). Files must then agree on their columns: a CSV/Parquet file with
-  other columns is an error, a JSONL key outside the sample's keys
-  quarantines its row. With ``schema``, types are used as given, other
-  columns/keys are ignored and absent ones are null.
+  over the whole input for CSV and JSONL (``jaxtx.data._widen``: no row is
+  quarantined for a value a wider type holds; the input is read a second
+  time when a type changes). Files must then agree on their columns: a
+  CSV/Parquet file with other columns is an error; a JSONL key first seen
+  after the sample becomes a column typed by its values (null in the rows
+  before; new columns follow the others, by name). With ``schema``, types are
+  used as given, other columns/keys are ignored and absent ones are null.
 * Splits: a hash of each row's content (or of ``partition_feature``) picks
   its split; with ``{split: files}`` every file's rows go to its split.
 * ``num_read == num_written + num_rejected`` always; the counts come from the
-  written files and are checked against the pipeline's metrics.
+  written files and are checked against the rows each group's reader
+  counted (and the pipeline's metrics where the runner reports them).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,16 +69,13 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 
 from jaxtx.core import files as fs
-from jaxtx.core.beam import BeamOptions, WriteJson, pipeline_options
+from jaxtx.core.beam import BeamOptions, pipeline_options
 
 from ._coders import register_arrow_coders
 from ._common import (
-    _META_SOURCE,
-    _REJECTED,
     METRICS_NAMESPACE,
     TYPES_KEY,
     IngestError,
@@ -102,23 +106,30 @@ from ._inputs import (
     _first_file_with_rows,
     _sample_schema,
     detect_format,
+    file_groups,
 )
 from ._jsonl import (
     _read_jsonl,
 )
 from ._outputs import (
+    ParquetPart,
+    QuarantineFile,
+    SplitParts,
     _clear_outputs,
     _collect_result,
+    counts_path,
+    fill_empty_shards,
+    part_path,
+    quarantine_path,
+    read_counts,
+    write_counts,
 )
 from ._parquet import (
     _read_parquet,
 )
-from ._widen import MergeObservations, Observation, observe, widen_schema
+from ._widen import Observation, merge, observe, widen_schema
 
-_TYPES = "types"
-_TYPES_FILE = "types.json"
-_COUNTS_DIR = "_counts"
-_COUNTS_FILE = "counts.json"
+_SHARDS = "shards"
 
 
 def ingest(
@@ -211,7 +222,6 @@ def _run(
 ) -> tuple[IngestResult, Observation]:
     """Run the pipeline once with ``schema``; the result and the type observations."""
     _clear_outputs(plan.output_dir)
-    observe_dir = fs.join(plan.output_dir, "_types")
     transform = IngestExamples(
         plan.files,
         plan.output_dir,
@@ -223,50 +233,18 @@ def _run(
         strict_fields=plan.strict,
         num_shards=plan.num_shards,
         seed=plan.seed,
-        observe_dir=observe_dir if plan.strict else None,
+        observe=plan.strict,
     )
     pipeline = beam.Pipeline(options=pipeline_options(beam_options))
     _ = pipeline | "IngestExamples" >> transform
     result = pipeline.run()
     result.wait_until_finish()
-    observed = _read_observation(observe_dir) if plan.strict else {}
-    rows_read = _read_rows_read(fs.join(plan.output_dir, _COUNTS_DIR))
+    rows_read, observed = read_counts(plan.output_dir, transform.groups)
+    fill_empty_shards(plan.output_dir, plan.splits.names, plan.num_shards, schema)
     out = _collect_result(
         result, plan.output_dir, plan.splits.names, schema, plan.files, rows_read=rows_read
     )
     return out, observed
-
-
-def _read_observation(directory: str) -> Observation:
-    """Read and remove the merged type observation written by the pipeline."""
-    path = fs.join(directory, _TYPES_FILE)
-    with FileSystems.open(path) as f:
-        observed: Observation = json.loads(f.read().decode("utf-8"))
-    _remove(directory)
-    return observed
-
-
-def _read_rows_read(directory: str) -> int | None:
-    """The row count the pipeline wrote (None: the pipeline did not write it); removed."""
-    path = fs.join(directory, _COUNTS_FILE)
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path) as f:
-        rows_read = int(json.loads(f.read().decode("utf-8"))["rows_read"])
-    _remove(directory)
-    return rows_read
-
-
-def _num_rows(batch: pa.RecordBatch) -> int:
-    return batch.num_rows
-
-
-def _one(_: Any) -> int:
-    return 1
-
-
-def _rows_read_doc(n: int) -> dict[str, int]:
-    return {"rows_read": n}
 
 
 def _inputs_and_splits(
@@ -295,8 +273,13 @@ def _inputs_and_splits(
 class IngestExamples(beam.PTransform):
     """Read, convert, split and write examples (applied to a pipeline root).
 
-    Returns a dict of PCollections of written file names: ``data/<split>`` for
-    each split, ``quarantine`` and, when asked, ``types``.
+    One ``DoFn`` call per group of input files (:attr:`groups`, see
+    ``jaxtx.data._inputs.file_groups``) reads them, converts their rows,
+    splits them and writes the group's part of every split, its quarantine
+    file and its count file (see ``jaxtx.data._outputs``); with
+    ``num_shards`` the split rows go through a ``GroupByKey`` to one writer
+    per shard instead. Returns ``{"counts": ...}``: the count file written
+    for each group.
     """
 
     def __init__(
@@ -312,36 +295,46 @@ class IngestExamples(beam.PTransform):
         num_shards: int | None,
         seed: str,
         file_splits: Mapping[str, int] | None = None,
-        observe_dir: str | None = None,
+        observe: bool = False,
     ) -> None:
         """Configure the transform.
 
         Args:
-          files: input files.
+          files: input files, sorted (their groups number the output files).
           output_dir: artifact directory.
           formats: format of each file.
           dialects: CSV dialect of each CSV file.
           schema: the target schema.
           splits: split configuration.
-          strict_fields: quarantine JSONL rows with keys outside ``schema``.
-          num_shards: shards per split (None: runner decides).
+          strict_fields: quarantine JSONL rows with keys outside ``schema``
+            (with ``observe``: read those keys as new columns instead).
+          num_shards: shards per split (None: one per group of input files).
           seed: split hash seed.
           file_splits: fixed splits: the split index of each file (None: hash split).
-          observe_dir: write the type observation of text columns there
-            (``types-*.json``, see ``jaxtx.data._widen``); None to skip.
+          observe: record in the count files what text columns held (see
+            ``jaxtx.data._widen``).
         """
         super().__init__()
-        self._files = list(files)
-        self._output_dir = output_dir
-        self._formats = dict(formats)
-        self._dialects = dict(dialects)
-        self._schema = schema
-        self._splits = splits
-        self._file_splits = dict(file_splits) if file_splits is not None else None
-        self._strict = strict_fields
+        self.groups = file_groups(files)
         self._num_shards = num_shards or 0
-        self._seed = seed
-        self._observe_dir = observe_dir
+        self._fn = _IngestFilesFn(
+            _FileJob(
+                output_dir=output_dir,
+                num_groups=len(self.groups),
+                formats=dict(formats),
+                dialects=dict(dialects),
+                schema=schema,
+                splits=splits,
+                strict=strict_fields,
+                seed=seed,
+                file_splits=dict(file_splits) if file_splits is not None else None,
+                observe=observe,
+                num_shards=self._num_shards,
+            )
+        )
+        self._output_dir = output_dir
+        self._schema = schema
+        self._names = splits.names
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         """Build the pipeline.
@@ -350,80 +343,25 @@ class IngestExamples(beam.PTransform):
           pbegin: the pipeline root.
 
         Returns:
-          Written file names per output.
+          ``{"counts": paths of the count files}``.
         """
-        register_arrow_coders()  # batch edges: size estimates without pickling each batch
-        read = (
-            pbegin
-            | "ListFiles" >> beam.Create(self._files)
-            | "ReadFiles"
+        register_arrow_coders()  # shard edges: size estimates without pickling each batch
+        files = pbegin | "ListFiles" >> beam.Create(list(enumerate(self.groups)))
+        if not self._num_shards:
+            counts = files | "IngestFiles" >> beam.ParDo(self._fn).with_output_types(str)
+            return {"counts": counts}
+        ingested = files | "IngestFiles" >> beam.ParDo(self._fn).with_outputs(
+            _SHARDS, main="counts"
+        )
+        _ = (
+            ingested[_SHARDS]
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShards"
             >> beam.ParDo(
-                _ReadFileFn(
-                    self._formats,
-                    self._dialects,
-                    self._schema,
-                    self._strict,
-                    observe=self._observe_dir is not None,
-                )
-            )
-            .with_output_types(pa.RecordBatch)
-            .with_outputs(_REJECTED, _TYPES, main="batches")
-        )
-        converted = read.batches | "ConvertToSchema" >> beam.ParDo(
-            _ConvertFn(self._schema, observe=self._observe_dir is not None)
-        ).with_output_types(pa.RecordBatch).with_outputs(_REJECTED, _TYPES, main="examples")
-        split = converted.examples | "AssignSplits" >> beam.ParDo(
-            _SplitFn(self._splits, self._seed, self._file_splits)
-        ).with_outputs(*self._splits.names)
-        for name in self._splits.names:
-            split[name].element_type = pa.RecordBatch
-        outputs = {
-            f"data/{name}": split[name] | f"WriteSplit[{name}]" >> self._write_split(name)
-            for name in self._splits.names
-        }
-        outputs["quarantine"] = (
-            (read[_REJECTED], converted[_REJECTED])
-            | "MergeRejected" >> beam.Flatten()
-            | "WriteQuarantine"
-            >> beam.io.WriteToText(
-                fs.join(self._output_dir, "quarantine", "rejected"),
-                file_name_suffix=".jsonl",
-                shard_name_template="-SSSSS-of-NNNNN",
+                _WriteShardFn(self._output_dir, self._names, self._num_shards, self._schema)
             )
         )
-        # Rows read, written as a file: runners without metrics (Dask) are checked too.
-        outputs["counts"] = (
-            (
-                read.batches | "CountParsed" >> beam.Map(_num_rows),
-                read[_REJECTED] | "CountUnparsed" >> beam.Map(_one),
-            )
-            | "FlattenCounts" >> beam.Flatten()
-            | "SumCounts" >> beam.CombineGlobally(sum)
-            | "CountsDoc" >> beam.Map(_rows_read_doc)
-            | "WriteCounts"
-            >> beam.ParDo(WriteJson(fs.join(self._output_dir, _COUNTS_DIR, _COUNTS_FILE)))
-        )
-        if self._observe_dir is not None:
-            outputs["types"] = (
-                (read[_TYPES], converted[_TYPES])
-                | "FlattenTypes" >> beam.Flatten()
-                | "MergeTypes" >> beam.CombineGlobally(MergeObservations())
-                | "WriteTypes" >> beam.ParDo(WriteJson(fs.join(self._observe_dir, _TYPES_FILE)))
-            )
-        return outputs
-
-    def _write_split(self, name: str) -> beam.PTransform:
-        """Batches of one split -> Parquet shards."""
-        prefix = fs.join(self._output_dir, "data", name, "part")
-        to_table = beam.Map(_to_table).with_output_types(pa.Table)
-        return (f"ToTable[{name}]" >> to_table) | beam.io.WriteToParquetBatched(
-            prefix,
-            schema=self._schema,
-            codec="snappy",
-            file_name_suffix=".parquet",
-            num_shards=self._num_shards,
-            shard_name_template="-SSSSS-of-NNNNN",
-        )
+        return {"counts": ingested.counts}
 
 
 def split_indices(batch: pa.RecordBatch, splits: SplitConfig, seed: str = "") -> np.ndarray:
@@ -443,112 +381,151 @@ def split_indices(batch: pa.RecordBatch, splits: SplitConfig, seed: str = "") ->
     return np.searchsorted(bounds, buckets, side="right")
 
 
-class _ReadFileFn(beam.DoFn):
-    """Read one file into raw record batches; rows that cannot be parsed are rejected."""
+@dataclass(frozen=True)
+class _FileJob:
+    """What ingesting one group of input files needs to know."""
 
-    def __init__(
-        self,
-        formats: Mapping[str, str],
-        dialects: Mapping[str, CsvOptions],
-        schema: pa.Schema,
-        strict_fields: bool,
-        *,
-        observe: bool = False,
-    ) -> None:
-        self._formats = dict(formats)
-        self._dialects = dict(dialects)
-        self._schema = schema
-        self._strict = strict_fields
-        self._observe = observe
+    output_dir: str
+    num_groups: int
+    formats: Mapping[str, str]
+    dialects: Mapping[str, CsvOptions]
+    schema: pa.Schema
+    splits: SplitConfig
+    strict: bool
+    seed: str
+    file_splits: Mapping[str, int] | None
+    observe: bool
+    num_shards: int
+
+
+class _IngestFilesFn(beam.DoFn):
+    """Ingest a group of input files: read, convert, split, write (see :class:`IngestExamples`).
+
+    Rows that cannot be parsed or converted go to the group's quarantine file.
+    Without shards, each split's rows go straight to the group's Parquet part
+    (created at the split's first row, written on a background thread);
+    with shards, ``(split, shard), (group, sequence, batch)`` pairs go to the
+    ``shards`` output. The count file is written last and its path yielded.
+    """
+
+    def __init__(self, job: _FileJob) -> None:
+        self._job = job
         self._rows_read = Metrics.counter(METRICS_NAMESPACE, "rows_read")
         self._rows_rejected = Metrics.counter(METRICS_NAMESPACE, "rows_rejected")
+        self._written = {
+            n: Metrics.counter(METRICS_NAMESPACE, f"rows_written[{n}]") for n in job.splits.names
+        }
 
-    def process(self, path: str) -> Iterator[Any]:
-        fmt = self._formats[path]
-        if fmt == "csv":
-            items = _read_csv(path, self._dialects[path])
-        elif fmt == "jsonl":
-            items = _read_jsonl(path, self._schema, self._strict, observe=self._observe)
-        else:
-            items = _read_parquet(path, self._schema)
-        for item in items:
+    def process(self, element: tuple[int, Sequence[str]]) -> Iterator[Any]:
+        index, paths = element
+        job = self._job
+        quarantine = QuarantineFile(quarantine_path(job.output_dir, index))
+        parts = SplitParts(job.output_dir, job.splits.names, index, job.num_groups, job.schema)
+        sequence = [0] * len(job.splits.names)
+        rows_read, observation = 0, Observation()
+        try:
+            for path, batch, observed in self._all_converted(paths, quarantine):
+                observation = merge(observation, observed)
+                if batch is None:
+                    continue
+                rows_read += batch.num_rows
+                for split, part in self._split(path, batch):
+                    self._written[job.splits.names[split]].inc(part.num_rows)
+                    if not job.num_shards:
+                        parts.write(split, part)
+                        continue
+                    shard = (index + sequence[split]) % job.num_shards
+                    yield beam.pvalue.TaggedOutput(
+                        _SHARDS, ((split, shard), (index, sequence[split], part))
+                    )
+                    sequence[split] += 1
+        except BaseException:
+            quarantine.abort()
+            parts.abort()
+            raise
+        quarantine.commit()
+        parts.commit()
+        counts = counts_path(job.output_dir, index)
+        write_counts(counts, rows_read + quarantine.rows, observation)
+        yield counts
+
+    def _all_converted(
+        self, paths: Sequence[str], quarantine: QuarantineFile
+    ) -> Iterator[tuple[str, pa.RecordBatch | None, Observation]]:
+        """:meth:`_converted` of each file in turn, with its path."""
+        for path in paths:
+            for batch, observed in self._converted(path, quarantine):
+                yield path, batch, observed
+
+    def _converted(
+        self, path: str, quarantine: QuarantineFile
+    ) -> Iterator[tuple[pa.RecordBatch | None, Observation]]:
+        """Converted batches of a file (None: nothing converted), with type observations.
+
+        Rejected rows are written to ``quarantine`` on the way (and counted
+        there: read = converted + quarantined).
+        """
+        job = self._job
+        for item in self._raw(path):
             if isinstance(item, dict):
                 self._rows_read.inc()
                 self._rows_rejected.inc()
-                observation = item.pop(TYPES_KEY, None)
-                if observation:
-                    yield beam.pvalue.TaggedOutput(_TYPES, observation)
-                yield beam.pvalue.TaggedOutput(_REJECTED, _dump(item))
-            else:
-                self._rows_read.inc(item.num_rows)
-                yield item
-
-
-class _ConvertFn(beam.DoFn):
-    """Cast raw batches to the target schema; rows with values that do not fit are rejected.
-
-    With ``observe``, every batch also reports what its text columns held
-    (``types`` output, see ``jaxtx.data._widen``).
-    """
-
-    def __init__(self, schema: pa.Schema, *, observe: bool = False) -> None:
-        self._schema = schema
-        self._observe = observe
-        self._rows_rejected = Metrics.counter(METRICS_NAMESPACE, "rows_rejected")
-
-    def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
-        converted, reasons, bad_rows = _convert_batch(batch, self._schema)
-        if self._observe:
-            observation = observe(batch, self._schema, bad_rows)
-            if observation:
-                yield beam.pvalue.TaggedOutput(_TYPES, observation)
-        if reasons:
-            self._rows_rejected.inc(len(reasons))
-            for record in _rejected_records(batch, reasons):
-                yield beam.pvalue.TaggedOutput(_REJECTED, _dump(record))
-        if converted.num_rows:
-            source = batch.schema.metadata[_META_SOURCE]
-            yield converted.replace_schema_metadata({_META_SOURCE: source})
-
-
-class _SplitFn(beam.DoFn):
-    """Route each row to its split: by its file (fixed splits) or by a content hash."""
-
-    def __init__(
-        self, splits: SplitConfig, seed: str, file_splits: Mapping[str, int] | None = None
-    ) -> None:
-        self._splits = splits
-        self._seed = seed
-        self._file_splits = dict(file_splits) if file_splits is not None else None
-        self._written = {
-            n: Metrics.counter(METRICS_NAMESPACE, f"rows_written[{n}]") for n in splits.names
-        }
-
-    def process(self, batch: pa.RecordBatch) -> Iterator[Any]:
-        batch_meta = batch.schema.metadata or {}
-        batch = batch.replace_schema_metadata(None)
-        if self._file_splits is not None:
-            name = self._splits.names[self._file_splits[batch_meta[_META_SOURCE].decode()]]
-            self._written[name].inc(batch.num_rows)
-            yield beam.pvalue.TaggedOutput(name, batch)
-            return
-        index = split_indices(batch, self._splits, self._seed)
-        for i, name in enumerate(self._splits.names):
-            mask = index == i
-            count = int(mask.sum())
-            if not count:
+                observed = item.pop(TYPES_KEY, None) or {}
+                quarantine.write(_dump(item))
+                yield None, observed
                 continue
-            self._written[name].inc(count)
-            part = batch if count == batch.num_rows else batch.filter(pa.array(mask))
-            yield beam.pvalue.TaggedOutput(name, part)
+            self._rows_read.inc(item.num_rows)
+            converted, reasons, bad_rows = _convert_batch(item, job.schema)
+            observed = observe(item, job.schema, bad_rows) if job.observe else {}
+            if reasons:
+                self._rows_rejected.inc(len(reasons))
+                for record in _rejected_records(item, reasons):
+                    quarantine.write(_dump(record))
+            yield (converted if converted.num_rows else None), observed
+
+    def _raw(self, path: str) -> Iterator[pa.RecordBatch | dict[str, Any]]:
+        """The file's raw batches and unparsed-row records, by its format."""
+        job = self._job
+        fmt = job.formats[path]
+        if fmt == "csv":
+            return _read_csv(path, job.dialects[path], schema=job.schema)
+        if fmt == "jsonl":
+            return _read_jsonl(path, job.schema, job.strict, observe=job.observe)
+        return _read_parquet(path, job.schema)
+
+    def _split(self, path: str, batch: pa.RecordBatch) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """``(split index, rows)`` pairs: by the file (fixed splits) or a content hash."""
+        job = self._job
+        batch = batch.replace_schema_metadata(None)
+        if job.file_splits is not None:
+            yield job.file_splits[path], batch
+            return
+        index = split_indices(batch, job.splits, job.seed)
+        for split in range(len(job.splits.names)):
+            mask = index == split
+            count = int(mask.sum())
+            if count:
+                yield split, batch if count == batch.num_rows else batch.filter(pa.array(mask))
 
 
-def _to_table(batch: pa.RecordBatch) -> pa.Table:
-    return pa.Table.from_batches([batch])
+class _WriteShardFn(beam.DoFn):
+    """Write one shard of a split from its grouped batches, in input order."""
 
+    def __init__(self, output_dir: str, names: Sequence[str], count: int, schema: pa.Schema):
+        self._output_dir = output_dir
+        self._names = tuple(names)
+        self._count = count
+        self._schema = schema
 
-def _remove(directory: str) -> None:
-    if fs.is_local(directory):
-        shutil.rmtree(directory, ignore_errors=True)
-    elif FileSystems.exists(directory):
-        FileSystems.delete([directory])
+    def process(self, element: tuple[tuple[int, int], Any]) -> Iterator[str]:
+        (split, shard), items = element
+        path = part_path(self._output_dir, self._names[split], shard, self._count)
+        part = ParquetPart(path, self._schema)
+        try:
+            for _, _, batch in sorted(items, key=lambda item: (item[0], item[1])):
+                part.write(batch)
+        except BaseException:
+            part.abort()
+            raise
+        part.commit()
+        yield path

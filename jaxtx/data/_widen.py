@@ -18,13 +18,19 @@ widens along ``null -> int64 -> float64 -> string`` (and ``bool -> string``):
 JSON Lines rows are typed by the JSON reader: a rejected line reports a
 number with a fraction in an int64 column, or any value in a column without
 a type yet, so those widen the same way (with no tolerance: a JSON number is
-always a valid number).
+always a valid number). A key first seen after the sample becomes a column
+too (null in the rows before it): the reader types its values in each block
+(:data:`NEW_FIELDS`), and the column gets the type that holds them all
+(int64 and float64 make float64; a JSON string is a string). Types that do
+not unify: the type of most values wins (with those it unifies with), and
+rows holding another kind of value are quarantined.
 
 A user-supplied schema is never widened.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,7 +38,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._common import _is_binary
+from ._common import _LINE, _is_binary
 
 #: A column is kept numeric (or bool) when at most this fraction of its
 #: non-empty values over the whole input does not parse: one stray "forty"
@@ -41,8 +47,11 @@ TYPE_TOLERANCE = 0.005
 INT_RE = r"^[+-]?[0-9]+$"
 FLOAT_RE = r"^[+-]?(([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?|inf|infinity|nan)$"
 
-#: per column: [values, bad, bad values fitting int64, float64, bool]
-Observation = dict[str, list[int]]
+#: per column: [values, bad, bad values fitting int64, float64, bool]; and under
+#: :data:`NEW_FIELDS`, ``{name: {serialized Arrow type: values}}`` of columns
+#: outside the schema (JSON Lines keys first seen after the sample).
+Observation = dict[str, Any]
+NEW_FIELDS = "__new_fields__"
 _WIDENABLE = (pa.null(), pa.int64(), pa.float64(), pa.bool_())
 
 
@@ -105,15 +114,82 @@ def observe(
             continue
         n, ints, floats, bools = text_kinds(column.take(pa.array(rows, pa.int64())))
         out[f.name] = [values, n, ints, floats, bools]
+    new = {
+        name: {_type_text(raw.column(name).type): len(raw) - raw.column(name).null_count}
+        for name in raw.schema.names
+        if name != _LINE and name not in schema.names
+    }
+    if new:
+        out[NEW_FIELDS] = new
     return out
 
 
 def merge(a: Observation, b: Observation) -> Observation:
     """Sum two observations."""
-    out = {k: list(v) for k, v in a.items()}
+    out: Observation = {
+        k: ({n: dict(t) for n, t in v.items()} if k == NEW_FIELDS else list(v))
+        for k, v in a.items()
+    }
     for k, v in b.items():
+        if k == NEW_FIELDS:
+            new = out.setdefault(NEW_FIELDS, {})
+            for name, types in v.items():
+                counts = new.setdefault(name, {})
+                for t, n in types.items():
+                    counts[t] = counts.get(t, 0) + n
+            continue
         out[k] = [x + y for x, y in zip(out.get(k, [0] * 5), v, strict=True)]
     return out
+
+
+def _type_text(t: pa.DataType) -> str:
+    """An Arrow type as text (JSON-safe), read back by :func:`_text_type`."""
+    return base64.b64encode(pa.schema([pa.field("t", t)]).serialize().to_pybytes()).decode()
+
+
+def _text_type(text: str) -> pa.DataType:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text))).field("t").type
+
+
+def new_field_type(types: Mapping[str, int]) -> pa.DataType:
+    """The type of a column first seen after the sample, from the types read in blocks.
+
+    Args:
+      types: values read with each (serialized) type (see :data:`NEW_FIELDS`).
+
+    Returns:
+      The type holding every value: int64 + float64 -> float64, a JSON string
+      (read as a timestamp when it looks like one) -> string, nulls only ->
+      string. Types that do not unify: the type of most values, unified with
+      the others that unify with it (by number of values, then by name).
+    """
+    counts: dict[pa.DataType, int] = {}
+    for text, n in types.items():
+        t = _as_json_text_type(_text_type(text))
+        if t != pa.null():
+            counts[t] = counts.get(t, 0) + n
+    ordered = sorted(counts, key=lambda t: (-counts[t], str(t)))
+    if not ordered:
+        return pa.string()
+    unified = ordered[0]
+    for t in ordered[1:]:
+        try:
+            unified = (
+                pa.unify_schemas(
+                    [pa.schema([pa.field("t", unified)]), pa.schema([pa.field("t", t)])],
+                    promote_options="permissive",
+                )
+                .field("t")
+                .type
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            continue
+    return unified
+
+
+def _as_json_text_type(t: pa.DataType) -> pa.DataType:
+    """A type pyarrow inferred from JSON, with timestamps (JSON strings) as strings."""
+    return pa.string() if pa.types.is_timestamp(t) else t
 
 
 def widen_type(current: pa.DataType, counts: Sequence[int]) -> pa.DataType:
@@ -154,7 +230,8 @@ def widen_schema(schema: pa.Schema, observation: Observation) -> pa.Schema:
       observation: merged observations of the whole input.
 
     Returns:
-      The widened schema (equal to ``schema`` when nothing needs widening).
+      The widened schema (equal to ``schema`` when nothing needs widening),
+      with the new fields (JSON Lines) after the others, by name.
     """
     fields = []
     for f in schema:
@@ -165,6 +242,8 @@ def widen_schema(schema: pa.Schema, observation: Observation) -> pa.Schema:
         elif t == pa.null():
             t = pa.string()
         fields.append(pa.field(f.name, t, f.nullable))
+    new = observation.get(NEW_FIELDS, {})
+    fields += [pa.field(name, new_field_type(new[name])) for name in sorted(new)]
     return pa.schema(fields)
 
 
