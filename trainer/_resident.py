@@ -9,10 +9,7 @@ all-zero row after the data), the
 rows of :func:`~jaxtx.trainer._data.epoch_order` cut into batches exactly as
 the host pipeline cuts them. The compiled call then gathers each batch on
 the devices (:func:`gather_batch`), so a step sees the same rows, padding and
-weights as on the host path and the results are the same, bit for bit. (The
-gather of step ``i + 1`` runs at the end of step ``i`` and hands the batch to
-the next step whole, so the step compiles to the same kernels as a host step;
-a gather fused into the step's kernels could round differently, by an ulp.)
+weights as on the host path and the results are the same, bit for bit.
 
 The order is computed on the host with the dataset's seeded numpy generator
 (tens of milliseconds per million rows) rather than with
