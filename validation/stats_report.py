@@ -327,7 +327,19 @@ def plot_feature_histograms_png(
     n = max(len(features), 1)
     cols = max(1, min(columns, n))
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(4.0 * cols, 2.8 * rows), dpi=100, layout="constrained")
+    width, height = 4.0 * cols, 2.8 * rows
+    fig = Figure(figsize=(width, height), dpi=100)
+    # Fixed margins in inches (room for an 18-character top-value label and a
+    # title per panel) rather than a constrained layout, which measures every
+    # tick label of every panel and took most of the rendering time.
+    fig.subplots_adjust(
+        left=1.0 / width,
+        right=1 - 0.15 / width,
+        bottom=0.35 / height,
+        top=1 - 0.3 / height,
+        wspace=0.32,
+        hspace=0.35 * 2.8 / 2.45,
+    )
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.set_visible(False)
