@@ -22,6 +22,7 @@ Each configuration's cluster is started before its runs and not timed.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 import tempfile
@@ -79,8 +80,10 @@ def runner(name: str) -> Iterator[list[str] | None]:
         return
     from dask.distributed import LocalCluster
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the scheduler's INFO lines
     workers = int(name.split("-")[1])
     with LocalCluster(
+        silence_logs=logging.WARNING,
         processes=True,
         n_workers=workers,
         threads_per_worker=1,
