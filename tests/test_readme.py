@@ -161,3 +161,44 @@ def test_readme_shell_blocks_run(demo_dir: Path) -> None:
         assert '"error"' not in out, f"README.md:{b.line}: {out[:500]}"
         if "curl" in b.code:
             assert '"predictions"' in out, f"README.md:{b.line}: {out[:500]}"
+
+
+def test_readme_own_files_block_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The "Your own files" block, run as written on files shaped as it expects:
+    fixed splits from two train files and a test file of span 1, and a
+    headerless latin-1 ``.data`` file with ``?`` nulls and padded values."""
+    (block,) = [b for b in BLOCKS if "split_patterns=" in b.code]
+    span = tmp_path / "data" / "span-1"
+    span.mkdir(parents=True)
+    header = "age,workclass,fnlwgt\n"
+    (span / "train-1.csv").write_text(
+        header + "".join(f"{20 + i},Private,{i}\n" for i in range(30))
+    )
+    (span / "train-2.csv").write_text(
+        header + "".join(f"{50 + i},State-gov,{i}\n" for i in range(20))
+    )
+    (span / "test.csv").write_text(header + "".join(f"{30 + i},Private,{i}\n" for i in range(10)))
+    adult = [f"{100 + i}, Private, {1000 + i}\n" for i in range(40)]
+    adult[3] = "39, ?, 77516\n"
+    adult[7] = "41, Fédéral, 1234\n"
+    (tmp_path / "adult.data").write_bytes("".join(adult).encode("latin-1"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JAXTX_HOME", str(tmp_path / ".jaxtx"))
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(block.code, f"README.md:{block.line}", "exec"), namespace)
+
+    examples, adult_ex = namespace["examples"], namespace["adult"]
+    assert examples.properties["split_counts"] == {"train": 50, "eval": 10}  # type: ignore[attr-defined]
+    counts = adult_ex.properties["split_counts"]  # type: ignore[attr-defined]
+    assert sum(counts.values()) == 40  # the first line is a row, not a header
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sorted(Path(adult_ex.uri).glob("data/*/*.parquet")))  # type: ignore[attr-defined]
+    rows = table.to_pylist()
+    assert {r["age"] for r in rows} == {100 + i for i in range(40) if i not in (3, 7)} | {39, 41}
+    assert [r["workclass"] for r in rows if r["age"] == 39] == [None]  # "?" is null
+    assert [r["workclass"] for r in rows if r["age"] == 41] == ["Fédéral"]  # latin-1, trimmed
+    assert table.schema.field("age").type == "int64"
+    assert str(counts) in capsys.readouterr().out
