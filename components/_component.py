@@ -1004,12 +1004,29 @@ def _is_package(name: str) -> bool:
 
 
 def _find_spec(name: str) -> Any:
+    """The module's spec, found without importing it or its parent packages
+    (``importlib.util.find_spec`` imports the parents: jax, Beam, pandas, for a
+    cached run that needs none of them)."""
     import importlib.util
 
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__spec__", None) is not None:
+        return loaded.__spec__
+    parent = name.rpartition(".")[0]
     try:
-        return importlib.util.find_spec(name)
+        if not parent:
+            return importlib.util.find_spec(name)
+        locations = getattr(_find_spec(parent), "submodule_search_locations", None)
+        if not locations:
+            return None
+        for finder in sys.meta_path:  # as the import system does, with the parent's path
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, list(locations)) if find is not None else None
+            if spec is not None:
+                return spec
     except (ImportError, ValueError, AttributeError):
         return None
+    return None
 
 
 @functools.cache

@@ -670,16 +670,21 @@ def _flow(plan: _Plan, run_name: str | None, max_workers: int | None, progress: 
         persist_result=False,
         validate_parameters=False,
     )
-    if plan.settings.prefect_api_url is None:
-        return prefect_flow
 
-    def with_api() -> Any:
+    def with_settings() -> Any:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with temporary_settings({PREFECT_API_URL: plan.settings.prefect_api_url}):
+        api = plan.settings.prefect_api_url
+        # No flow-run heartbeats unless asked for (PREFECT_FLOWS_HEARTBEAT_FREQUENCY):
+        # Prefect joins the heartbeat thread at flow end, which sleeps in 1 s slices,
+        # so every run waited up to 1 s for nothing.
+        with temporary_settings(
+            updates={PREFECT_API_URL: api} if api is not None else None,
+            set_defaults={"flows.heartbeat_frequency": None},
+        ):
             return prefect_flow()
 
-    return with_api
+    return with_settings
 
 
 def _task_runner(settings: Settings, max_workers: int | None) -> Any:
