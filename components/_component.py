@@ -94,7 +94,9 @@ class RunContext:
 
     Args:
       node_id: the node's id (the component's name when run eagerly).
-      pipeline: the pipeline run's tag, ``None`` when run eagerly.
+      pipeline: the pipeline's name, ``None`` when run eagerly.
+      run_tag: the pipeline run's tag (MLflow tag ``jaxtx.pipeline_run``),
+        ``None`` when run eagerly.
       settings: home, tracking URI and artifact root of the run (default:
         :meth:`Settings.resolve` with nothing given).
       mlflow_run_id: the node's MLflow run, when the run is tracked.
@@ -108,6 +110,7 @@ class RunContext:
         *,
         node_id: str,
         pipeline: str | None = None,
+        run_tag: str | None = None,
         settings: Settings | None = None,
         mlflow_run_id: str | None = None,
         metric_sinks: Sequence[Callable[[Mapping[str, float], int], None]] = (),
@@ -115,6 +118,7 @@ class RunContext:
     ) -> None:
         self.node_id = node_id
         self.pipeline = pipeline
+        self.run_tag = run_tag
         self.settings = settings if settings is not None else Settings.resolve()
         self.metrics_log: list[tuple[int, dict[str, float]]] = []
         self.mlflow_run_id = mlflow_run_id
@@ -129,6 +133,10 @@ class RunContext:
     def tracking_uri(self) -> str | None:
         """The MLflow tracking URI when this run is tracked (has an MLflow run), else ``None``."""
         return self.settings.tracking_uri if self.mlflow_run_id else None
+
+    def title(self, text: str) -> str:
+        """A report title: ``"<pipeline> · <text>"`` in a pipeline, ``text`` eagerly."""
+        return f"{self.pipeline} · {text}" if self.pipeline else text
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log metrics at a step (e.g. per epoch); MLflow charts them over steps."""
@@ -358,7 +366,7 @@ def _work_dir(store: ArtifactStore, ctx: RunContext, key: str) -> Path:
     execution. ``<execution>`` is the pipeline run's tag (a retry of the same run,
     or a run started with ``resume=<tag>``, finds it again) or, eagerly, a fresh
     id: a later independent execution never resumes another one's checkpoints."""
-    execution = ctx.pipeline or f"eager-{uuid.uuid4().hex[:12]}"
+    execution = ctx.run_tag or f"eager-{uuid.uuid4().hex[:12]}"
     path = Path(store.root) / ".work" / execution / f"{ctx.node_id}-{key[:20]}"
     path.mkdir(parents=True, exist_ok=True)
     return path
