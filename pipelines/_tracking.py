@@ -43,6 +43,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None) -> None:
         self.tracking_uri = tracking_uri
+        self._artifact_uris: dict[str, str] = {}
         with _LOCK:
             self.client = mlflow_client(tracking_uri)
             exp = self.client.get_experiment_by_name(experiment)
@@ -101,6 +102,7 @@ class Tracker:
             all_tags["mlflow.parentRunId"] = parent_run_id
         with _LOCK:
             run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         return run.info.run_id
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -136,11 +138,22 @@ class Tracker:
 
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
         with _LOCK:
-            self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+            self._artifact_repo(run_id).log_artifacts(str(local_dir), artifact_path)
 
     def log_artifact(self, run_id: str, local_file: Path, artifact_path: str | None = None) -> None:
         with _LOCK:
-            self.client.log_artifact(run_id, str(local_file), artifact_path)
+            self._artifact_repo(run_id).log_artifact(str(local_file), artifact_path)
+
+    def _artifact_repo(self, run_id: str) -> Any:
+        """The run's artifact repository: for runs this tracker started, made from the
+        artifact URI ``create_run`` returned (the client would read the run again)."""
+        uri = self._artifact_uris.get(run_id)
+        if uri is None:
+            uri = self.client.get_run(run_id).info.artifact_uri
+            self._artifact_uris[run_id] = uri
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        return get_artifact_repository(uri, tracking_uri=self.tracking_uri)
 
     def log_dataset(
         self,
