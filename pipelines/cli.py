@@ -74,6 +74,9 @@ def _run_and_report(
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
+    from ._env import use_working_folder_prefect_home
+
+    use_working_folder_prefect_home(Settings.resolve(home=args.home).home)  # before Prefect loads
     from ._schedule import serve_schedule
 
     serve_schedule(
