@@ -41,6 +41,7 @@ from jaxtx.components import (
     RunContext,
     load_artifact,
 )
+from jaxtx.core.progress import Board, node_scope, open_board, progress_mode
 from jaxtx.core.settings import Settings
 
 from ._owner import reap_dead_runs
@@ -161,6 +162,18 @@ class _Progress:
 
     def fail(self, node: Node, err: BaseException) -> None:
         self.echo(f"[jaxtx] ✗ {node.id}: {err}", "bold red")
+
+    def board(self) -> Board | None:
+        """Where long steps (Beam stages, bulk inference) show their progress:
+        a bar on this console, plain lines in logs (``JAXTX_PROGRESS``; one line
+        per step every ``JAXTX_PROGRESS_INTERVAL`` seconds, default 10)."""
+        mode = progress_mode() if self.enabled else "off"
+        if mode == "off":
+            return None
+        if mode == "rich":
+            return Board("rich", console=self._console)
+        interval = float(os.environ.get("JAXTX_PROGRESS_INTERVAL", "10"))
+        return Board("plain", interval=interval)
 
 
 def _rich_console() -> Any:
@@ -334,9 +347,10 @@ def _execute_node(
                 "host": socket.gethostname(),  # where it ran: a worker with a Dask task runner
                 "pid": os.getpid(),
             }
-            result = node.component.execute(
-                inputs, node.params, store, context=ctx, producer=producer
-            )
+            with node_scope(node.id):  # labels its long steps' progress (Beam stages)
+                result = node.component.execute(
+                    inputs, node.params, store, context=ctx, producer=producer
+                )
             if cache is not None:
                 cache.put(key, result, node)
         outcome = outcome_of(node.component, result)
@@ -538,7 +552,7 @@ def run_pipeline(
     start = time.perf_counter()
     error: BaseException | None = None
     try:
-        with prefect_api(plan.settings) as prefect_ui:
+        with prefect_api(plan.settings) as prefect_ui, open_board(prog.board()):
             plan.state["prefect_ui"] = prefect_ui
             _flow(plan, run_name, max_workers, prog)()
     except BaseException as e:

@@ -66,6 +66,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 
 from jaxtx.core import files as fs
+from jaxtx.core import progress
 from jaxtx.core.beam import BeamOptions, WriteJson, pipeline_options
 
 from ._coders import register_arrow_coders
@@ -369,6 +370,7 @@ class IngestExamples(beam.PTransform):
             .with_output_types(pa.RecordBatch)
             .with_outputs(_REJECTED, _TYPES, main="batches")
         )
+        _ = read.batches | "Progress" >> progress.counting("reading", rows=_num_rows)
         converted = read.batches | "ConvertToSchema" >> beam.ParDo(
             _ConvertFn(self._schema, observe=self._observe_dir is not None)
         ).with_output_types(pa.RecordBatch).with_outputs(_REJECTED, _TYPES, main="examples")
