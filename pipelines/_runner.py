@@ -44,6 +44,7 @@ from jaxtx.components import (
 from jaxtx.core.progress import Board, node_scope, open_board, progress_mode
 from jaxtx.core.settings import Settings
 
+from . import _gc
 from ._owner import reap_dead_runs
 from ._pipeline import Pipeline
 from ._server import prefect_api
@@ -347,6 +348,7 @@ def _execute_node(
                 "host": socket.gethostname(),  # where it ran: a worker with a Dask task runner
                 "pid": os.getpid(),
             }
+            _gc.resume()  # paused for a short command's start-up
             with node_scope(node.id):  # labels its long steps' progress (Beam stages)
                 result = node.component.execute(
                     inputs, node.params, store, context=ctx, producer=producer

@@ -33,6 +33,7 @@ from typing import Any
 
 from jaxtx.core.settings import Settings, default_tracking_uri
 
+from . import _gc
 from ._targets import UsageError, build_pipeline, check_node_params, load_target, parse_params
 
 __all__ = ["UsageError", "load_target", "main"]
@@ -119,6 +120,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not (serving_dir / MODEL_NAME).is_dir():
         print("no model was pushed (not blessed); nothing to serve", file=sys.stderr)
         return 0
+    _gc.resume()
     _serve_demo(serving_dir, MODEL_NAME, args.port)
     return 0
 
@@ -533,6 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
       The exit code: 0 success, 1 failure, 2 bad usage or input.
     """
+    if argv is None:
+        _gc.pause()  # until a component executes (or the command is not a short run)
     code = _main(argv)
     if argv is None:
         _exit_now(code)
@@ -565,6 +569,8 @@ def _exit_now(code: int) -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    if args.command not in ("run", "demo"):
+        _gc.resume()
     if not args.verbose:
         _quiet_prefect_task_logs()
     try:
