@@ -63,9 +63,12 @@ def test_a_pipeline_run_prints_plain_progress_lines(
     monkeypatch.setenv("JAXTX_PROGRESS_INTERVAL", "0")
     with Pipeline("progress", home=str(tmp_path / "home")) as p:
         StatisticsGen(examples=ExampleGen(input_pattern=str(tmp_path / "data.csv")))
-    p.run()
+    run = p.run()
     err = capfd.readouterr().err
     read = re.findall(r"^\[jaxtx\]   ExampleGen reading: ([\d,]+) rows, [\d.]+ s$", err, re.M)
     assert read == ["300"], err[-3000:]
     for split in ("train", "eval"):
         assert re.search(rf"^\[jaxtx\]   StatisticsGen {split}: [\d,]+ rows, [\d.]+ s$", err, re.M)
+    # Report titles name the pipeline, then the component and what it described.
+    report = run.output("StatisticsGen").path / "reports" / "statistics.html"
+    assert "<title>progress · StatisticsGen: statistics of ExampleGen examples" in report.read_text()
