@@ -78,6 +78,7 @@ class _Task:
         self.handle: Any = None  # the rich task id
 
     def line(self, done: bool = False) -> str:
+        """``<label>: <count>[/<total>] <unit>`` with the percentage, or the seconds when done."""
         of = f"/{self.total:,}" if self.total else ""
         pct = f" ({100 * self.count / self.total:.0f}%)" if self.total and not done else ""
         took = f", {time.monotonic() - self.started:.1f} s" if done else ""
@@ -136,6 +137,16 @@ class Board:
         print(f"{self.prefix}{text}", file=stream, flush=True)
 
     def add(self, label: str, total: int | None, unit: str) -> _Task:
+        """Show a new step (the bar starts with the first one).
+
+        Args:
+          label: the step's name on the console.
+          total: its final count, if known.
+          unit: what it counts.
+
+        Returns:
+          The step.
+        """
         t = _Task(self, label, total, unit)
         if self._rich is not None:
             if self._open == 0:
@@ -145,6 +156,7 @@ class Board:
         return t
 
     def advance(self, t: _Task, n: int) -> None:
+        """Count ``n`` more: the bar moves; a plain line when ``interval`` has passed."""
         t.count += n
         if self._rich is not None:
             self._rich.update(t.handle, completed=t.count)
@@ -155,6 +167,7 @@ class Board:
             self._print(t.line())
 
     def close(self, t: _Task) -> None:
+        """End a step: its final plain line, or its bar full (the bar ends with the last step)."""
         self._open -= 1
         if self._rich is not None:
             self._rich.update(t.handle, completed=t.count, total=t.total or t.count)
