@@ -41,7 +41,7 @@ import types
 import typing
 import uuid
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,9 @@ class RunContext:
 
     Args:
       node_id: the node's id (the component's name when run eagerly).
-      pipeline: the pipeline run's tag, ``None`` when run eagerly.
+      pipeline: the pipeline's name, ``None`` when run eagerly.
+      run_tag: the pipeline run's tag (MLflow tag ``jaxtx.pipeline_run``),
+        ``None`` when run eagerly.
       settings: home, tracking URI and artifact root of the run (default:
         :meth:`Settings.resolve` with nothing given).
       mlflow_run_id: the node's MLflow run, when the run is tracked.
@@ -108,6 +110,7 @@ class RunContext:
         *,
         node_id: str,
         pipeline: str | None = None,
+        run_tag: str | None = None,
         settings: Settings | None = None,
         mlflow_run_id: str | None = None,
         metric_sinks: Sequence[Callable[[Mapping[str, float], int], None]] = (),
@@ -115,6 +118,7 @@ class RunContext:
     ) -> None:
         self.node_id = node_id
         self.pipeline = pipeline
+        self.run_tag = run_tag
         self.settings = settings if settings is not None else Settings.resolve()
         self.metrics_log: list[tuple[int, dict[str, float]]] = []
         self.mlflow_run_id = mlflow_run_id
@@ -129,6 +133,10 @@ class RunContext:
     def tracking_uri(self) -> str | None:
         """The MLflow tracking URI when this run is tracked (has an MLflow run), else ``None``."""
         return self.settings.tracking_uri if self.mlflow_run_id else None
+
+    def title(self, text: str) -> str:
+        """A report title: ``"<pipeline> · <text>"`` in a pipeline, ``text`` eagerly."""
+        return f"{self.pipeline} · {text}" if self.pipeline else text
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log metrics at a step (e.g. per epoch); MLflow charts them over steps."""
@@ -358,7 +366,7 @@ def _work_dir(store: ArtifactStore, ctx: RunContext, key: str) -> Path:
     execution. ``<execution>`` is the pipeline run's tag (a retry of the same run,
     or a run started with ``resume=<tag>``, finds it again) or, eagerly, a fresh
     id: a later independent execution never resumes another one's checkpoints."""
-    execution = ctx.pipeline or f"eager-{uuid.uuid4().hex[:12]}"
+    execution = ctx.run_tag or f"eager-{uuid.uuid4().hex[:12]}"
     path = Path(store.root) / ".work" / execution / f"{ctx.node_id}-{key[:20]}"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -1004,12 +1012,29 @@ def _is_package(name: str) -> bool:
 
 
 def _find_spec(name: str) -> Any:
+    """The module's spec, found without importing it or its parent packages
+    (``importlib.util.find_spec`` imports the parents: jax, Beam, pandas, for a
+    cached run that needs none of them)."""
     import importlib.util
 
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__spec__", None) is not None:
+        return loaded.__spec__
+    parent = name.rpartition(".")[0]
     try:
-        return importlib.util.find_spec(name)
+        if not parent:
+            return importlib.util.find_spec(name)
+        locations = getattr(_find_spec(parent), "submodule_search_locations", None)
+        if not locations:
+            return None
+        for finder in sys.meta_path:  # as the import system does, with the parent's path
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, list(locations)) if find is not None else None
+            if spec is not None:
+                return spec
     except (ImportError, ValueError, AttributeError):
         return None
+    return None
 
 
 @functools.cache
@@ -1025,18 +1050,20 @@ def _module_text(name: str) -> str:
         return ""
 
 
-def _imports_in(source: str, package: str) -> set[str]:
+@functools.cache
+def _imports_in(source: str, package: str) -> frozenset[str]:
     """Absolute names of the modules ``source`` imports (anywhere in it);
-    relative imports are resolved against ``package``."""
+    relative imports are resolved against ``package``. Cached: components of
+    one pipeline share most of their library modules."""
     import ast
     import importlib.util
 
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return set()
+        return frozenset()
     out: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _import_statements(tree):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -1053,4 +1080,22 @@ def _imports_in(source: str, package: str) -> set[str]:
                 for a in node.names:
                     if _find_spec(f"{base}.{a.name}") is not None:
                         out.add(f"{base}.{a.name}")
-    return {m for m in out if m}
+    return frozenset(m for m in out if m)
+
+
+def _import_statements(tree: Any) -> Iterator[Any]:
+    """The import statements of a module at any depth (in functions, classes,
+    ``if``/``try`` blocks): statements only, never expressions (where no
+    import can be), which is a fraction of ``ast.walk``'s nodes."""
+    import ast
+
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+            continue
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            block = getattr(node, name, None)
+            if isinstance(block, list):
+                todo.extend(block)

@@ -140,10 +140,8 @@ def Evaluator(
             min_slice_size=min_slice_size, max_rows=attribution_rows, seed=seed,
         )  # fmt: skip
     source = model.producer.get("node") or "candidate"
-    title = f"{ctx.node_id}: {source} model on the {split} split ({split_reason})"
-    _write_reports(
-        evaluation, model, task, cand, base_doc, fairness, verdict, title, attributions
-    )
+    title = ctx.title(f"{ctx.node_id}: {source} model on the {split} split ({split_reason})")
+    _write_reports(evaluation, model, task, cand, base_doc, fairness, verdict, title, attributions)
     _write_blessing(blessing, model, verdict)
     overall = _overall(cand)
     evaluation.properties.update(

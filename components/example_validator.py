@@ -18,7 +18,7 @@ from jaxtx.validation.anomalies_report import render_anomalies_html
 from jaxtx.validation.statistics import merge_statistics
 
 from ._artifacts import Anomalies, Artifact, Examples, Output, Schema, Statistics
-from ._component import component
+from ._component import RunContext, component
 
 __all__ = ["ExampleValidator"]
 
@@ -98,6 +98,7 @@ def ExampleValidator(
     serving_statistics: Statistics | None = None,
     examples: Examples | None = None,
     *,
+    ctx: RunContext,
     splits: list[str] | None = None,
     skew_split: str = "train",
     environment: str | None = None,
@@ -120,6 +121,7 @@ def ExampleValidator(
       examples: the examples the statistics describe: rows ExampleGen
         quarantined are reported as ``MALFORMED_ROWS``, and out-of-range counts
         are exact (splits up to ``EXACT_COUNT_ROWS`` rows), as ``jaxtx validate``.
+      ctx: the run; its pipeline titles the report.
       splits: which splits to check (default: all).
       skew_split: the training split compared with serving data.
       environment: check only the schema's features in this environment
@@ -150,7 +152,9 @@ def ExampleValidator(
             values=values_of(split),
         )
     save_anomalies(found, str(anomalies.path / "anomalies.json"))
-    title = f"Anomalies in {', '.join(chosen)} ({len(failing(found))} failing, {len(found)} in all)"
+    title = ctx.title(
+        f"Anomalies in {', '.join(chosen)} ({len(failing(found))} failing, {len(found)} in all)"
+    )
     (anomalies.reports_dir / "anomalies.html").write_text(
         render_anomalies_html(found, title=title, schema=parsed), encoding="utf-8"
     )

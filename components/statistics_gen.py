@@ -54,7 +54,7 @@ def StatisticsGen(
         metrics[f"{split}.num_rows"] = doc["num_rows"]
         metrics[f"{split}.num_features"] = len(doc["features"])
     (statistics.reports_dir / "statistics.html").write_text(
-        render_statistics_html(stats, title=_title(ctx.node_id, examples, list(stats))),
+        render_statistics_html(stats, title=ctx.title(_title(ctx.node_id, examples, list(stats)))),
         encoding="utf-8",
     )
     statistics.properties.update(

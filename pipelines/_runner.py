@@ -41,8 +41,10 @@ from jaxtx.components import (
     RunContext,
     load_artifact,
 )
+from jaxtx.core.progress import Board, node_scope, open_board, progress_mode
 from jaxtx.core.settings import Settings
 
+from . import _gc
 from ._owner import reap_dead_runs
 from ._pipeline import Pipeline
 from ._server import prefect_api
@@ -161,6 +163,18 @@ class _Progress:
 
     def fail(self, node: Node, err: BaseException) -> None:
         self.echo(f"[jaxtx] ✗ {node.id}: {err}", "bold red")
+
+    def board(self) -> Board | None:
+        """Where long steps (Beam stages, bulk inference) show their progress:
+        a bar on this console, plain lines in logs (``JAXTX_PROGRESS``; one line
+        per step every ``JAXTX_PROGRESS_INTERVAL`` seconds, default 10)."""
+        mode = progress_mode() if self.enabled else "off"
+        if mode == "off":
+            return None
+        if mode == "rich":
+            return Board("rich", console=self._console)
+        interval = float(os.environ.get("JAXTX_PROGRESS_INTERVAL", "10"))
+        return Board("plain", interval=interval)
 
 
 def _rich_console() -> Any:
@@ -293,11 +307,17 @@ def _execute_node(
     tracker: Tracker | None,
     parent_run_id: str | None,
     progress: _Progress,
+    pipeline_name: str,
     run_tag: str,
     records: _Records,
 ) -> dict[str, Artifact]:
     """One node's Prefect task: reuse a cached result or run the component,
-    logging it as a nested MLflow run of ``parent_run_id``."""
+    logging it as a nested MLflow run of ``parent_run_id``.
+
+    A node that runs gets its MLflow run first (the component logs metrics to
+    it while it runs); a cached node's run is written once its result is known,
+    in as few store transactions as can be (a cached re-run is mostly logging).
+    """
     inputs: dict[str, Artifact | None] = {}
     for name, src in node.inputs.items():
         if isinstance(src, OutputRef):
@@ -307,75 +327,118 @@ def _execute_node(
             inputs[name] = src
     key = node.component.cache_key(inputs, node.params)
     progress.start(node)
-    run_id = _start_node_run(tracker, node, parent_run_id, run_tag)
+    log = _NodeLog(tracker, node, parent_run_id, run_tag)
     try:
         result = _cached_result(cache, key, node)
         if result is None:
+            log.start()
             ctx = RunContext(
                 node_id=node.id,
-                pipeline=run_tag,
+                pipeline=pipeline_name,
+                run_tag=run_tag,
                 settings=settings,
-                mlflow_run_id=run_id,
-                metric_sinks=_metric_sinks(tracker, run_id, progress, node.id),
+                mlflow_run_id=log.run_id,
+                metric_sinks=_metric_sinks(tracker, log.run_id, progress, node.id),
             )
             producer = {
                 "component": node.component.name,
                 "node": node.id,
                 "pipeline_run": run_tag,
-                "mlflow_run_id": run_id,
+                "mlflow_run_id": log.run_id,
                 "host": socket.gethostname(),  # where it ran: a worker with a Dask task runner
                 "pid": os.getpid(),
             }
-            result = node.component.execute(
-                inputs, node.params, store, context=ctx, producer=producer
-            )
+            _gc.resume()  # paused for a short command's start-up
+            with node_scope(node.id):  # labels its long steps' progress (Beam stages)
+                result = node.component.execute(
+                    inputs, node.params, store, context=ctx, producer=producer
+                )
             if cache is not None:
                 cache.put(key, result, node)
         outcome = outcome_of(node.component, result)
-        if tracker is not None and run_id is not None:
-            _log_result(tracker, run_id, inputs, result, key)
-            tracker.set_tags(
-                run_id,
-                {
-                    **outcome.tags,
-                    "jaxtx.status": outcome.status,
-                    "mlflow.note.content": outcome.line,
-                },
-            )
+        log.result(inputs, result, key, outcome)
         progress.finish(node, result, outcome)
-        records.put(node.id, (result, run_id, outcome))
+        records.put(node.id, (result, log.run_id, outcome))
         if result.verdict:
             raise PipelineStopped(f"{node.id}: {result.verdict}", result.outputs)
-        if tracker is not None and run_id is not None:
-            tracker.end_run(run_id, "FINISHED")
+        log.end("FINISHED")
         return result.outputs
     except BaseException as e:
         progress.fail(node, e)
         if not isinstance(e, PipelineStopped):
             records.fail(node.id, f"{type(e).__name__}: {e}")
-        if tracker is not None and run_id is not None:
-            tracker.set_tags(run_id, {"jaxtx.error": f"{type(e).__name__}: {e}"})
-            tracker.end_run(run_id, "FAILED")
+        log.failed(e)
         raise
 
 
-def _start_node_run(
-    tracker: Tracker | None, node: Node, parent_run_id: str | None, run_tag: str
-) -> str | None:
-    """The node's nested MLflow run, with its parameters (``None`` when not tracked)."""
-    if tracker is None:
-        return None
-    run_id = tracker.start_run(
-        node.id,
-        parent_run_id=parent_run_id,
-        tags={
-            "jaxtx.node": node.id,
-            "jaxtx.component": node.component.name,
-            "jaxtx.pipeline_run": run_tag,
-        },
-    )
-    tracker.log_params(run_id, _node_params_for_log(node))
-    return run_id
+class _NodeLog:
+    """A node's nested MLflow run (nothing when not tracked)."""
+
+    def __init__(
+        self, tracker: Tracker | None, node: Node, parent_run_id: str | None, run_tag: str
+    ) -> None:
+        self.tracker, self.node, self.parent, self.run_tag = tracker, node, parent_run_id, run_tag
+        self.run_id: str | None = None
+        self._params_logged = False
+
+    def start(self, tags: Mapping[str, str] | None = None) -> None:
+        """Create the run, with ``tags`` besides the node's own; without them
+        (a node about to run) its parameters are logged at once, in case it fails."""
+        if self.tracker is None or self.run_id is not None:
+            return
+        self.run_id = self.tracker.start_run(
+            self.node.id,
+            parent_run_id=self.parent,
+            tags={
+                "jaxtx.node": self.node.id,
+                "jaxtx.component": self.node.component.name,
+                "jaxtx.pipeline_run": self.run_tag,
+                **(tags or {}),
+            },
+        )
+        if tags is None:
+            self.tracker.log_params(self.run_id, _node_params_for_log(self.node))
+            self._params_logged = True
+
+    def result(
+        self,
+        inputs: Mapping[str, Artifact | None],
+        result: ExecutionResult,
+        key: str,
+        outcome: Outcome,
+    ) -> None:
+        """Log a result: lineage, outcome, metrics and reports."""
+        if self.tracker is None:
+            return
+        tags: dict[str, str] = {
+            **_result_tags(inputs, result, key),
+            **outcome.tags,
+            "jaxtx.status": outcome.status,
+            "mlflow.note.content": outcome.line,
+        }
+        if self.run_id is None:  # cached: the run is created with every tag
+            self.start(tags)
+            tags = {}
+        assert self.run_id is not None
+        metrics = {**_numeric_properties(result.outputs), **result.metrics}
+        metrics["duration_s"] = result.duration_s
+        metrics["cached"] = 1.0 if result.cached else 0.0
+        params = {} if self._params_logged else _node_params_for_log(self.node)
+        self.tracker.log_batch(self.run_id, params=params, metrics=metrics, tags=tags)
+        self._params_logged = True
+        _log_lineage(self.tracker, self.run_id, inputs, result)
+
+    def end(self, status: str) -> None:
+        if self.tracker is not None and self.run_id is not None:
+            self.tracker.end_run(self.run_id, status)
+
+    def failed(self, e: BaseException) -> None:
+        if self.tracker is None:
+            return
+        self.start()  # a failure before the run existed (reading the cache)
+        assert self.run_id is not None
+        self.tracker.set_tags(self.run_id, {"jaxtx.error": f"{type(e).__name__}: {e}"})
+        self.end("FAILED")
 
 
 def _cached_result(cache: _Cache | None, key: str, node: Node) -> ExecutionResult | None:
@@ -403,39 +466,36 @@ def _metric_sinks(
     return sinks
 
 
-def _log_result(
-    tracker: Tracker,
-    run_id: str,
-    inputs: Mapping[str, Artifact | None],
-    result: ExecutionResult,
-    key: str,
+def _result_tags(
+    inputs: Mapping[str, Artifact | None], result: ExecutionResult, key: str
+) -> dict[str, str]:
+    """Lineage tags: the cache key and every input's and output's URI, fingerprint, type."""
+    tags = {"jaxtx.cached": str(result.cached).lower(), "jaxtx.cache_key": key}
+    arts = [("input", n, a) for n, a in inputs.items() if a is not None]
+    arts += [("output", n, a) for n, a in result.outputs.items()]
+    for side, name, art in arts:
+        tags[f"jaxtx.{side}.{name}.uri"] = art.uri
+        tags[f"jaxtx.{side}.{name}.fingerprint"] = art.fingerprint
+        tags[f"jaxtx.{side}.{name}.type"] = art.TYPE_NAME
+    return tags
+
+
+def _log_lineage(
+    tracker: Tracker, run_id: str, inputs: Mapping[str, Artifact | None], result: ExecutionResult
 ) -> None:
-    tags: dict[str, Any] = {"jaxtx.cached": str(result.cached).lower(), "jaxtx.cache_key": key}
+    """Input examples as MLflow datasets; outputs' manifests and reports as artifacts."""
     for name, art in inputs.items():
-        if art is not None:
-            tags[f"jaxtx.input.{name}.uri"] = art.uri
-            tags[f"jaxtx.input.{name}.fingerprint"] = art.fingerprint
-            tags[f"jaxtx.input.{name}.type"] = art.TYPE_NAME
-            if art.TYPE_NAME == "Examples":
-                tracker.log_dataset(
-                    run_id,
-                    name=f"{name}",
-                    digest=art.fingerprint,
-                    source=art.uri,
-                    context=name,
-                    profile=json.dumps(
-                        {k: art.properties.get(k) for k in ("split_counts", "span", "version")}
-                    ),
-                )
-    for name, art in result.outputs.items():
-        tags[f"jaxtx.output.{name}.uri"] = art.uri
-        tags[f"jaxtx.output.{name}.fingerprint"] = art.fingerprint
-        tags[f"jaxtx.output.{name}.type"] = art.TYPE_NAME
-    tracker.set_tags(run_id, tags)
-    metrics = {**_numeric_properties(result.outputs), **result.metrics}
-    metrics["duration_s"] = result.duration_s
-    metrics["cached"] = 1.0 if result.cached else 0.0
-    tracker.log_metrics(run_id, metrics)
+        if art is not None and art.TYPE_NAME == "Examples":
+            tracker.log_dataset(
+                run_id,
+                name=f"{name}",
+                digest=art.fingerprint,
+                source=art.uri,
+                context=name,
+                profile=json.dumps(
+                    {k: art.properties.get(k) for k in ("split_counts", "span", "version")}
+                ),
+            )
     for name, art in result.outputs.items():
         try:
             local = art.path
@@ -494,7 +554,7 @@ def run_pipeline(
     start = time.perf_counter()
     error: BaseException | None = None
     try:
-        with prefect_api(plan.settings) as prefect_ui:
+        with prefect_api(plan.settings) as prefect_ui, open_board(prog.board()):
             plan.state["prefect_ui"] = prefect_ui
             _flow(plan, run_name, max_workers, prog)()
     except BaseException as e:
@@ -625,6 +685,7 @@ def _submit_nodes(plan: _Plan, parent: str | None, progress: _Progress) -> dict[
             cache=plan.cache,
             tracker=plan.tracker,
             parent_run_id=parent,
+            pipeline_name=plan.pipeline.name,
             run_tag=plan.run_tag,
             # The progress printer and the records stay in this process (locks).
             **({} if remote else {"progress": progress, "records": plan.records}),
@@ -670,16 +731,21 @@ def _flow(plan: _Plan, run_name: str | None, max_workers: int | None, progress: 
         persist_result=False,
         validate_parameters=False,
     )
-    if plan.settings.prefect_api_url is None:
-        return prefect_flow
 
-    def with_api() -> Any:
+    def with_settings() -> Any:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with temporary_settings({PREFECT_API_URL: plan.settings.prefect_api_url}):
+        api = plan.settings.prefect_api_url
+        # No flow-run heartbeats unless asked for (PREFECT_FLOWS_HEARTBEAT_FREQUENCY):
+        # Prefect joins the heartbeat thread at flow end, which sleeps in 1 s slices,
+        # so every run waited up to 1 s for nothing.
+        with temporary_settings(
+            updates={PREFECT_API_URL: api} if api is not None else None,
+            set_defaults={"flows.heartbeat_frequency": None},
+        ):
             return prefect_flow()
 
-    return with_api
+    return with_settings
 
 
 def _task_runner(settings: Settings, max_workers: int | None) -> Any:
@@ -738,10 +804,10 @@ def _finish_parent_run(plan: _Plan, duration: float, error: BaseException | None
         headline.update(outcome.headline)
     if error is not None:
         tags["jaxtx.error"] = f"{type(error).__name__}: {error}"[:5000]
-    plan.tracker.set_tags(parent, tags)
-    plan.tracker.log_metrics(
+    plan.tracker.log_batch(
         parent,
-        {
+        tags=tags,
+        metrics={
             **headline,
             "duration_s": duration,
             "nodes_cached": n_cached,

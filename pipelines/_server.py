@@ -33,6 +33,8 @@ from pathlib import Path
 
 from jaxtx.core.settings import Settings
 
+from ._env import use_working_folder_prefect_home
+
 __all__ = [
     "ServerInfo",
     "ensure_server",
@@ -272,7 +274,10 @@ def stop_server(home: str | os.PathLike[str]) -> bool:
 def prefect_api(settings: Settings) -> Iterator[str | None]:
     """Within the block, Prefect talks to ``PREFECT_API_URL`` when set (in the
     environment or the active Prefect profile), else to
-    the working folder's local server (started if needed); yields the UI URL."""
+    the working folder's local server (started if needed); yields the UI URL.
+    Prefect's client state goes to the working folder too (see
+    :func:`use_working_folder_prefect_home`)."""
+    use_working_folder_prefect_home(settings.home)
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     explicit = get_current_settings().api.url  # the environment or the active profile

@@ -43,6 +43,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None) -> None:
         self.tracking_uri = tracking_uri
+        self._artifact_uris: dict[str, str] = {}
         with _LOCK:
             self.client = mlflow_client(tracking_uri)
             exp = self.client.get_experiment_by_name(experiment)
@@ -58,8 +59,7 @@ class Tracker:
                     self.experiment_id = exp.experiment_id
             else:
                 self.experiment_id = exp.experiment_id
-            exp = self.client.get_experiment(self.experiment_id)
-            if EXPERIMENT_KIND_TAG not in exp.tags:
+            if exp is None or EXPERIMENT_KIND_TAG not in exp.tags:
                 # Without it MLflow 3's UI opens the experiment in GenAI mode (traces).
                 self.client.set_experiment_tag(
                     self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
@@ -102,40 +102,58 @@ class Tracker:
             all_tags["mlflow.parentRunId"] = parent_run_id
         with _LOCK:
             run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         return run.info.run_id
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(str(k)[:250], _param_value(v)) for k, v in params.items()]
-        if items:
-            with _LOCK:
-                self.client.log_batch(run_id, params=items)
+        self.log_batch(run_id, params=params)
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        items = [Metric(_metric_key(k), float(v), ts, step) for k, v in metrics.items()]
-        if items:
-            with _LOCK:
-                self.client.log_batch(run_id, metrics=items)
+        self.log_batch(run_id, metrics=metrics, step=step)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
+        self.log_batch(run_id, tags=tags)
 
-        items = [RunTag(str(k), str(v)[:5000]) for k, v in tags.items()]
-        if items:
+    def log_batch(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        step: int = 0,
+    ) -> None:
+        """Parameters, metrics (at ``step``) and tags in one store transaction
+        (each call is a commit of the SQLite store: a node logs with as few as it can).
+        """
+        from mlflow.entities import Metric, Param, RunTag
+
+        ts = int(time.time() * 1000)
+        p = [Param(str(k)[:250], _param_value(v)) for k, v in (params or {}).items()]
+        m = [Metric(_metric_key(k), float(v), ts, step) for k, v in (metrics or {}).items()]
+        t = [RunTag(str(k), str(v)[:5000]) for k, v in (tags or {}).items()]
+        if p or m or t:
             with _LOCK:
-                self.client.log_batch(run_id, tags=items)
+                self.client.log_batch(run_id, metrics=m, params=p, tags=t)
 
     def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
         with _LOCK:
-            self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+            self._artifact_repo(run_id).log_artifacts(str(local_dir), artifact_path)
 
     def log_artifact(self, run_id: str, local_file: Path, artifact_path: str | None = None) -> None:
         with _LOCK:
-            self.client.log_artifact(run_id, str(local_file), artifact_path)
+            self._artifact_repo(run_id).log_artifact(str(local_file), artifact_path)
+
+    def _artifact_repo(self, run_id: str) -> Any:
+        """The run's artifact repository: for runs this tracker started, made from the
+        artifact URI ``create_run`` returned (the client would read the run again)."""
+        uri = self._artifact_uris.get(run_id)
+        if uri is None:
+            uri = self.client.get_run(run_id).info.artifact_uri
+            self._artifact_uris[run_id] = uri
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        return get_artifact_repository(uri, tracking_uri=self.tracking_uri)
 
     def log_dataset(
         self,

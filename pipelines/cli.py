@@ -26,12 +26,14 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from jaxtx.core.settings import Settings, default_tracking_uri
 
+from . import _gc
 from ._targets import UsageError, build_pipeline, check_node_params, load_target, parse_params
 
 __all__ = ["UsageError", "load_target", "main"]
@@ -73,6 +75,9 @@ def _run_and_report(
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
+    from ._env import use_working_folder_prefect_home
+
+    use_working_folder_prefect_home(Settings.resolve(home=args.home).home)  # before Prefect loads
     from ._schedule import serve_schedule
 
     serve_schedule(
@@ -115,6 +120,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not (serving_dir / MODEL_NAME).is_dir():
         print("no model was pushed (not blessed); nothing to serve", file=sys.stderr)
         return 0
+    _gc.resume()
     _serve_demo(serving_dir, MODEL_NAME, args.port)
     return 0
 
@@ -527,12 +533,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``jaxtx`` command line.
 
     Args:
-      argv: the arguments (default ``sys.argv[1:]``).
+      argv: the arguments (default ``sys.argv[1:]``: then this *is* the program,
+        and the process exits here without the interpreter's teardown; see
+        :func:`_exit_now`).
 
     Returns:
       The exit code: 0 success, 1 failure, 2 bad usage or input.
     """
+    if argv is None:
+        _gc.pause()  # until a component executes (or the command is not a short run)
+    code = _main(argv)
+    if argv is None:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Exit like the interpreter does, less its teardown.
+
+    A normal exit joins non-daemon threads, runs ``atexit`` handlers (Prefect's
+    log and event flushes, ``logging.shutdown``), then frees every module one
+    object at a time: 0.7-1.3 s of CPU after a pipeline run (MLflow, Prefect,
+    pandas and jax loaded), which is a third of a short run. The first two are
+    done here, the last is skipped. Python's own steps are private names;
+    without them this returns and the exit is the normal one.
+    """
+    import atexit
+
+    shutdown = getattr(threading, "_shutdown", None)
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
+    if shutdown is None or run_exitfuncs is None:
+        return
+    shutdown()
+    run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    if args.command not in ("run", "demo"):
+        _gc.resume()
     if not args.verbose:
         _quiet_prefect_task_logs()
     try:

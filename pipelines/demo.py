@@ -33,10 +33,8 @@ from jaxtx.components import (
     Transform,
 )
 from jaxtx.core.settings import Settings
-from jaxtx.trainer import transform as tx
 
 from ._pipeline import Pipeline
-from .demo_data import write_demo_data
 
 __all__ = ["DEMO_SCHEMA", "LABEL", "create_pipeline", "ensure_demo_data", "preprocess"]
 
@@ -54,6 +52,8 @@ def ensure_demo_data(root: str | Path, *, rows: int = 20_000, seed: int = 0) -> 
     settings = {"rows": rows, "seed": seed}
     if marker.exists() and json.loads(marker.read_text()) == settings:
         return root
+    from .demo_data import write_demo_data  # numpy and pandas only to write the data
+
     write_demo_data(root, rows=rows, seed=seed)
     marker.write_text(json.dumps(settings))
     return root
@@ -61,6 +61,8 @@ def ensure_demo_data(root: str | Path, *, rows: int = 20_000, seed: int = 0) -> 
 
 def preprocess(inputs: Any) -> dict[str, Any]:
     """The demo's feature engineering (fitted on the train split, fused into the model)."""
+    from jaxtx.trainer import transform as tx  # jax is loaded when Transform runs, not before
+
     out = {
         name: tx.scale_to_z_score(tx.fill_missing(inputs[name], "mean"))
         for name in ("age", "education_num", "hours_per_week")

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jaxtx.core import progress
 from jaxtx.core.beam import BeamOptions, pipeline_options
 from jaxtx.core.model_format import LoadedModel
 
@@ -101,23 +102,50 @@ class BulkPredict(beam.PTransform):
         out_dir: Where to write one Parquet file per input file (must exist).
         prefix: Prefix of the prediction columns.
         batch_rows: Rows per model call.
+        total_rows: The rows of all files, if known (shown as a progress bar's total).
     """
 
     def __init__(
-        self, model_dir: str, out_dir: str, *, prefix: str = "prediction_", batch_rows: int = 8192
+        self,
+        model_dir: str,
+        out_dir: str,
+        *,
+        prefix: str = "prediction_",
+        batch_rows: int = 8192,
+        total_rows: int | None = None,
     ) -> None:
         super().__init__()
         self.model_dir, self.out_dir = str(model_dir), str(out_dir)
         self.prefix, self.batch_rows = prefix, int(batch_rows)
+        self.total_rows = total_rows
 
     def expand(self, files: Any) -> Any:
-        return (
+        predicted = (
             files
             | "Read" >> beam.ParDo(_ReadBatches(self.batch_rows))
             | "Predict" >> beam.ParDo(_Predict(self.model_dir, self.prefix, self.batch_rows))
+        )
+        _ = predicted | "Progress" >> progress.counting(
+            "scoring", rows=_scored_rows, total=self.total_rows
+        )
+        return (
+            predicted
             | "ByFile" >> beam.GroupByKey()
             | "Write" >> beam.Map(_write_group, self.out_dir)
         )
+
+
+def _scored_rows(item: tuple[str, tuple[int, pa.RecordBatch]]) -> int:
+    return item[1][1].num_rows
+
+
+def _rows_in(files: Sequence[str | os.PathLike[str]]) -> int:
+    """Rows of Parquet files, from their footers."""
+    total = 0
+    for f in files:
+        with pq.ParquetFile(os.fspath(f)) as pf:
+            total += pf.metadata.num_rows
+    return total
 
 
 def bulk_predict(
@@ -149,7 +177,11 @@ def bulk_predict(
             | "Files" >> beam.Create([os.fspath(f) for f in files])
             | "BulkPredict"
             >> BulkPredict(
-                os.fspath(model_dir), os.fspath(out_dir), prefix=prefix, batch_rows=batch_rows
+                os.fspath(model_dir),
+                os.fspath(out_dir),
+                prefix=prefix,
+                batch_rows=batch_rows,
+                total_rows=_rows_in(files),
             )
         )
     total = 0

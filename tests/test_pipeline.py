@@ -248,6 +248,28 @@ def test_mlflow_gets_parent_and_nested_runs_with_lineage(home: Path) -> None:
     assert files == ["reports/nums/report.html"]
 
 
+def test_a_cached_node_is_logged_like_one_that_ran(home: Path) -> None:
+    """A cached node's MLflow run is written in fewer store calls: same record."""
+    p = _diamond(home)
+    first, again = p.run(), p.run()
+    assert again.executed_nodes == []
+    client = MlflowClient(again.tracking_uri)
+    same = ("jaxtx.input.", "jaxtx.output.", "jaxtx.node", "jaxtx.component", "jaxtx.status")
+    for node in ("Make", "Total"):
+        ran = client.get_run(first[node].mlflow_run_id)
+        cached = client.get_run(again[node].mlflow_run_id)
+        assert cached.info.status == "FINISHED" and cached.info.run_name == node
+        assert cached.data.params == ran.data.params
+        assert {k: v for k, v in cached.data.tags.items() if k.startswith(same)} == {
+            k: v for k, v in ran.data.tags.items() if k.startswith(same)
+        }
+        assert cached.data.tags["jaxtx.cached"] == "true" and cached.data.metrics["cached"] == 1
+        assert cached.data.tags["mlflow.parentRunId"] == again.mlflow_run_id
+        assert set(cached.data.metrics) == set(ran.data.metrics)
+    files = [f.path for f in client.list_artifacts(again["Make"].mlflow_run_id, "reports/nums")]
+    assert files == ["reports/nums/report.html"]
+
+
 def test_user_code_version_invalidates_cache(home: Path) -> None:
     def build(version: str) -> Pipeline:
         @component(name="Versioned", version=version)

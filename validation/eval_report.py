@@ -63,8 +63,9 @@ tr.failed td { background: #fdecea; } tr.passed td { background: #e8f5e9; }
 details { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
           padding: 8px 12px; margin: 8px 0; }
 summary { cursor: pointer; font-weight: 600; }
+.plots { display: flex; flex-wrap: wrap; gap: 12px; align-items: stretch; margin: 8px 0; }
 figure { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
-         padding: 8px; margin: 8px 0; display: inline-block; max-width: 100%; }
+         padding: 8px; margin: 0; max-width: 100%; display: flex; flex-direction: column; }
 figure img { max-width: 100%; height: auto; display: block; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
 .notes { color: var(--muted); font-size: 12px; }
@@ -120,6 +121,9 @@ def _require_binary(evaluation: Mapping[str, Any], what: str) -> None:
 
 # ------------------------------------------------------------------------ plots
 
+#: Inches of the ROC and the calibration plot: the same, so their report cards align.
+_CURVE_FIGSIZE = (5.5, 6.0)
+
 
 def plot_roc(
     evaluation: Mapping[str, Any], path: str, *, slices: Sequence[str] | None = None
@@ -137,7 +141,7 @@ def plot_roc(
     from matplotlib.figure import Figure  # rendered by the Agg canvas; pyplot is not used
 
     _require_binary(evaluation, "plot_roc")
-    fig = Figure(figsize=(5.5, 5.0), dpi=100, layout="constrained")
+    fig = Figure(figsize=_CURVE_FIGSIZE, dpi=100, layout="constrained")
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], linestyle="--", color="#9aa5b1", linewidth=1, label="chance")
     for entry in _pick_slices(evaluation, slices):
@@ -173,7 +177,7 @@ def plot_calibration(
 
     _require_binary(evaluation, "plot_calibration")
     chosen = _pick_slices(evaluation, slices)
-    fig = Figure(figsize=(5.5, 6.5), dpi=100, layout="constrained")
+    fig = Figure(figsize=_CURVE_FIGSIZE, dpi=100, layout="constrained")
     top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     top.plot([0, 1], [0, 1], linestyle="--", color="#9aa5b1", linewidth=1, label="perfect")
     for entry in chosen:
@@ -571,7 +575,8 @@ def _images_section(images: Mapping[str, str]) -> str:
             f'<figure><img alt="{_e(name)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_e(name)}</figcaption></figure>"
         )
-    return "<h2>Plots</h2>" + "".join(figures) if figures else ""
+    # One row of cards of equal height (ROC and calibration are drawn the same size).
+    return f'<h2>Plots</h2><div class="plots">{"".join(figures)}</div>' if figures else ""
 
 
 def render_evaluation_html(

@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jaxtx.core import progress
 from jaxtx.core.beam import BatchCombineFn, BeamOptions, run_and_read_json
 from jaxtx.core.files import expand_paths
 from jaxtx.core.numerics import ExactMoments
@@ -995,6 +996,10 @@ def _parquet_files(entries: Sequence[str]) -> list[str]:
     return expand_paths(entries, accept=lambda p: p.endswith(".parquet"), what="Parquet file")
 
 
+def _num_rows(batch: pa.RecordBatch) -> int:
+    return batch.num_rows
+
+
 class _ReadRowGroups(beam.DoFn):
     """Read ``(path, row_groups)`` tasks as record batches."""
 
@@ -1031,16 +1036,17 @@ def compute_split_statistics(
     rows_per_task = max(options.batch_size, 1 << 20)
 
     def build(p: beam.Pipeline) -> dict[str, beam.PCollection]:
-        return {
-            split: (
+        out = {}
+        for split, files in split_files.items():
+            batches = (
                 p
                 | f"Files[{split}]" >> beam.Create(_parquet_files(files))
                 | f"Plan[{split}]" >> beam.FlatMap(row_group_tasks, rows_per_task=rows_per_task)
                 | f"Read[{split}]" >> beam.ParDo(_ReadRowGroups(options.batch_size))
-                | f"Stats[{split}]" >> GenerateStatistics(options)
             )
-            for split, files in split_files.items()
-        }
+            _ = batches | f"Progress[{split}]" >> progress.counting(split, rows=_num_rows)
+            out[split] = batches | f"Stats[{split}]" >> GenerateStatistics(options)
+        return out
 
     return run_and_read_json(
         build, beam_options=beam_options, temp_dir=temp_dir, prefix="jaxtx-stats"

@@ -72,6 +72,7 @@ import pyarrow as pa
 from apache_beam.metrics.metric import Metrics
 
 from jaxtx.core import files as fs
+from jaxtx.core import progress
 from jaxtx.core.beam import BeamOptions, pipeline_options
 
 from ._coders import register_arrow_coders
@@ -346,6 +347,9 @@ class IngestExamples(beam.PTransform):
           ``{"counts": paths of the count files}``.
         """
         register_arrow_coders()  # shard edges: size estimates without pickling each batch
+        self._fn.progress = progress.task(
+            "reading"
+        )  # None without a board (see jaxtx.core.progress)
         files = pbegin | "ListFiles" >> beam.Create(list(enumerate(self.groups)))
         if not self._num_shards:
             counts = files | "IngestFiles" >> beam.ParDo(self._fn).with_output_types(str)
@@ -410,6 +414,7 @@ class _IngestFilesFn(beam.DoFn):
 
     def __init__(self, job: _FileJob) -> None:
         self._job = job
+        self.progress: str | None = None  # a progress step counting the rows read, if any
         self._rows_read = Metrics.counter(METRICS_NAMESPACE, "rows_read")
         self._rows_rejected = Metrics.counter(METRICS_NAMESPACE, "rows_rejected")
         self._written = {
@@ -429,6 +434,7 @@ class _IngestFilesFn(beam.DoFn):
                 if batch is None:
                     continue
                 rows_read += batch.num_rows
+                progress.advance(self.progress, batch.num_rows)
                 for split, part in self._split(path, batch):
                     self._written[job.splits.names[split]].inc(part.num_rows)
                     if not job.num_shards:
