@@ -15,7 +15,27 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-__all__ = ["JaxtxPyfuncModel", "log_jaxtx_model"]
+__all__ = ["JaxtxPyfuncModel", "log_jaxtx_model", "pip_requirements"]
+
+#: What the logged pyfunc model imports, pinned to the installed versions.
+_REQUIREMENTS = ("jaxtx", "mlflow", "cloudpickle", "jax", "jaxlib", "numpy", "pandas", "pyarrow")
+
+
+def pip_requirements() -> list[str]:
+    """The logged model's requirements, ``name==installed version`` of each package it loads.
+
+    Given to MLflow explicitly: MLflow would otherwise infer them by loading the
+    model in a subprocess (seconds per logged model), and its guess misses jax.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in _REQUIREMENTS:
+        try:
+            out.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:  # pragma: no cover - e.g. jaxtx run from a source tree
+            continue
+    return out
 
 
 class JaxtxPyfuncModel(mlflow.pyfunc.PythonModel):
@@ -123,7 +143,7 @@ def log_jaxtx_model(
     from mlflow.models import Model as MlflowModel
     from mlflow.models import ModelSignature, infer_signature
 
-    from jaxtx.core.quiet import quiet_logger
+    from jaxtx.core.quiet import quiet_env, quiet_logger
     from jaxtx.core.tracking import MLFLOW_LOCK, mlflow_client
 
     output = JaxtxPyfuncModel()
@@ -147,8 +167,14 @@ def log_jaxtx_model(
         )
         # The wrapper is a small class in an installed package: MLflow's notice
         # about pickling arbitrary Python objects is not actionable here.
-        with quiet_logger(
-            "mlflow.pyfunc", "Passing a Python object as `python_model`", "Validating input example"
+        # Its progress bar for copying the model's files is noise in a pipeline's log.
+        with (
+            quiet_logger(
+                "mlflow.pyfunc",
+                "Passing a Python object as `python_model`",
+                "Validating input example",
+            ),
+            quiet_env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
         ):
             mlflow.pyfunc.save_model(
                 path=str(local),
@@ -157,6 +183,7 @@ def log_jaxtx_model(
                 signature=signature,
                 input_example=input_example,
                 mlflow_model=meta,
+                pip_requirements=pip_requirements(),
             )
         with MLFLOW_LOCK:
             client.log_model_artifacts(logged.model_id, str(local))

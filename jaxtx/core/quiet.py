@@ -18,12 +18,13 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
-__all__ = ["install", "quiet_logger", "quiet_root_log"]
+__all__ = ["install", "quiet_env", "quiet_logger", "quiet_root_log"]
 
 _BEAM_BIGQUERY_CLIENTS = "apache_beam.io.gcp.internal.clients.bigquery"
 
@@ -75,6 +76,24 @@ def quiet_logger(name: str, *prefixes: str) -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(filt)
+
+
+@contextlib.contextmanager
+def quiet_env(**settings: str) -> Iterator[None]:
+    """Set a library's environment switches (e.g. MLflow's progress bar) inside the block.
+
+    A switch the user has set is left as it is.
+
+    Args:
+      settings: variable names and values.
+    """
+    mine = {k: v for k, v in settings.items() if k not in os.environ}
+    os.environ.update(mine)
+    try:
+        yield
+    finally:
+        for k in mine:
+            os.environ.pop(k, None)
 
 
 class _QuietLoader(importlib.abc.Loader):

@@ -49,3 +49,11 @@ def test_pyfunc_predicts_more_rows_than_one_model_call(tmp_path: Path) -> None:
     )
     for name, values in want.items():
         np.testing.assert_allclose(got[name].to_numpy(), values, rtol=1e-5, atol=1e-6)
+
+    # Requirements are pinned to what is installed, jax included (MLflow's own
+    # inference, which loads the model in a subprocess, left jax out).
+    from importlib.metadata import version
+    from urllib.parse import urlparse
+
+    reqs = (Path(urlparse(location).path) / "requirements.txt").read_text().split()
+    assert f"jax=={version('jax')}" in reqs and f"mlflow=={version('mlflow')}" in reqs
