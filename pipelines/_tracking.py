@@ -26,6 +26,10 @@ __all__ = ["EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "Tracker"]
 #: The experiment tag MLflow's UI reads to choose its mode, and the value that
 #: opens it on model training (runs, metrics, models) rather than GenAI traces.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+#: Query of jaxtx's MLflow UI links: MLflow 3's UI opens every experiment in its
+#: GenAI view (traces, "Evaluation runs") unless the link asks for the model
+#: training view; the experiment's kind tag alone does not switch it.
+MLFLOW_UI_QUERY = "workflowType=machine_learning"
 EXPERIMENT_KIND = "custom_model_development"
 
 _log = logging.getLogger("jaxtx.tracking")
@@ -88,7 +92,7 @@ class Tracker:
         if not base.startswith(("http://", "https://")):
             base = "http://127.0.0.1:5000"
         url = f"{base}/#/experiments/{self.experiment_id}"
-        return f"{url}/runs/{run_id}" if run_id else url
+        return f"{url}/runs/{run_id}?{MLFLOW_UI_QUERY}" if run_id else f"{url}?{MLFLOW_UI_QUERY}"
 
     def start_run(
         self,

@@ -35,6 +35,7 @@ from jaxtx.core.settings import Settings, default_tracking_uri
 
 from . import _gc
 from ._targets import UsageError, build_pipeline, check_node_params, load_target, parse_params
+from ._tracking import MLFLOW_UI_QUERY
 
 __all__ = ["UsageError", "load_target", "main"]
 
@@ -205,7 +206,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         return 0
     if (home / "mlflow.db").exists():
         _reap(default_tracking_uri(home))
-    print(f"MLflow UI: http://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
+    print(
+        f"MLflow UI: http://{args.host}:{args.port}/#/experiments?{MLFLOW_UI_QUERY}  (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
     return _run_quietly(cmd, env)
 
 

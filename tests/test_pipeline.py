@@ -434,6 +434,8 @@ def test_run_summary_outcomes_and_parent_run(home: Path, capsys) -> None:
     r2 = p.run()
     err = capsys.readouterr().err
     assert "Summary of summed" in err and "made 1 (cached)" in err
+    # The UI link opens MLflow's model-training view, not its default GenAI view.
+    assert f"/runs/{r2.mlflow_run_id}?workflowType=machine_learning" in err
     assert r2["Summed"].outcome == Outcome("warn", "made 1")
     client = MlflowClient(r2.tracking_uri)
     first, second = client.get_run(r1.mlflow_run_id), client.get_run(r2.mlflow_run_id)

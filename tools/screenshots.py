@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                 "attributes.run_name = 'Trainer'",
                 order_by=["attributes.start_time DESC"],
             )
+            from jaxtx.pipelines._tracking import MLFLOW_UI_QUERY
+
             ui = f"http://127.0.0.1:{mlflow_port}/#"
             pages = {
                 "mlflow-parent-run.png": f"{ui}/experiments/{exp.experiment_id}/runs/"
@@ -224,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mlflow-registry.png": f"{ui}/models/census",
             }
             for name, url in pages.items():
+                url += "?" + MLFLOW_UI_QUERY
                 shots.append(screenshot(chromium, url, out / name, wait_ms=20_000))
     reports = {
         "report-statistics.png": _report(home, "StatisticsGen", "statistics", "statistics.html"),
