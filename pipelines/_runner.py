@@ -154,13 +154,6 @@ class _Progress:
             "green" if outcome.status == "ok" else "yellow" if ok else "bold red",
         )
 
-    def step(self, node_id: str, metrics: Mapping[str, float], step: int) -> None:
-        """A long step's progress (the Trainer's epochs): one line per epoch."""
-        if any(k.startswith("step_") for k in metrics):
-            return  # batch-level metrics: MLflow only
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4])
-        self.echo(f"[jaxtx]   {node_id} step {step}: {shown}", "dim")
-
     def fail(self, node: Node, err: BaseException) -> None:
         self.echo(f"[jaxtx] ✗ {node.id}: {err}", "bold red")
 
@@ -338,7 +331,7 @@ def _execute_node(
                 run_tag=run_tag,
                 settings=settings,
                 mlflow_run_id=log.run_id,
-                metric_sinks=_metric_sinks(tracker, log.run_id, progress, node.id),
+                metric_sinks=_metric_sinks(tracker, log.run_id),
             )
             producer = {
                 "component": node.component.name,
@@ -455,12 +448,11 @@ def _cached_result(cache: _Cache | None, key: str, node: Node) -> ExecutionResul
     )
 
 
-def _metric_sinks(
-    tracker: Tracker | None, run_id: str | None, progress: _Progress, node_id: str
-) -> list[Any]:
-    """Where ``RunContext.log_metrics`` sends metrics besides its own log:
-    the node's MLflow run and the console's progress lines."""
-    sinks: list[Any] = [lambda m, step: progress.step(node_id, m, step)]
+def _metric_sinks(tracker: Tracker | None, run_id: str | None) -> list[Any]:
+    """Where ``RunContext.log_metrics`` sends metrics besides its own log: the
+    node's MLflow run. (The console shows a Trainer's epochs through the
+    training library's own progress lines, once.)"""
+    sinks: list[Any] = []
     if tracker is not None and run_id is not None:
         sinks.append(lambda m, step: tracker.log_metrics(run_id, m, step=step))
     return sinks
