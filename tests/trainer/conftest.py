@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,3 +73,32 @@ def compile_cache_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
+
+
+@pytest.fixture(scope="session")
+def run_on_two_devices(compile_cache_env: dict[str, str]) -> Callable[..., dict]:
+    """Run a Python script in a subprocess that sees 2 forced host devices; the
+    JSON it printed after ``RESULT`` on a line of its own.
+
+    ``run(script, *args, timeout=180)``: ``args`` become the script's ``sys.argv[1:]``.
+    """
+
+    def run(script: str, *args: str, timeout: float = 180) -> dict:
+        env = {
+            **os.environ,
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+            **compile_cache_env,
+        }
+        env.pop("JAX_PLATFORMS", None)
+        res = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT"))
+        return json.loads(line[len("RESULT") :])
+
+    return run

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -45,19 +41,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_devices_match_one(compile_cache_env):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        **compile_cache_env,
-    }
-    env.pop("JAX_PLATFORMS", None)
-    res = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=180
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT"))
-    result = json.loads(line[len("RESULT") :])
+def test_two_devices_match_one(run_on_two_devices):
+    result = run_on_two_devices(SCRIPT, timeout=180)
 
     for bs in (64, 45):
         one, two = result[f"{bs}/1"], result[f"{bs}/2"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -200,19 +198,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_devices_same_results_as_the_host_path(compile_cache_env):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        **compile_cache_env,
-    }
-    env.pop("JAX_PLATFORMS", None)
-    res = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT"))
-    out = json.loads(line[len("RESULT") :])
+def test_two_devices_same_results_as_the_host_path(run_on_two_devices):
+    out = run_on_two_devices(SCRIPT, timeout=300)
     assert out.pop("shards") == [266, 266]
     for drop in ("False", "True"):
         ref = out[f"{drop}/1/False"]
@@ -290,24 +277,9 @@ JOB_SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def two_device_job_states(compile_cache_env) -> dict:
+def two_device_job_states(run_on_two_devices) -> dict:
     """The job's final states for every shape and run, trained on a 2-device mesh."""
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        **compile_cache_env,
-    }
-    env.pop("JAX_PLATFORMS", None)
-    res = subprocess.run(
-        [sys.executable, "-c", JOB_SCRIPT, HERE, json.dumps(SHAPES), json.dumps(RUNS)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
+    return run_on_two_devices(JOB_SCRIPT, HERE, json.dumps(SHAPES), json.dumps(RUNS), timeout=600)
 
 
 def _assert_runs_match(states: dict, shape: str) -> None:

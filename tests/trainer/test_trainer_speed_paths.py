@@ -7,10 +7,6 @@ in-memory data); see also test_trainer_resident.py.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -268,19 +264,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_devices_same_params_whatever_steps_per_execution(compile_cache_env):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        **compile_cache_env,
-    }
-    env.pop("JAX_PLATFORMS", None)
-    res = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=180
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("RESULT"))
-    out = json.loads(line[len("RESULT") :])
+def test_two_devices_same_params_whatever_steps_per_execution(run_on_two_devices):
+    out = run_on_two_devices(SCRIPT, timeout=180)
     ref = out.pop("1/False")
     for key, got in out.items():
         assert got == ref, key
