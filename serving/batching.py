@@ -99,7 +99,7 @@ class OverloadedError(RuntimeError):
 class _Item:
     """One request waiting for its model call."""
 
-    __slots__ = ("arrays", "future", "loop", "model", "rows", "since")
+    __slots__ = ("arrays", "future", "loop", "model", "rows", "settled", "since")
 
     def __init__(
         self,
@@ -115,6 +115,7 @@ class _Item:
         self.future = future
         self.loop = loop
         self.since = time.monotonic()
+        self.settled = False  # its rows given back to the queue's count
 
 
 class _Lane:
@@ -178,6 +179,19 @@ class Batcher:
             BatchFailedError: The model call failed.
             OverloadedError: Too many rows are queued.
         """
+        return await self.submit(model, arrays)
+
+    def submit(
+        self, model: LoadedModel, arrays: Mapping[str, np.ndarray]
+    ) -> asyncio.Future[dict[str, np.ndarray]]:
+        """`predict` without a coroutine: the future of this request's outputs.
+
+        Called in the running event loop; the future is resolved in it.
+        Cancelling the future withdraws the request if its batch has not run.
+
+        Raises:
+            OverloadedError: Too many rows are queued, or the batcher is closed.
+        """
         if self._closed:
             raise OverloadedError("the server is shutting down")
         rows = int(next(iter(arrays.values())).shape[0])
@@ -202,11 +216,8 @@ class Batcher:
             incoming = self._incoming[loop] = []
             loop.call_soon(self._handover, loop)
         incoming.append((key, item))
-        self._queued_rows += rows
-        try:
-            return await future
-        finally:
-            self._queued_rows -= rows
+        self._queued_rows += rows  # given back when the request is answered (`_deliver`)
+        return future
 
     # ------------------------------------------------------------ event loop
     def _start_workers(self) -> None:
@@ -266,7 +277,7 @@ class Batcher:
                 except Exception as exc:  # never leave a request waiting
                     _log.exception("batch of %d request(s) failed unexpectedly", len(batch))
                     error = BatchFailedError(f"internal error: {type(exc).__name__}: {exc}")
-                    self._deliver(batch, None, error)
+                    self._deliver([it for it in batch if not it.settled], None, error)
         return left
 
     def _fast(self, model: LoadedModel, rows: int) -> bool:
@@ -274,17 +285,28 @@ class Batcher:
         last = self._call_s.get(model, {}).get(_bucket(rows))
         return last is not None and last <= self._inline_s
 
-    @staticmethod
     def _deliver(
-        items: list[_Item], results: list[dict[str, np.ndarray]] | None, error: Exception | None
+        self,
+        items: list[_Item],
+        results: list[dict[str, np.ndarray]] | None,
+        error: Exception | None,
     ) -> None:
-        """Resolve the futures of one batch (on their event loop)."""
+        """Resolve the futures of one batch (on their event loop) and give back their rows.
+
+        With neither ``results`` nor ``error``, only the rows are given back
+        (requests withdrawn before their batch ran).
+        """
+        for it in items:
+            if not it.settled:
+                it.settled = True
+                self._queued_rows -= it.rows
         if error is not None:
             for it in items:
                 if not it.future.done():
                     it.future.set_exception(error)
             return
-        assert results is not None
+        if results is None:
+            return
         for it, result in zip(items, results, strict=True):
             if not it.future.done():
                 it.future.set_result(result)
@@ -344,6 +366,13 @@ class Batcher:
 
     def _run(self, batch: list[_Item], inline: bool = False) -> None:
         items = [it for it in batch if not it.future.done()]
+        if len(items) < len(batch):  # withdrawn: their rows are given back on their loop
+            withdrawn = [it for it in batch if it.future.done()]
+            if inline:
+                self._deliver(withdrawn, None, None)
+            else:
+                for it in withdrawn:
+                    self._post(it.loop, [it], None, None)
         if not items:
             return
         model = items[0].model
@@ -434,12 +463,11 @@ class Batcher:
             self._wakeup.notify_all()
         error = OverloadedError("the server is shutting down")
         for it in waiting:
-            if not it.future.done():
-                if it.loop is asyncio.get_running_loop():
-                    it.future.set_exception(error)
-                else:
-                    with contextlib.suppress(RuntimeError):
-                        it.loop.call_soon_threadsafe(self._deliver, [it], None, error)
+            if it.loop is asyncio.get_running_loop():
+                self._deliver([it], None, error)
+            else:
+                with contextlib.suppress(RuntimeError):
+                    it.loop.call_soon_threadsafe(self._deliver, [it], None, error)
         while any(t.is_alive() for t in self._threads):
             await asyncio.sleep(0.005)
         self._threads.clear()

@@ -14,25 +14,26 @@ overloaded), INTERNAL. Each ModelInfer call is counted in
 its code (``OK``, ``INVALID_ARGUMENT``...), and timed in
 ``jaxtx_serving_request_latency_seconds``, as HTTP requests are.
 
-Cost per call: ModelInfer takes and returns bytes (parsed and written in the
-handler). The rest is grpcio's own: a call crosses its I/O threads, its
-completion-queue poller thread and the event loop, several thread wake-ups per
-call where an HTTP request has about one, so a gRPC call costs the server more
-CPU than a whole HTTP request even with an empty handler (measured with
-``bench/bench_serving.py``, which reports server CPU per request).
+The calls travel over this package's own HTTP/2 transport (`jaxtx.serving._h2`:
+h2c, unary calls, flow control, limits), which runs in the event loop itself;
+a call costs about what an HTTP request does (`bench/bench_serving.py`
+reports server CPU per request for both).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
+import numpy as np
 from google.protobuf.message import DecodeError
 
+from ._h2 import GRPCError, H2Limits, H2Server, Method, Pending, Status
 from ._http import LogOnce, check_prepared
 from ._proto import predict_v2_pb2 as _pb2
 from .batching import Batcher, BatchFailedError, OverloadedError
@@ -40,8 +41,10 @@ from .metrics import ServingMetrics
 from .repository import ModelNotFoundError, ModelNotReadyError, ModelRepository
 from .runtime import InputError, LoadedModel
 from .v2 import (
+    V2_NUMPY,
     V2Request,
     _binary_values,
+    _input_plan,
     _json_values,
     _requested_outputs,
     _tensor_head,
@@ -52,17 +55,9 @@ from .v2 import (
 # Generated messages are created at import time: typed as Any for checkers.
 pb: Any = _pb2
 
-__all__ = ["SERVER_OPTIONS", "SERVICE", "GRPCServer"]
+__all__ = ["SERVICE", "GRPCServer", "H2Limits", "parse_infer_request"]
 
 SERVICE = "inference.GRPCInferenceService"
-# Channel arguments of the server: messages up to 64 MiB, at most 1,000 calls
-# open at once on a connection, the port never shared with another process.
-SERVER_OPTIONS = (
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_concurrent_streams", 1000),
-    ("grpc.so_reuseport", 0),
-)
 _INFER_REQUEST = pb.ModelInferRequest.FromString
 _INFER_RESPONSE = pb.ModelInferResponse
 _OUTPUT_TENSOR = pb.ModelInferResponse.InferOutputTensor
@@ -83,10 +78,6 @@ _CONTENTS = {
 }
 
 
-def _serialize(message: Any) -> bytes:
-    return message.SerializeToString()
-
-
 class _Servicer:
     """The RPC handlers (async, in the server's event loop)."""
 
@@ -100,24 +91,25 @@ class _Servicer:
         self.log_once = LogOnce(_log)
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._latencies: dict[tuple[str, str], Any] = {}
+        self._replies = _ReplyEncoder()
 
-    async def server_live(self, request: Any, context: Any) -> Any:
+    async def server_live(self, request: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    async def server_ready(self, request: Any, context: Any) -> Any:
+    async def server_ready(self, request: Any) -> Any:
         return pb.ServerReadyResponse(ready=self.repository.ready)
 
-    async def server_metadata(self, request: Any, context: Any) -> Any:
+    async def server_metadata(self, request: Any) -> Any:
         return pb.ServerMetadataResponse(name="jaxtx", version=self.version, extensions=[])
 
-    async def model_ready(self, request: Any, context: Any) -> Any:
+    async def model_ready(self, request: Any) -> Any:
         try:
             self._resolve(request.name, request.version)
         except ModelNotReadyError:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
-    async def model_metadata(self, request: Any, context: Any) -> Any:
+    async def model_metadata(self, request: Any) -> Any:
         loaded = self._resolve(request.name, request.version)
         doc = model_metadata(loaded, self.repository.serving_versions(request.name))
         return pb.ModelMetadataResponse(
@@ -128,32 +120,49 @@ class _Servicer:
             outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in doc["outputs"]],
         )
 
-    async def model_infer(self, data: bytes, context: Any) -> bytes:
+    def model_infer(self, data: bytes) -> Pending:
+        """Parse, check and queue a call now; its reply is written when its batch has run."""
         start = time.perf_counter()
-        model, version, code = "", "", "OK"
+        model = version = ""
         try:
             request = _INFER_REQUEST(data)
             loaded = self._resolve(request.model_name, request.model_version)
             model, version = loaded.name, str(loaded.version)
             parsed = parse_infer_request(request, loaded, self.metrics)
-            outputs = await self.batcher.predict(loaded, parsed.arrays)
-            payload, blobs = format_v2_outputs(outputs, loaded, parsed)
-            reply = _INFER_RESPONSE(
-                model_name=payload["model_name"],
-                model_version=payload["model_version"],
-                id=request.id,
-                outputs=[
-                    _OUTPUT_TENSOR(name=t["name"], datatype=t["datatype"], shape=t["shape"])
-                    for t in payload["outputs"]
-                ],
-                raw_output_contents=blobs,
-            )
-            return reply.SerializeToString()
+            future = self.batcher.submit(loaded, parsed.arrays)
+        except Exception as exc:
+            status, message = _status(exc)
+            self._count(model, version, status.name, start)
+            raise self._error(exc, "ModelInfer", status, message) from None
+        finish = functools.partial(self._infer_reply, start, loaded, parsed, request.id)
+        return Pending(future, finish)
+
+    def _infer_reply(
+        self, start: float, loaded: LoadedModel, parsed: V2Request, request_id: str, future: Any
+    ) -> bytes:
+        code = "OK"
+        try:
+            return self._replies.encode(future.result(), loaded, parsed, request_id)
         except BaseException as exc:
-            code = _status(exc)[0].name
+            status, message = _status(exc)
+            code = status.name
+            if isinstance(exc, Exception):
+                raise self._error(exc, "ModelInfer", status, message) from None
             raise
         finally:
-            self._count(model, version, code, start)
+            self._count(loaded.name, str(loaded.version), code, start)
+
+    def _error(self, exc: Exception, name: str, code: Status, message: str) -> GRPCError:
+        """The status a method's error is answered with; unexpected ones are logged."""
+        if code is Status.INTERNAL and not isinstance(exc, (BatchFailedError, GRPCError)):
+            self.log_once(
+                f"grpc:{name}:{type(exc).__name__}",
+                logging.ERROR,
+                "unexpected error in gRPC %s",
+                name,
+                exc_info=exc,
+            )
+        return GRPCError(code, message)
 
     def _count(self, model: str, version: str, code: str, start: float) -> None:
         """Count a ModelInfer call and time it (label children cached)."""
@@ -176,6 +185,64 @@ class _Servicer:
         return self.repository.resolve(name, int(version) if version else None)
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_ID_TAG = b"\x1a"  # ModelInferResponse.id: field 3, length-delimited
+_RAW_TAG = b"\x32"  # ModelInferResponse.raw_output_contents: field 6, length-delimited
+
+
+class _ReplyEncoder:
+    """ModelInferResponse bytes, the part that repeats written once per kind of answer.
+
+    A reply is its model name and version and the outputs' names, datatypes
+    and shapes (the same for every answer of one version at one row count),
+    then the request's id and the raw output data. The repeating part is
+    serialized by protobuf once and kept; the id and data are appended as
+    fields of their own (protobuf messages concatenate field by field).
+    """
+
+    def __init__(self) -> None:
+        self._heads: dict[tuple[Any, ...], bytes] = {}
+
+    def encode(
+        self, outputs: dict[str, Any], model: LoadedModel, parsed: V2Request, request_id: str
+    ) -> bytes:
+        payload, blobs = format_v2_outputs(outputs, model, parsed)
+        tensors = payload["outputs"]
+        key = (
+            payload["model_name"],
+            payload["model_version"],
+            *[(t["name"], t["datatype"], *t["shape"]) for t in tensors],
+        )
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= 1024:
+                self._heads.clear()
+            head = _INFER_RESPONSE(
+                model_name=payload["model_name"],
+                model_version=payload["model_version"],
+                outputs=[
+                    _OUTPUT_TENSOR(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                    for t in tensors
+                ],
+            ).SerializeToString()
+            self._heads[key] = head
+        parts = [head]
+        if request_id:
+            text = request_id.encode("utf-8")
+            parts += (_ID_TAG, _varint(len(text)), text)
+        for blob in blobs:
+            parts += (_RAW_TAG, _varint(len(blob)), blob)
+        return b"".join(parts)
+
+
 def parse_infer_request(
     request: Any, model: LoadedModel, metrics: ServingMetrics | None = None
 ) -> V2Request:
@@ -196,8 +263,95 @@ def parse_infer_request(
         )
     if not request.inputs:
         raise InputError("inputs", "a non-empty list of tensors", "nothing")
+    arrays = _plain_raw_inputs(request.inputs, raw, model) if raw else None
+    if arrays is None:
+        arrays = _checked_inputs(request.inputs, raw, model)
+    prepared = model.prepare(arrays)
+    check_prepared(model, prepared, metrics)
+    requested = [{"name": o.name} for o in request.outputs] or None
+    outputs = _requested_outputs(requested, model.signature, True)
+    return V2Request(arrays=prepared, request_id=request.id or None, outputs=outputs)
+
+
+_UINT32 = struct.Struct("<I")
+
+
+def _plain_raw_inputs(tensors: Any, raw: list[bytes], model: LoadedModel) -> dict[str, Any] | None:
+    """The common request's values as plain lists, or None to take the checked path.
+
+    The common request: every input one-dimensional, with the same row count,
+    a datatype the input accepts, no parameters, raw contents of exactly the
+    right size, numbers for numeric inputs and UTF-8 strings for string
+    inputs. Its values become the lists a JSON request would carry, which
+    `LoadedModel.prepare` converts fastest. Anything else returns None and
+    `_checked_inputs` checks it in full and names what is wrong; whatever
+    passes here would pass there with the same values.
+    """
+    plan = _input_plan(model)
+    rows = -1
     arrays: dict[str, Any] = {}
-    for i, tensor in enumerate(request.inputs):
+    for tensor, data in zip(tensors, raw, strict=True):
+        name = tensor.name
+        accepts = plan.accepts.get(name)
+        datatype = tensor.datatype
+        if accepts is None or datatype not in accepts or name in arrays or tensor.parameters:
+            return None
+        shape = tensor.shape
+        if len(shape) != 1 or len(plan.specs[name].shape) != 1:
+            return None
+        n = shape[0]
+        if rows < 0:
+            if not 0 < n <= plan.max_rows:
+                return None
+            rows = n
+        elif n != rows:
+            return None
+        if datatype == "BYTES":
+            if plan.specs[name].dtype != "string":
+                return None
+            values = _utf8_elements(data, n)
+            if values is None:
+                return None
+        elif datatype in _PLAIN_NUMERIC:
+            dtype = V2_NUMPY[datatype]
+            if len(data) != n * dtype.itemsize:
+                return None
+            values = np.frombuffer(data, dtype=dtype).tolist()
+        else:
+            return None
+        arrays[name] = values
+    return arrays
+
+
+_PLAIN_NUMERIC = frozenset(
+    ("FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+)
+
+
+def _utf8_elements(data: bytes, count: int) -> list[str] | None:
+    """``count`` length-prefixed BYTES elements as text, or None if they are not exactly that."""
+    out: list[str] = []
+    offset, end = 0, len(data)
+    unpack = _UINT32.unpack_from
+    try:
+        for _ in range(count):
+            if offset + 4 > end:
+                return None
+            (length,) = unpack(data, offset)
+            offset += 4
+            if offset + length > end:
+                return None
+            out.append(data[offset : offset + length].decode("utf-8"))
+            offset += length
+    except UnicodeDecodeError:
+        return None
+    return out if offset == end else None
+
+
+def _checked_inputs(tensors: Any, raw: list[bytes], model: LoadedModel) -> dict[str, Any]:
+    """Every input checked against the signature as the HTTP protocol checks its JSON form."""
+    arrays: dict[str, Any] = {}
+    for i, tensor in enumerate(tensors):
         params = {"binary_data_size": len(raw[i])} if raw else {}
         as_dict = {
             "name": tensor.name,
@@ -213,51 +367,56 @@ def parse_infer_request(
             if field is None:
                 raise InputError(head.name, "raw_input_contents", f"{head.datatype} contents")
             arrays[head.name] = _json_values(head, {"data": list(getattr(tensor.contents, field))})
-    prepared = model.prepare(arrays)
-    check_prepared(model, prepared, metrics)
-    requested = [{"name": o.name} for o in request.outputs] or None
-    outputs = _requested_outputs(requested, model.signature, True)
-    return V2Request(arrays=prepared, request_id=request.id or None, outputs=outputs)
+    return arrays
 
 
-def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+def _status(exc: BaseException) -> tuple[Status, str]:
     """The gRPC status code and message for an error of a handler."""
+    if isinstance(exc, GRPCError):
+        return exc.code, exc.message
     if isinstance(exc, InputError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        return Status.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, DecodeError):
-        return grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a ModelInferRequest: {exc}"
+        return Status.INVALID_ARGUMENT, f"the request is not a ModelInferRequest: {exc}"
     if isinstance(exc, ModelNotFoundError):
-        return grpc.StatusCode.NOT_FOUND, str(exc)
+        return Status.NOT_FOUND, str(exc)
     if isinstance(exc, (ModelNotReadyError, OverloadedError)):
-        return grpc.StatusCode.UNAVAILABLE, str(exc)
+        return Status.UNAVAILABLE, str(exc)
     if isinstance(exc, BatchFailedError):
-        return grpc.StatusCode.INTERNAL, str(exc)
+        return Status.INTERNAL, str(exc)
     if isinstance(exc, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED, "cancelled"
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+        return Status.CANCELLED, "cancelled"
+    return Status.INTERNAL, f"internal error: {type(exc).__name__}"
 
 
-def _guarded(
-    servicer: _Servicer, fn: Callable[[Any, Any], Awaitable[Any]], name: str
-) -> Callable[[Any, Any], Awaitable[Any]]:
+def _guarded(servicer: _Servicer, fn: Callable[[bytes], Awaitable[bytes]], name: str) -> Method:
     """``fn`` with jaxtx's errors turned into gRPC status codes."""
 
-    async def handler(request: Any, context: Any) -> Any:
+    async def method(data: bytes) -> bytes:
         try:
-            return await fn(request, context)
+            return await fn(data)
         except Exception as exc:
-            code, message = _status(exc)
-            if code is grpc.StatusCode.INTERNAL and not isinstance(exc, BatchFailedError):
-                servicer.log_once(
-                    f"grpc:{name}:{type(exc).__name__}",
-                    logging.ERROR,
-                    "unexpected error in gRPC %s",
-                    name,
-                    exc_info=exc,
-                )
-        await context.abort(code, message)
+            raise servicer._error(exc, name, *_status(exc)) from None
 
-    return handler
+    return method
+
+
+def _unary(
+    fn: Callable[[Any], Awaitable[Any]], message: Any
+) -> Callable[[bytes], Awaitable[bytes]]:
+    """A handler of typed messages as a method of bytes."""
+    parse = message.FromString
+    kind = message.DESCRIPTOR.name
+
+    async def method(data: bytes) -> bytes:
+        try:
+            request = parse(data)
+        except DecodeError as exc:
+            raise InputError("request", f"a {kind}", f"undecodable bytes ({exc})") from None
+        reply = await fn(request)
+        return bytes(reply.SerializeToString())
+
+    return method
 
 
 class GRPCServer:
@@ -271,10 +430,16 @@ class GRPCServer:
     """
 
     def __init__(
-        self, repository: ModelRepository, batcher: Batcher, metrics: ServingMetrics, version: str
+        self,
+        repository: ModelRepository,
+        batcher: Batcher,
+        metrics: ServingMetrics,
+        version: str,
+        limits: H2Limits | None = None,
     ) -> None:
         self._servicer = _Servicer(repository, batcher, metrics, version)
-        self._server: Any = None
+        self._limits = limits or H2Limits()
+        self._server: H2Server | None = None
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
@@ -295,23 +460,14 @@ class GRPCServer:
             "ModelReady": (s.model_ready, pb.ModelReadyRequest),
             "ModelMetadata": (s.model_metadata, pb.ModelMetadataRequest),
         }
-        handlers = {
-            name: grpc.unary_unary_rpc_method_handler(
-                _guarded(s, fn, name),
-                request_deserializer=message.FromString,
-                response_serializer=_serialize,
-            )
+        methods = {
+            f"/{SERVICE}/{name}": _guarded(s, _unary(fn, message), name)
             for name, (fn, message) in rpcs.items()
         }
-        # ModelInfer: bytes in and out, parsed and written by the handler.
-        handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
-            _guarded(s, s.model_infer, "ModelInfer")
-        )
-        server = grpc.aio.server(options=list(SERVER_OPTIONS))
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.port = server.add_insecure_port(address)
-        await server.start()
+        # ModelInfer: bytes in and out, parsed and written by the handler (errors its own).
+        methods[f"/{SERVICE}/ModelInfer"] = s.model_infer
+        server = H2Server(methods, self._limits)
+        self.port = await server.start(host, port)
         self._server = server
         _log.info("gRPC (Open Inference Protocol v2) on %s:%d", host, self.port)
         return self.port
