@@ -25,6 +25,7 @@ new connection gets GOAWAY at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
@@ -33,7 +34,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import hpack
 
@@ -146,10 +147,8 @@ def _int(value: int, prefix_bits: int, first: int) -> bytes:
 
 def _literal(name: bytes | int, value: bytes) -> bytes:
     """A header field "without indexing": the encoder's table is never used."""
-    if isinstance(name, int):  # an index of the static table
-        head = _int(name, 4, 0x00)
-    else:
-        head = b"\x00" + _int(len(name), 7, 0) + name
+    # an int is an index of the static table
+    head = _int(name, 4, 0x00) if isinstance(name, int) else b"\x00" + _int(len(name), 7, 0) + name
     return head + _int(len(value), 7, 0) + value
 
 
@@ -266,7 +265,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport = cast(asyncio.Transport, transport)
         server = self.server
         settings = b"".join(
             _SETTING.pack(k, v)
@@ -283,7 +282,9 @@ class _Connection(asyncio.Protocol):
             transport.write(head + _frame(GOAWAY, 0, 0, _U32.pack(0) + _U32.pack(0) + debug))
             transport.close()
             self.closed = True
-            server.log_once("connections", "gRPC: refused a connection: %d open", server.limits.max_connections)
+            server.log_once(
+                "connections", "gRPC: refused a connection: %d open", server.limits.max_connections
+            )
             return
         server.connections.add(self)
         transport.write(head)
@@ -584,7 +585,9 @@ class _Connection(asyncio.Protocol):
             self.control, self.control_since = 0, now
         self.control += 1
         if self.control > 1000:
-            raise _ConnectionError(ENHANCE_YOUR_CALM, "more than 1000 PING/SETTINGS frames a second")
+            raise _ConnectionError(
+                ENHANCE_YOUR_CALM, "more than 1000 PING/SETTINGS frames a second"
+            )
 
     # -- calls ------------------------------------------------------------------
 
@@ -600,8 +603,12 @@ class _Connection(asyncio.Protocol):
             self._answer_status(stream, Status.UNIMPLEMENTED, f"unknown method {name}")
             return
         if len(body) < 5 or len(body) != 5 + int.from_bytes(body[1:5], "big"):
-            what = "no message" if not body else f"{len(body)} bytes, not one length-prefixed message"
-            self._answer_status(stream, Status.INTERNAL, f"a unary call needs one message; got {what}")
+            what = (
+                "no message" if not body else f"{len(body)} bytes, not one length-prefixed message"
+            )
+            self._answer_status(
+                stream, Status.INTERNAL, f"a unary call needs one message; got {what}"
+            )
             return
         message = bytes(body[5:])
         if body[0]:
@@ -626,7 +633,7 @@ class _Connection(asyncio.Protocol):
             stream.task = result.future
             result.future.add_done_callback(functools.partial(self._settle, stream, result.finish))
         else:
-            stream.task = self.loop.create_task(self._call(stream, result))
+            stream.task = self.loop.create_task(self._call(stream, cast(Awaitable[bytes], result)))
         if stream.deadline is not None:
             stream.timer = self.loop.call_at(stream.deadline, self._expire, stream)
 
@@ -653,6 +660,12 @@ class _Connection(asyncio.Protocol):
                 Status.RESOURCE_EXHAUSTED,
                 f"the request message is over {limit} bytes once decompressed (the server's limit)",
             )
+        if not inflater.eof or inflater.unused_data:
+            raise GRPCError(
+                Status.INTERNAL,
+                f"the message is not valid {encoding.decode()}: "
+                + ("it is cut short" if not inflater.eof else "data follows its end"),
+            )
         return out
 
     def _expire(self, stream: _Stream) -> None:
@@ -662,7 +675,10 @@ class _Connection(asyncio.Protocol):
 
     def _internal(self, stream: _Stream, exc: Exception) -> None:
         self.server.log_once(
-            f"internal:{type(exc).__name__}", "gRPC: unexpected error in %s", stream.path, exc_info=exc
+            f"internal:{type(exc).__name__}",
+            "gRPC: unexpected error in %s",
+            stream.path,
+            exc_info=exc,
         )
         self._answer_status(stream, Status.INTERNAL, f"internal error: {type(exc).__name__}")
 
@@ -675,7 +691,10 @@ class _Connection(asyncio.Protocol):
             self._answer_status(stream, Status.UNAVAILABLE, "the server is shutting down")
 
     def _settle(
-        self, stream: _Stream, finish: Callable[[asyncio.Future[Any]], bytes], future: asyncio.Future[Any]
+        self,
+        stream: _Stream,
+        finish: Callable[[asyncio.Future[Any]], bytes],
+        future: asyncio.Future[Any],
     ) -> None:
         """A `Pending` call's future is done: answer it."""
         if stream.timer is not None:
@@ -830,7 +849,9 @@ class _Connection(asyncio.Protocol):
     def _fail(self, code: int, message: str) -> None:
         self.server.log_once(f"conn:{code}", "gRPC: closed a connection: %s", message)
         self._write(
-            _frame(GOAWAY, 0, 0, _U32.pack(self.last_sid) + _U32.pack(code) + message.encode()[:256])
+            _frame(
+                GOAWAY, 0, 0, _U32.pack(self.last_sid) + _U32.pack(code) + message.encode()[:256]
+            )
         )
         self._close()
 
@@ -914,10 +935,8 @@ class H2Server:
         for connection in list(self.connections):
             connection.goaway(NO_ERROR, b"the server is shutting down")
         self.drained()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), grace_s)
-        except TimeoutError:
-            pass
         for connection in list(self.connections):
             connection.connection_lost(None)
             if connection.transport is not None:

@@ -355,10 +355,19 @@ async def _send_reply(send: Send, reply: Reply) -> None:
 
 
 async def _start_grpc(handlers: _App, app: Starlette) -> Any:
-    from .grpc_server import GRPCServer
+    from .grpc_server import GRPCServer, H2Limits
 
     config = handlers.config
-    server = GRPCServer(handlers.repository, handlers.batcher, handlers.metrics, handlers.version)
+    edge = config.edge
+    limits = H2Limits(
+        max_header_bytes=edge.max_header_bytes,
+        header_timeout_s=edge.header_timeout_s,
+        body_timeout_s=edge.body_timeout_s,
+        max_connections=edge.connections(),
+    )
+    server = GRPCServer(
+        handlers.repository, handlers.batcher, handlers.metrics, handlers.version, limits
+    )
     app.state.grpc_port = await server.start(config.grpc_host, config.grpc_port or 0)
     return server
 

@@ -56,18 +56,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     p.add_argument("--poll-interval", type=float, default=2.0, help="seconds between scans")
     p.add_argument("--no-batching", action="store_true", help="one model call per request")
-    p.add_argument(
-        "--max-batch-size", type=int, default=32, help="most rows in one model call"
-    )
+    p.add_argument("--max-batch-size", type=int, default=32, help="most rows in one model call")
     p.add_argument(
         "--batch-timeout-ms",
         type=float,
         default=0.0,
         help="longest a batch waits to fill (default 0: start when a worker is free)",
     )
-    p.add_argument(
-        "--batch-threads", type=int, default=1, help="threads running model calls"
-    )
+    p.add_argument("--batch-threads", type=int, default=1, help="threads running model calls")
     p.add_argument(
         "--batch-inline-ms",
         type=float,

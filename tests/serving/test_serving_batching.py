@@ -291,3 +291,31 @@ def test_inline_off_or_a_slow_model_keeps_calls_on_the_workers(
 ) -> None:
     calls = _sequential_calls(BatchingConfig(inline_max_ms=inline_max_ms), model, [1] * 10)
     assert calls.threads == ["jaxtx-predict-0"] * 10
+
+
+@pytest.mark.parametrize("inline_max_ms", [0.0, 1000.0])
+def test_queued_rows_are_given_back_for_answered_withdrawn_and_failed_requests(
+    model: LoadedModel, inline_max_ms: float
+) -> None:
+    async def main() -> list[int]:
+        config = BatchingConfig(max_batch_size=8, max_queued_rows=6, inline_max_ms=inline_max_ms)
+        batcher = Batcher(config)
+        try:
+            seen = []
+            arrays = [model.prepare(r) for r in _rows(6)]
+            futures = [batcher.submit(model, a) for a in arrays]
+            seen.append(batcher._queued_rows)  # 6: the limit is reached
+            with pytest.raises(OverloadedError):
+                batcher.submit(model, arrays[0])
+            futures[0].cancel()  # withdrawn before its batch runs
+            # a worker posts the withdrawn row's return before the batch's answers
+            await asyncio.gather(*futures[1:])
+            seen.append(batcher._queued_rows)
+            again = await asyncio.gather(*(batcher.predict(model, a) for a in arrays))
+            seen.append(batcher._queued_rows)
+            assert len(again) == 6
+            return seen
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(main()) == [6, 0, 0]

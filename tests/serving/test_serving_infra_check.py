@@ -18,9 +18,7 @@ def test_served_answers_equal_in_process_and_a_wrong_expectation_fails(tmp_path,
     model_dir = model_cache / "logistic" / "1"
     loaded = LoadedModel.load(str(model_dir))
     specs = loaded.signature.inputs
-    rows = [
-        {s.name: ("red" if s.dtype == "string" else float(i)) for s in specs} for i in range(4)
-    ]
+    rows = [{s.name: ("red" if s.dtype == "string" else float(i)) for s in specs} for i in range(4)]
     expected = loaded.predict({s.name: [r[s.name] for r in rows] for s in specs})
     checks = check_served_model(model_dir, rows, expected, log_path=tmp_path / "server.log")
     assert [c["check"] for c in checks] == ["ready", "predict", "answers"]
