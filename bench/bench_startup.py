@@ -106,7 +106,9 @@ def main() -> None:
         figures["cached demo"] = [_timed(demo, env, "cached demo") for _ in range(args.repeat)]
     finally:
         stop_server(home)
-    print(f"\n{'':16}{'median':>9}{'min':>8}{'max':>8}{'target':>9}{'':7}cpu (user+sys): median (min-max)")
+    print(
+        f"\n{'':16}{'median':>9}{'min':>8}{'max':>8}{'target':>9}{'':7}cpu (user+sys): median (min-max)"
+    )
     ok = True
     for name, xs in figures.items():
         med = statistics.median(xs)
