@@ -40,7 +40,7 @@ import hpack
 
 __all__ = ["GRPCError", "H2Limits", "H2Server", "Method", "Pending", "Status"]
 
-_log = logging.getLogger("jaxtx.serving.grpc_server")
+_log = logging.getLogger(__name__)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
@@ -403,13 +403,14 @@ class _Connection(asyncio.Protocol):
         if cached is not None:
             return cached
         table = self.decoder.header_table.dynamic_entries
-        before = (len(table), table[0] if table else None)
+        size, first = len(table), table[0] if table else None
         try:
             fields = self.decoder.decode(block, raw=True)
         except hpack.HPACKError as exc:
             raise _ConnectionError(COMPRESSION_ERROR, f"a header block: {exc}") from None
         headers = {bytes(k): bytes(v) for k, v in fields}
-        if (len(table), table[0] if table else None) == before:
+        # an insertion puts a new tuple first, an eviction alone shortens the table
+        if len(table) == size and (table[0] if table else None) is first:
             if len(self.header_cache) >= 64:
                 self.header_cache.clear()
             self.header_cache[block] = headers
@@ -426,8 +427,8 @@ class _Connection(asyncio.Protocol):
             if stream.state == 0:
                 self._dispatch(stream)
             return
-        if sid <= self.last_sid:
-            raise _ConnectionError(STREAM_CLOSED, f"HEADERS on closed stream {sid}")
+        if sid <= self.last_sid:  # a stream this side answered or reset early: ignored
+            return
         self.last_sid = sid
         if self.going_away or len(self.streams) >= self.server.limits.max_streams:
             self._write(_frame(RST_STREAM, 0, sid, _U32.pack(REFUSED_STREAM)))
