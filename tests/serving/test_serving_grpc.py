@@ -124,3 +124,56 @@ def test_a_body_that_is_not_a_request_is_invalid_argument(served: RunningServer)
             infer(b"\xff\xff\xff", timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "ModelInferRequest" in (info.value.details() or "")
+
+
+def _raw_request(x1: list[float], color: list[bytes], x2_shape: list[int] | None = None) -> bytes:
+    """A ModelInferRequest with raw contents, built by hand (any shape, any bytes)."""
+    from jaxtx.serving._proto import predict_v2_pb2 as pb
+
+    n = len(x1)
+    req = pb.ModelInferRequest(model_name="logistic")
+    for name, dtype, shape in (
+        ("x1", "FP32", [n]),
+        ("x2", "FP32", x2_shape or [n]),
+        ("color", "BYTES", [n]),
+    ):
+        req.inputs.add(name=name, datatype=dtype, shape=shape)
+    req.raw_input_contents.append(np.array(x1, np.float32).tobytes())
+    req.raw_input_contents.append(np.zeros(n, np.float32).tobytes())
+    req.raw_input_contents.append(b"".join(len(c).to_bytes(4, "little") + c for c in color))
+    return bytes(req.SerializeToString())
+
+
+def test_raw_inputs_off_the_common_path_are_checked_in_full(served: RunningServer) -> None:
+    import grpc
+
+    from jaxtx.serving._proto import predict_v2_pb2 as pb
+
+    with grpc.insecure_channel(f"127.0.0.1:{served.app.state.grpc_port}") as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        common = pb.ModelInferResponse.FromString(
+            infer(_raw_request([1.0, 2.0], [b"red", b"blue"]))
+        )
+        # the same values as typed contents take the checked path: the same answer
+        typed = pb.ModelInferRequest(model_name="logistic")
+        typed.inputs.add(name="x1", datatype="FP32", shape=[2]).contents.fp32_contents.extend(
+            [1.0, 2.0]
+        )
+        typed.inputs.add(name="x2", datatype="FP32", shape=[2]).contents.fp32_contents.extend(
+            [0.0, 0.0]
+        )
+        typed.inputs.add(name="color", datatype="BYTES", shape=[2]).contents.bytes_contents.extend(
+            [b"red", b"blue"]
+        )
+        checked = pb.ModelInferResponse.FromString(infer(typed.SerializeToString()))
+        assert [o.name for o in checked.outputs] == [o.name for o in common.outputs]
+        assert list(checked.raw_output_contents) == list(common.raw_output_contents)
+        bad_cases = {
+            "color": _raw_request([1.0], [b"\xff\xfe"]),  # not UTF-8
+            "x2": _raw_request([1.0], [b"red"], x2_shape=[2]),  # rows disagree
+        }
+        for field, body in bad_cases.items():
+            with pytest.raises(grpc.RpcError) as info:
+                infer(body, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+            assert field in (info.value.details() or ""), info.value.details()
