@@ -442,6 +442,12 @@ class _Connection(asyncio.Protocol):
             self._answer_http(stream, b"415", flags)
             return
         stream.path = headers.get(b":path", b"")
+        if stream.path not in self.server.methods:  # answered now: it may be a streaming call
+            if flags & END_STREAM:
+                stream.state = 1
+            name = stream.path.decode("latin-1")
+            self._answer_status(stream, Status.UNIMPLEMENTED, f"unknown method {name}")
+            return
         stream.encoding = headers.get(b"grpc-encoding", b"identity")
         timeout = headers.get(b"grpc-timeout")
         if timeout is not None:
@@ -598,11 +604,7 @@ class _Connection(asyncio.Protocol):
         self.buffered -= len(body)
         stream.body = bytearray()
         stream.state = 1
-        method = self.server.methods.get(stream.path)
-        if method is None:
-            name = stream.path.decode("latin-1")
-            self._answer_status(stream, Status.UNIMPLEMENTED, f"unknown method {name}")
-            return
+        method = self.server.methods[stream.path]
         if len(body) < 5 or len(body) != 5 + int.from_bytes(body[1:5], "big"):
             what = (
                 "no message" if not body else f"{len(body)} bytes, not one length-prefixed message"

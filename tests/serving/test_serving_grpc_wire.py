@@ -473,3 +473,20 @@ def test_a_flood_of_reset_streams_ends_the_connection(server) -> None:  # type: 
         assert ev is not None and ev.error_code == 11  # ENHANCE_YOUR_CALM
     finally:
         client.close()
+
+
+def test_an_unknown_streaming_method_is_answered_before_the_client_finishes(server) -> None:  # type: ignore[no-untyped-def]
+    srv, _ = server
+    client = H2Client(srv.port)
+    try:
+        sid = client.request("/inference.GRPCInferenceService/ModelStreamInfer", b"x", end=False)
+        seen: dict[type, Any] = {}
+        while h2.events.StreamReset not in seen:  # the request stream is still open
+            events = client.events()
+            assert events, "the server closed the connection"
+            seen.update((type(ev), ev) for ev in events if getattr(ev, "stream_id", 0) == sid)
+        headers = {str(k): str(v) for k, v in seen[h2.events.ResponseReceived].headers}
+        assert headers["grpc-status"] == str(int(Status.UNIMPLEMENTED))
+        assert h2.events.StreamEnded in seen and seen[h2.events.StreamReset].error_code == 0
+    finally:
+        client.close()
