@@ -190,6 +190,10 @@ def _timeout(value: bytes) -> float | None:
     return int(digits) * unit
 
 
+def _result(future: asyncio.Future[bytes]) -> bytes:
+    return future.result()
+
+
 class _ConnectionError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -633,10 +637,11 @@ class _Connection(asyncio.Protocol):
             self._answer(stream, result)
             return
         if isinstance(result, Pending):
-            stream.task = result.future
-            result.future.add_done_callback(functools.partial(self._settle, stream, result.finish))
-        else:
-            stream.task = self.loop.create_task(self._call(stream, cast(Awaitable[bytes], result)))
+            future, finish = result.future, result.finish
+        else:  # a coroutine: its task is the future
+            future, finish = asyncio.ensure_future(cast(Awaitable[bytes], result)), _result
+        stream.task = future
+        future.add_done_callback(functools.partial(self._settle, stream, finish))
         if stream.deadline is not None:
             stream.timer = self.loop.call_at(stream.deadline, self._expire, stream)
 
@@ -699,7 +704,7 @@ class _Connection(asyncio.Protocol):
         finish: Callable[[asyncio.Future[Any]], bytes],
         future: asyncio.Future[Any],
     ) -> None:
-        """A `Pending` call's future is done: answer it."""
+        """A call's future (or task) is done: answer it."""
         if stream.timer is not None:
             stream.timer.cancel()
         try:
@@ -712,21 +717,6 @@ class _Connection(asyncio.Protocol):
             self._internal(stream, exc)
         else:
             self._answer(stream, reply)
-
-    async def _call(self, stream: _Stream, call: Awaitable[bytes]) -> None:
-        try:
-            reply = await call
-        except GRPCError as exc:
-            self._answer_status(stream, exc.code, exc.message)
-        except asyncio.CancelledError:
-            self._cancelled(stream)
-        except Exception as exc:
-            self._internal(stream, exc)
-        else:
-            self._answer(stream, reply)
-        finally:
-            if stream.timer is not None:
-                stream.timer.cancel()
 
     # -- frames out -------------------------------------------------------------
 
