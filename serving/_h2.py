@@ -324,6 +324,12 @@ class _Connection(asyncio.Protocol):
         except _ConnectionError as exc:
             self._fail(exc.code, str(exc))
             return
+        except Exception as exc:  # a bug here must not take the server's loop down
+            self.server.log_once(
+                f"bug:{type(exc).__name__}", "gRPC: error reading a connection", exc_info=exc
+            )
+            self._fail(INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+            return
         self.buf = data[pos:] if pos < len(data) else b""
 
     # -- frames in --------------------------------------------------------------

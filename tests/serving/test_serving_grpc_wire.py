@@ -490,3 +490,43 @@ def test_an_unknown_streaming_method_is_answered_before_the_client_finishes(serv
         assert h2.events.StreamEnded in seen and seen[h2.events.StreamReset].error_code == 0
     finally:
         client.close()
+
+
+def _random_frames(rng: Any, count: int) -> bytes:
+    """Frames of every type with random flags, stream ids and payloads (some truncated)."""
+    out = bytearray()
+    for _ in range(count):
+        ftype = rng.randrange(11)
+        payload = rng.randbytes(rng.choice([0, 1, 4, 5, 6, 8, 9, 12, rng.randrange(64)]))
+        if ftype == 1 and rng.random() < 0.5:  # a HEADERS frame with a plausible HPACK block
+            payload = bytes([0x83, 0x86, 0x84, 0x41, 3]) + b"a.b" + rng.randbytes(rng.randrange(8))
+        sid = rng.choice([0, 1, 2, 3, 5, rng.randrange(1 << 31)])
+        n = len(payload)
+        out += bytes([n >> 16, (n >> 8) & 0xFF, n & 0xFF, ftype, rng.randrange(256)])
+        out += sid.to_bytes(4, "big") + payload
+    return bytes(out)
+
+
+def test_random_frames_never_break_the_server(server, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+    import random
+
+    caplog.set_level(logging.WARNING, logger="jaxtx.serving._h2")
+    srv, _ = server
+    rng = random.Random(20261202)
+    errors: list[dict[str, Any]] = []
+    srv.loop.call_soon_threadsafe(srv.loop.set_exception_handler, lambda _, ctx: errors.append(ctx))
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    for case in range(300):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            sock.sendall(preface + _random_frames(rng, 1 + case % 12))
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(1 << 16):  # the server answers and closes, or waits for more
+                pass
+    assert errors == []
+    bugs = [r for r in caplog.records if "error reading a connection" in r.getMessage()]
+    assert bugs == [], bugs[0].exc_info if bugs else None
+    closed = [r.getMessage() for r in caplog.records if "closed a connection" in r.getMessage()]
+    assert closed  # protocol errors were seen (and answered with GOAWAY)
+    with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+        assert _unary(channel, "/t.S/Echo")(b"still up", timeout=10) == b"still up"
