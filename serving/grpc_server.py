@@ -79,7 +79,11 @@ _CONTENTS = {
 
 
 class _Servicer:
-    """The RPC handlers (async, in the server's event loop)."""
+    """The RPC handlers, in the server's event loop.
+
+    The small RPCs are coroutines; ModelInfer parses and queues its call at
+    once and is answered from the batcher's future (`Pending`).
+    """
 
     def __init__(
         self, repository: ModelRepository, batcher: Batcher, metrics: ServingMetrics, version: str
