@@ -9,6 +9,7 @@ The server runs in its own event loop thread on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -290,7 +291,11 @@ class H2Client:
         for ev in events:
             if isinstance(ev, h2.events.DataReceived) and self.auto_ack:
                 self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-        self.flush()
+        try:
+            self.flush()  # acknowledgements: the server may have closed after what was read
+        except (BrokenPipeError, ConnectionResetError):
+            if not any(isinstance(ev, h2.events.ConnectionTerminated) for ev in events):
+                raise
         return events
 
     def answer(self, sid: int) -> tuple[dict[str, str], bytes, dict[str, str]]:
@@ -461,16 +466,24 @@ def test_connections_beyond_the_limit_are_refused_at_once() -> None:
         srv.close()
 
 
-def test_a_flood_of_reset_streams_ends_the_connection(server) -> None:  # type: ignore[no-untyped-def]
+def test_a_flood_of_reset_streams_ends_the_connection(server, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.WARNING, logger="jaxtx.serving._h2")
     srv, _ = server
     client = H2Client(srv.port)
+    headers = [(":method", "POST"), (":scheme", "http"), (":path", "/t.S/Echo")]
+    headers += [(":authority", "127.0.0.1"), ("content-type", "application/grpc")]
     try:
-        for _ in range(1100):
-            sid = client.request("/t.S/Echo", None, end=False)
+        for _ in range(1100):  # open a call, reset it, again and again
+            sid = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(sid, headers)
             client.conn.reset_stream(sid)
-        client.flush()
-        ev = client.until(h2.events.ConnectionTerminated)
-        assert ev is not None and ev.error_code == 11  # ENHANCE_YOUR_CALM
+        try:
+            client.flush()
+            ev = client.until(h2.events.ConnectionTerminated)
+        except (ConnectionResetError, BrokenPipeError):
+            ev = None  # closed while frames were still coming: the kernel resets the connection
+        assert ev is None or ev.error_code == 11  # ENHANCE_YOUR_CALM
+        assert "closed a connection: too many streams reset" in caplog.text
     finally:
         client.close()
 
@@ -508,7 +521,6 @@ def _random_frames(rng: Any, count: int) -> bytes:
 
 
 def test_random_frames_never_break_the_server(server, caplog) -> None:  # type: ignore[no-untyped-def]
-    import logging
     import random
 
     caplog.set_level(logging.WARNING, logger="jaxtx.serving._h2")
