@@ -1,4 +1,4 @@
-"""Concurrent HTTP clients for the tests under load: count every answer, stop on demand."""
+"""Concurrent clients for the tests under load (HTTP or gRPC): count every answer, stop on demand."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ def infer_body(i: int) -> dict[str, Any]:
     }
 
 
+def _grpc_infer_request(model: str, i: int) -> bytes:
+    """The same one-row request as `infer_body`, as a gRPC ModelInferRequest with raw contents."""
+    import numpy as np
+
+    from jaxtx.serving._proto import predict_v2_pb2 as pb
+
+    req = pb.ModelInferRequest(model_name=model)
+    for name, dtype in (("x1", "FP32"), ("x2", "FP32"), ("color", "BYTES")):
+        req.inputs.add(name=name, datatype=dtype, shape=[1])
+    req.raw_input_contents.append(np.float32(i % 7).tobytes())
+    req.raw_input_contents.append(np.float32(0.5).tobytes())
+    req.raw_input_contents.append(len(b"blue").to_bytes(4, "little") + b"blue")
+    return bytes(req.SerializeToString())
+
+
 class Load:
     """``threads`` clients sending v2 infer requests to ``url`` until `stop` (or a bound).
 
@@ -32,6 +47,9 @@ class Load:
         threads: Concurrent clients, each on its own keep-alive connection.
         max_seconds: Each client stops after this long at most.
         max_requests: Each client stops after this many requests at most.
+        grpc_port: Send the requests as gRPC ModelInfer calls to this port
+            instead (one channel per client). A call's status is counted as
+            200 when OK, else as 500 + its gRPC code.
     """
 
     def __init__(
@@ -41,15 +59,17 @@ class Load:
         threads: int = 4,
         max_seconds: float = 120.0,
         max_requests: int = 200_000,
+        grpc_port: int | None = None,
     ) -> None:
-        self.url, self.model = url, model
+        self.url, self.model, self.grpc_port = url, model, grpc_port
         self.max_seconds, self.max_requests = max_seconds, max_requests
         self.statuses: Counter[int] = Counter()
         self.versions: Counter[str] = Counter()
         self.failures: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(threads)]
+        client = self._client if grpc_port is None else self._grpc_client
+        self._threads = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
         for t in self._threads:
             t.start()
 
@@ -83,6 +103,26 @@ class Load:
                     continue
                 ok = r.status_code == 200
                 self._record(r.status_code, "" if ok else r.text[:200], ok and r.json())
+
+    def _grpc_client(self) -> None:
+        import grpc
+
+        from jaxtx.serving._proto import predict_v2_pb2 as pb
+
+        end = time.monotonic() + self.max_seconds
+        bodies = [_grpc_infer_request(self.model, i) for i in range(7)]
+        with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            for i in range(self.max_requests):
+                if self._stop.is_set() or time.monotonic() > end:
+                    return
+                try:
+                    reply = pb.ModelInferResponse.FromString(infer(bodies[i % 7], timeout=30))
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                    self._record(500 + code.value[0], f"{code.name}: {exc.details()}", None)
+                    continue
+                self._record(200, "", {"model_version": reply.model_version})
 
     def _record(self, status: int, failure: str, doc: Any) -> None:
         with self._lock:

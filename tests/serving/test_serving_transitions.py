@@ -1,7 +1,7 @@
 """Availability through every repository transition, measured under load over real HTTP.
 
-Each test keeps several clients sending v2 infer requests while the model's
-files change, waits (bounded polling of the repository) for the transition to
+Each test keeps several clients sending v2 infer requests (over gRPC too for a
+rollback and a delete) while the model's files change, waits (bounded polling of the repository) for the transition to
 finish, and asserts that not one request got a non-2xx answer.
 """
 
@@ -58,15 +58,18 @@ def _finish(load: Load) -> None:
     assert load.non_2xx() == 0, (dict(load.statuses), load.failures[:5])
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("how", ["rename_aside", "delete"])
 def test_rollback_and_delete_of_the_served_version_under_load(
-    tmp_path: Path, copy_model: CopyModel, start_server: StartServer, how: str
+    tmp_path: Path, copy_model: CopyModel, start_server: StartServer, how: str, protocol: str
 ) -> None:
     copy_model(tmp_path, "logistic", 1)
     copy_model(tmp_path, "logistic", 2)
-    srv = start_server(_config(tmp_path))
+    grpc = {"grpc_port": 0} if protocol == "grpc" else {}
+    srv = start_server(_config(tmp_path, **grpc))
     _until(_serving(srv, [2]), "version 2 serving")
-    load = Load(srv.url, threads=THREADS)
+    port = srv.app.state.grpc_port if grpc else None
+    load = Load(srv.url, threads=THREADS, grpc_port=port)
     load.wait_for(4 * THREADS)
     served = tmp_path / "logistic" / "2"
     if how == "delete":
