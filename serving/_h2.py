@@ -178,6 +178,11 @@ def _frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
     return _HEAD.pack(n >> 8, n & 0xFF, ftype, flags, sid) + payload
 
 
+def _goaway(last_sid: int, code: int, debug: bytes) -> bytes:
+    """A GOAWAY frame: the last stream taken, the error code, debug data for people."""
+    return _frame(GOAWAY, 0, 0, _U32.pack(last_sid) + _U32.pack(code) + debug)
+
+
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
@@ -283,7 +288,7 @@ class _Connection(asyncio.Protocol):
         head += _frame(WINDOW_UPDATE, 0, 0, _U32.pack(_CONN_WINDOW - 65535))
         if len(server.connections) >= server.limits.max_connections:
             debug = b"too many connections; retry later"
-            transport.write(head + _frame(GOAWAY, 0, 0, _U32.pack(0) + _U32.pack(0) + debug))
+            transport.write(head + _goaway(0, NO_ERROR, debug))
             transport.close()
             self.closed = True
             server.log_once(
@@ -841,17 +846,13 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         self.going_away = True
-        self._write(_frame(GOAWAY, 0, 0, _U32.pack(self.last_sid) + _U32.pack(code) + debug))
+        self._write(_goaway(self.last_sid, code, debug))
         if not self.streams:
             self._close()
 
     def _fail(self, code: int, message: str) -> None:
         self.server.log_once(f"conn:{code}", "gRPC: closed a connection: %s", message)
-        self._write(
-            _frame(
-                GOAWAY, 0, 0, _U32.pack(self.last_sid) + _U32.pack(code) + message.encode()[:256]
-            )
-        )
+        self._write(_goaway(self.last_sid, code, message.encode()[:256]))
         self._close()
 
     def _close(self) -> None:

@@ -265,15 +265,7 @@ class H2Client:
         compressed: bool = False,
     ) -> int:
         sid = self.conn.get_next_available_stream_id()
-        headers = [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", path),
-            (":authority", "127.0.0.1"),
-            ("content-type", content_type),
-            ("te", "trailers"),
-            *(extra or []),
-        ]
+        headers = [*self.headers(path, content_type), *(extra or [])]
         self.conn.send_headers(sid, headers, end_stream=message is None and end)
         if message is not None:
             flag = b"\1" if compressed else b"\0"
@@ -281,6 +273,18 @@ class H2Client:
             self.conn.send_data(sid, body, end_stream=end)
         self.flush()
         return sid
+
+    @staticmethod
+    def headers(path: str, content_type: str = "application/grpc") -> list[tuple[str, str]]:
+        """The request headers of a gRPC call to ``path``."""
+        return [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "127.0.0.1"),
+            ("content-type", content_type),
+            ("te", "trailers"),
+        ]
 
     def events(self) -> list[Any]:
         """The events of the next read (an empty list: the server closed the connection)."""
@@ -470,8 +474,7 @@ def test_a_flood_of_reset_streams_ends_the_connection(server, caplog) -> None:  
     caplog.set_level(logging.WARNING, logger="jaxtx.serving._h2")
     srv, _ = server
     client = H2Client(srv.port)
-    headers = [(":method", "POST"), (":scheme", "http"), (":path", "/t.S/Echo")]
-    headers += [(":authority", "127.0.0.1"), ("content-type", "application/grpc")]
+    headers = H2Client.headers("/t.S/Echo")
     try:
         for _ in range(1100):  # open a call, reset it, again and again
             sid = client.conn.get_next_available_stream_id()
