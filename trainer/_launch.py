@@ -38,6 +38,9 @@ ENV_PROCESS_ID = "JAXTX_PROCESS_ID"
 ENV_PARENT_PID = "JAXTX_PARENT_PID"
 _STDERR_LINES = 20
 _POLL_S = 0.05
+# Exits seen this close together count as one moment: which watcher thread ran
+# first on a busy machine says nothing about which process died first.
+_SAME_MOMENT_S = 1.0
 _DROPPED_ENV_PREFIXES = ("PYTEST_XDIST_", "PYTEST_CURRENT_TEST")
 """Variables of a pytest-xdist worker that must not reach the training processes."""
 
@@ -191,12 +194,17 @@ class Launch:
         """The error for failed processes ``bad``: the one that ended first is the cause.
 
         The others usually fail because it went away; the processes stopped
-        by :meth:`stop` are listed after them.
+        by :meth:`stop` are listed after them. Exits seen within
+        `_SAME_MOMENT_S` of the first are taken as simultaneous, and among
+        them a process killed by a signal comes before one that exited with a
+        code (which is what its peers do when it vanishes).
         """
         now = time.monotonic()
+        first = min(self._ended.get(i, now) for i in bad)
 
-        def key(i: int) -> tuple[float, bool, int]:  # ties: a signal before an exit code
-            return self._ended.get(i, now), self._procs[i].returncode >= 0, i
+        def key(i: int) -> tuple[bool, bool, float, int]:
+            ended = self._ended.get(i, now)
+            return ended - first > _SAME_MOMENT_S, self._procs[i].returncode >= 0, ended, i
 
         failed = sorted(bad, key=key)
         stopped = [i for i, p in enumerate(self._procs) if i not in bad and p.returncode]

@@ -381,3 +381,30 @@ def test_trainer_component_with_two_processes(tmp_path: Path, store) -> None:
     p1 = one.load().predict(raw)["probabilities"]
     p2 = two.load().predict(raw)["probabilities"]
     np.testing.assert_allclose(p2, p1, rtol=1e-5, atol=1e-6)
+
+
+def test_the_cause_named_is_the_killed_process_when_its_peers_exit_at_the_same_moment(
+    tmp_path: Path,
+) -> None:
+    """Which watcher thread saw an exit first is noise within a second: a signal wins there."""
+    import subprocess
+    import sys
+
+    def proc(code: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", code])
+
+    exit_1 = "import sys; sys.exit(1)"
+    killed = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    procs = [proc(exit_1), proc(killed), proc(exit_1)]
+    for p in procs:
+        p.wait()
+    launch = distributed.Launch(procs, "127.0.0.1:1", str(tmp_path), tmp_path / "r", None, 1, False)
+    t = time.monotonic()
+    # process 0's exit was seen 0.3 s before the killed process's, process 2's 5 s later
+    launch._ended.update({0: t, 1: t + 0.3, 2: t + 5.0})
+    err = launch._error([0, 1, 2])
+    assert [f.process_id for f in err.failures] == [1, 0, 2]
+    assert err.returncode == -signal.SIGKILL
+    # seen more than a second apart, the earlier exit is the cause, whatever its kind
+    launch._ended.update({0: t, 1: t + 2.0, 2: t + 5.0})
+    assert [f.process_id for f in launch._error([0, 1, 2]).failures] == [0, 1, 2]
